@@ -15,7 +15,7 @@ _EXPORTS = {
     # torch modules
     "DropBlock2d": "dropblock.modules",
     "ScheduledDropBlock2d": "dropblock.modules",
-    "Dropout2d": "dropblock.modules",
+    "Dropout": "dropblock.modules",
     "SpatialDropout2d": "dropblock.modules",
     "Cutout": "dropblock.modules",
     # functional forms

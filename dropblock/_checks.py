@@ -1,0 +1,45 @@
+"""Argument checks shared by the library: each raises ValueError naming the argument and its value."""
+
+from __future__ import annotations
+
+import math
+import operator
+from typing import Any
+
+
+def check_probability(value: Any, name: str = "p") -> float:
+    """Return ``value`` as a float in [0, 1), or raise ValueError."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+    try:
+        p = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}") from None
+    if not (0.0 <= p < 1.0) or math.isnan(p):
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+    return p
+
+
+def check_positive_int(value: Any, name: str) -> int:
+    """Return ``value`` as an int >= 1 (ints and integer numpy/torch scalars only), or raise ValueError."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    try:
+        n = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}") from None
+    if n < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return n
+
+
+def check_map_size(height: Any, width: Any) -> tuple[int, int]:
+    """Return (height, width) as ints >= 1, or raise ValueError."""
+    return check_positive_int(height, "height"), check_positive_int(width, "width")
+
+
+def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
+    """Return ``value`` if it is one of ``choices``, or raise ValueError listing them."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+    return value
