@@ -1,0 +1,145 @@
+"""Measured drop rates: draw many masks and report the mean realized drop rate with its standard error.
+
+Works for this library's own DropBlock masks and for any installed DropBlock function called
+as ``fn(x, p, block_size)`` (e.g. ``torchvision.ops:drop_block2d``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from dropblock._checks import check_positive_int, check_probability
+from dropblock.gamma import clip_block
+from dropblock.masks import block_keep_mask, resolve_gamma
+from dropblock.sampling import make_generator
+
+Progress = Callable[[int], None]
+
+_UNITS_PER_CHUNK = 1 << 22  # about 4M mask units per batch of masks
+
+
+class ImplError(Exception):
+    """An implementation given as MODULE:FUNCTION that cannot be imported or called; one-line message."""
+
+
+def _why(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Realized drop rate over ``samples`` masks of one H x W map.
+
+    mean: mean fraction of dropped units per mask; se: its standard error (std / sqrt(samples));
+    per_unit: (H, W) fraction of masks that dropped each unit, when asked for.
+    """
+
+    mean: float
+    se: float
+    samples: int
+    per_unit: np.ndarray | None = None
+
+
+class _Accumulator:
+    def __init__(self, height: int, width: int, per_unit: bool) -> None:
+        self.n = 0
+        self.total = 0.0
+        self.total_sq = 0.0
+        self.units = height * width
+        self.per_unit = torch.zeros(height, width, dtype=torch.float64) if per_unit else None
+
+    def add(self, dropped: torch.Tensor) -> None:
+        """dropped: (k, H, W) bool."""
+        rates = dropped.reshape(dropped.shape[0], -1).sum(dim=1, dtype=torch.float64) / self.units
+        self.n += dropped.shape[0]
+        self.total += float(rates.sum())
+        self.total_sq += float((rates * rates).sum())
+        if self.per_unit is not None:
+            self.per_unit += dropped.sum(dim=0, dtype=torch.float64).cpu()
+
+    def result(self) -> Measurement:
+        mean = self.total / self.n
+        var = max(self.total_sq / self.n - mean * mean, 0.0) * self.n / max(self.n - 1, 1)
+        per_unit = None if self.per_unit is None else (self.per_unit / self.n).numpy()
+        return Measurement(mean, math.sqrt(var / self.n), self.n, per_unit)
+
+
+def _chunks(samples: int, height: int, width: int) -> list[int]:
+    size = max(1, _UNITS_PER_CHUNK // (height * width))
+    full, rest = divmod(samples, size)
+    return [size] * full + ([rest] if rest else [])
+
+
+def measure_dropblock(
+    p: float, block_size: int, height: int, width: int, *,
+    samples: int, gamma: str | float = "paper", seed: int | None = 0, device: str | torch.device = "cpu",
+    per_unit: bool = False, progress: Progress | None = None,
+) -> Measurement:
+    """Draw ``samples`` DropBlock masks with the library's own mask code and measure their drop rate."""
+    p = check_probability(p)
+    samples = check_positive_int(samples, "samples")
+    bh, bw = clip_block(block_size, height, width)
+    g = resolve_gamma(gamma, p, block_size, height, width)
+    gen = make_generator(seed, device)
+    acc = _Accumulator(height, width, per_unit)
+    for k in _chunks(samples, height, width):
+        keep, _ = block_keep_mask(k, height, width, bh, bw, g, device=device, generator=gen)
+        acc.add(~keep)
+        if progress is not None:
+            progress(k)
+    return acc.result()
+
+
+def load_function(spec: str) -> Callable:
+    """Import ``MODULE:FUNCTION`` (e.g. ``torchvision.ops:drop_block2d``), or raise ImplError."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ImplError(f"--impl {spec!r}: expected MODULE:FUNCTION, e.g. torchvision.ops:drop_block2d")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # any import failure is the user's environment, not a crash
+        raise ImplError(f"--impl {spec!r}: cannot import {module_name!r} ({_why(exc)}); is it installed?") from None
+    fn = module
+    for part in attr.split("."):
+        fn = getattr(fn, part, None)
+        if fn is None:
+            raise ImplError(f"--impl {spec!r}: {module_name!r} has no attribute {attr!r}")
+    if not callable(fn):
+        raise ImplError(f"--impl {spec!r}: {attr!r} is not callable")
+    return fn
+
+
+def measure_function(
+    fn: Callable, p: float, block_size: int, height: int, width: int, *,
+    samples: int, seed: int | None = 0, device: str | torch.device = "cpu",
+    per_unit: bool = False, progress: Progress | None = None, name: str = "the function",
+) -> Measurement:
+    """Measure the drop rate of ``fn(x, p, block_size)`` on ones of shape (k, 1, H, W): a unit counts as
+    dropped where the output is 0. torch's global RNG is seeded with ``seed`` and restored afterwards."""
+    p = check_probability(p)
+    samples = check_positive_int(samples, "samples")
+    device = torch.device(device)
+    acc = _Accumulator(height, width, per_unit)
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        if seed is not None:
+            torch.manual_seed(seed)
+        for k in _chunks(samples, height, width):
+            x = torch.ones(k, 1, height, width, device=device)
+            try:
+                out = fn(x, p, block_size)
+            except Exception as exc:
+                raise ImplError(f"{name} failed on a {height}x{width} map, block {block_size}: {_why(exc)}") from None
+            if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+                raise ImplError(f"{name} must return a tensor of the input's shape {tuple(x.shape)}")
+            acc.add(out[:, 0] == 0)
+            if progress is not None:
+                progress(k)
+    return acc.result()
