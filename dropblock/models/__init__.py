@@ -1,0 +1,50 @@
+"""Pretrained ImageNet CNNs (EfficientNet-Lite0, ResNet-18/50) in the project's own torch code,
+their weights, preprocessing, layer tables and feature-map editing.
+
+Names, errors and class names load without torch; the rest loads lazily on first use, so
+``import dropblock.models`` stays cheap (e.g. for a CLI's ``--help``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .classes import class_names
+from .errors import UnknownNameError, WeightsError
+from .names import DEFAULT_MODEL, MODEL_NAMES, layer_names, resolve_layer, resolve_model
+
+_LAZY = {
+    "LayerInfo": "registry",
+    "build_model": "registry",
+    "load_model": "registry",
+    "layer_table": "registry",
+    "layer_module": "registry",
+    "preprocess": "preprocessing",
+    "FeatureRun": "features",
+    "FeatureBatchRun": "features",
+    "forward_with_edit": "features",
+    "forward_many": "features",
+    "EfficientNetLite0": "efficientnet_lite",
+    "ResNet": "resnet",
+    "resnet18": "resnet",
+    "resnet50": "resnet",
+}
+
+__all__ = sorted(
+    [*_LAZY, "class_names", "UnknownNameError", "WeightsError", "DEFAULT_MODEL", "MODEL_NAMES",
+     "layer_names", "resolve_layer", "resolve_model"]
+)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dropblock.models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
