@@ -22,6 +22,12 @@ def make_generator(seed: int | None, device: torch.device | str) -> torch.Genera
     return gen
 
 
+def _draw_size(left: int, gamma: float) -> int:
+    """Gaps to draw at once: enough to cover ``left`` positions in all but ~1e-9 of draws."""
+    m = left * gamma
+    return int(m + 6.0 * math.sqrt(m * (1.0 - gamma)) + 16)
+
+
 def bernoulli_positions(
     n: int,
     gamma: float,
@@ -43,8 +49,7 @@ def bernoulli_positions(
     start = 0  # the next position not yet decided
     while start < n:
         left = n - start
-        m = left * gamma
-        draw = int(m + 6.0 * math.sqrt(m * (1.0 - gamma)) + 16)
+        draw = _draw_size(left, gamma)
         u = torch.rand(draw, dtype=torch.float64, device=device, generator=generator)
         gaps = torch.floor(torch.log1p(-u) / log_q)  # 1 - u is uniform on (0, 1]
         gaps.clamp_(max=float(n))  # keep the cumulative sum in range; any gap >= n ends the draw
