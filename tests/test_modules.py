@@ -1,0 +1,70 @@
+import io
+
+import pytest
+import torch
+from torch import nn
+
+from dropblock import Cutout, DropBlock2d, Dropout, ScheduledDropBlock2d, SpatialDropout2d
+
+
+def test_dropblock2d_is_a_drop_in_for_torchvisions_signature():
+    m = DropBlock2d(0.1, 7, False, 1e-6)
+    assert (m.p, m.block_size, m.inplace, m.eps) == (0.1, 7, False, 1e-6)
+    assert "block_size=7" in repr(m)
+
+
+def test_eval_mode_and_p_zero_are_the_identity():
+    x = torch.rand(2, 4, 14, 14) + 0.1
+    m = DropBlock2d(0.3, 5).eval()
+    assert m(x) is x
+    assert DropBlock2d(0.0, 5)(x) is x
+    for mod in (Dropout(0.3), SpatialDropout2d(0.3), Cutout(1, 4)):
+        assert mod.eval()(x) is x
+
+
+def test_training_mode_drops_and_gradients_flow_through_a_network():
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), DropBlock2d(0.2, 3), nn.Conv2d(8, 1, 1))
+    x = torch.rand(2, 3, 16, 16)
+    net(x).sum().backward()
+    assert net[0].weight.grad is not None and net[0].weight.grad.abs().sum() > 0
+
+
+def test_generator_makes_modules_reproducible():
+    x = torch.rand(2, 4, 14, 14) + 0.1
+    a = DropBlock2d(0.2, 3, generator=torch.Generator().manual_seed(0))(x)
+    b = DropBlock2d(0.2, 3, generator=torch.Generator().manual_seed(0))(x)
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("args, match", [((1.2, 3), r"^p must be in"), ((0.1, 0), r"^block_size"), ((0.1, "7"), r"^block_size")])
+def test_bad_constructor_arguments(args, match):
+    with pytest.raises(ValueError, match=match):
+        DropBlock2d(*args)
+    with pytest.raises(ValueError, match="^gamma must be one of"):
+        DropBlock2d(0.1, 3, gamma="median")
+
+
+def test_schedule_is_linear_from_one_to_the_target():
+    m = ScheduledDropBlock2d(0.1, 7, steps=100)
+    assert m.keep_prob == 1.0
+    x = torch.rand(1, 2, 14, 14) + 0.1
+    assert m(x) is x  # keep_prob 1 at step 0: nothing dropped
+    for _ in range(50):
+        m.step()
+    assert m.keep_prob == pytest.approx(0.95)
+    for _ in range(100):
+        m.step()
+    assert m.keep_prob == pytest.approx(0.9)
+
+
+def test_schedule_state_survives_state_dict():
+    m = ScheduledDropBlock2d(0.1, 7, steps=1000)
+    for _ in range(123):
+        m.step()
+    buf = io.BytesIO()
+    torch.save(m.state_dict(), buf)
+    buf.seek(0)
+    fresh = ScheduledDropBlock2d(0.1, 7, steps=1000)
+    fresh.load_state_dict(torch.load(buf, weights_only=True))
+    assert int(fresh.step_count) == 123 and fresh.keep_prob == m.keep_prob
+    assert "step_count" in m.state_dict()
