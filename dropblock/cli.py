@@ -1,0 +1,321 @@
+"""The ``dropblock`` command line. Thin: parses options, calls the library, prints tables or JSON.
+
+torch and matplotlib are imported inside the commands that need them, so ``--help`` and shell
+completion stay instant. Errors are one line on stderr: exit 2 for usage, 1 for failures.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, NoReturn, Optional
+
+import typer
+from rich.console import Console
+from typer.core import TyperGroup
+
+try:  # typer vendors click from 0.2x on
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+    from typer.exceptions import Abort
+except ImportError:  # pragma: no cover - typer on top of click
+    from click.exceptions import Abort, ClickException, NoArgsIsHelpError
+
+
+def _stdout() -> Console:
+    return Console(soft_wrap=False)
+
+
+def _stderr() -> Console:
+    return Console(stderr=True, soft_wrap=False)
+
+
+def _error_line(message: str) -> None:
+    print(f"dropblock: error: {message}", file=sys.stderr)
+
+
+class _Group(TyperGroup):
+    """Turns click's multi-line usage errors (and any stray exception) into one line on stderr."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # noqa: D102
+        try:
+            rv = super().main(args=args, prog_name=prog_name or "dropblock", complete_var=complete_var,
+                              standalone_mode=False, **extra)
+            code = rv if isinstance(rv, int) else 0
+        except NoArgsIsHelpError:  # typer has printed the help already
+            code = 0
+        except ClickException as e:
+            _error_line(f"{e.format_message()} (see --help)")
+            code = e.exit_code
+        except Abort:
+            _error_line("aborted")
+            code = 130
+        except Exception as e:  # a bug: say so in one line, traceback on request
+            if os.environ.get("DROPBLOCK_DEBUG"):
+                raise
+            _error_line(f"internal error: {type(e).__name__}: {e} (set DROPBLOCK_DEBUG=1 for the traceback)")
+            code = 1
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="dropblock",
+    help="See what DropBlock, dropout and Cutout do to an image or a CNN's feature maps, and audit the DropBlock gamma math.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print one error line and exit: code 2 for usage errors, 1 for failures."""
+    _error_line(message)
+    raise typer.Exit(code)
+
+
+def _print_json(obj: Any) -> None:
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    sys.stdout.write(json.dumps(clean(obj), indent=2) + "\n")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from dropblock import __version__
+
+        print(f"dropblock {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """See what DropBlock, dropout and Cutout do to an image or a CNN's feature maps, and audit the DropBlock gamma math."""
+
+
+# ---- option parsing shared by the commands -------------------------------------------------------
+
+def drop_rate_from(drop_rate: Optional[float], keep_prob: Optional[float], default: float = 0.1) -> float:
+    """The target drop rate from --drop-rate or --keep-prob (not both), checked to be in [0, 1)."""
+    if drop_rate is not None and keep_prob is not None:
+        fail("give --drop-rate or --keep-prob, not both", 2)
+    if keep_prob is not None:
+        if not 0.0 < keep_prob <= 1.0:
+            fail(f"--keep-prob must be in (0, 1], got {keep_prob:g}", 2)
+        return 1.0 - keep_prob
+    p = default if drop_rate is None else drop_rate
+    if not 0.0 <= p < 1.0:
+        fail(f"--drop-rate must be in [0, 1), got {p:g}", 2)
+    return p
+
+
+def parse_size(text: str, option: str) -> tuple[int, int]:
+    """'14' -> (14, 14); '28x14' -> (28, 14) as (height, width)."""
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        values = [int(v) for v in parts]
+    except ValueError:
+        fail(f"{option} must be N or HxW with whole numbers, e.g. 14 or 28x14; got {text!r}", 2)
+    if len(values) not in (1, 2) or min(values) < 1:
+        fail(f"{option} must be N or HxW with numbers >= 1, e.g. 14 or 28x14; got {text!r}", 2)
+    return (values[0], values[-1])
+
+
+def check_positive(value: Optional[int], option: str, minimum: int = 1) -> None:
+    if value is not None and value < minimum:
+        fail(f"{option} must be >= {minimum}, got {value}", 2)
+
+
+def resolve_device(name: str) -> str:
+    """'cpu', 'cuda' or 'auto' (cuda when available) -> a torch device string; exit 2 if cuda is missing."""
+    if name not in ("cpu", "cuda", "auto"):
+        fail(f"--device must be cpu, cuda or auto, got {name!r}", 2)
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        fail("--device cuda: no CUDA device is available here; use --device cpu", 2)
+    return name
+
+
+class _ProgressBar:
+    """A rich progress bar on stderr, shown only for work that takes more than a moment."""
+
+    def __init__(self, total: int, description: str, show: bool) -> None:
+        self.progress = None
+        if show and total > 0:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TimeRemainingColumn(), console=_stderr(), transient=True)
+            self.task = self.progress.add_task(description, total=total)
+
+    def __enter__(self):
+        if self.progress is not None:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def advance(self, n: int) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.task, n)
+
+
+# ---- dropblock gamma -------------------------------------------------------------------------------
+
+@app.command()
+def gamma(
+    feature_size: str = typer.Option("14", "--feature-size", "-f", help="Feature map size: N or HxW (height x width)."),
+    block_size: int = typer.Option(7, "--block-size", "-b", help="Block side in feature-map units."),
+    keep_prob: Optional[float] = typer.Option(None, "--keep-prob", help="Target keep probability (the paper's keep_prob)."),
+    drop_rate: Optional[float] = typer.Option(None, "--drop-rate", "-p", help="Target drop rate p = 1 - keep_prob [default: 0.1]."),
+    samples: int = typer.Option(20000, "--samples", "-n", help="Masks to draw for the measured drop rate (0: none)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed for the masks."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
+    gamma_mode: str = typer.Option("paper", "--gamma", help="Gamma for the measured masks: paper (Equation 1) or exact."),
+    sweep: Optional[str] = typer.Option(None, "--sweep", help="Sweep block-size or feature-size and print a table."),
+    impl: list[str] = typer.Option([], "--impl", help="Also measure an installed function MODULE:FUNCTION called as fn(x, p, block_size); repeatable."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Draw the realized drop rate of each scheme against block size (or the swept size) to FILE (.png, .svg, .pdf)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout instead of tables."),
+) -> None:
+    """Audit the DropBlock gamma: Equation 1, the exact expected drop rate, measured masks, public implementations."""
+    height, width = parse_size(feature_size, "--feature-size")
+    check_positive(block_size, "--block-size")
+    check_positive(samples, "--samples", 0)
+    p = drop_rate_from(drop_rate, keep_prob)
+    if gamma_mode not in ("paper", "exact"):
+        fail(f"--gamma must be paper or exact, got {gamma_mode!r}", 2)
+    if sweep is not None and sweep not in ("block-size", "feature-size"):
+        fail(f"--sweep must be block-size or feature-size, got {sweep!r}", 2)
+    if plot is not None:
+        _check_output_path(plot, "--plot")
+    from dropblock.measure import ImplError, load_function
+
+    try:
+        impls = [(spec, load_function(spec)) for spec in impl]
+    except ImplError as e:
+        fail(str(e), 2)
+    dev = resolve_device(device)
+    from dropblock.audit import audit_gamma, audit_json, sweep_values
+
+    if sweep is None and plot is not None:
+        sweep = "block-size"
+    settings = [(block_size, height, width)]
+    if sweep == "block-size":
+        settings = [(b, height, width) for b in sweep_values(sweep, block_size, height, width)]
+    elif sweep == "feature-size":
+        settings = [(block_size, s, s) for s in sweep_values(sweep, block_size, height, width)]
+    units = samples * sum(h * w for _, h, w in settings) * (1 + len(impls))
+    audits = []
+    try:
+        total = samples * (1 + len(impls)) if len(settings) == 1 else len(settings)
+        with _ProgressBar(total, "drawing masks", show=units > 2_000_000) as bar:
+            for b, h, w in settings:
+                one = len(settings) == 1
+                audits.append(audit_gamma(p, b, h, w, gamma_mode=gamma_mode, samples=samples, seed=seed, device=dev,
+                                          impls=impls, progress=bar.advance if one else None))
+                if not one:
+                    bar.advance(1)
+    except ImplError as e:
+        fail(str(e), 1)
+    except ValueError as e:
+        fail(str(e), 2)
+    if plot is not None:
+        _gamma_plot(plot, sweep, settings, audits)
+    if as_json:
+        if len(audits) == 1:
+            out = audit_json(audits[0])
+        else:
+            out = {"sweep": sweep, "values": [s[0] if sweep == "block-size" else s[1] for s in settings],
+                   "rows": [audit_json(a) for a in audits]}
+        if plot is not None:
+            out["plot"] = str(plot)
+        _print_json(out)
+        return
+    from dropblock.tables import gamma_table, sweep_table
+
+    console = _stdout()
+    if len(audits) == 1:
+        console.print(gamma_table(audits[0]))
+        if audits[0].clipped:
+            _stderr().print(f"[yellow]note:[/yellow] block {block_size} is larger than the {height}x{width} map: "
+                            f"clipped to {audits[0].block[0]}x{audits[0].block[1]}")
+    else:
+        values = [s[0] if sweep == "block-size" else s[1] for s in settings]
+        console.print(sweep_table(sweep, values, audits))
+    if plot is not None:
+        console.print(f"plot written to {plot}")
+
+
+def _gamma_plot(path: Path, sweep: str, settings, audits) -> None:
+    import numpy as np
+
+    from dropblock.viz import figure_gamma_sweep, save_figure
+
+    xs = np.array([s[0] if sweep == "block-size" else s[1] for s in settings])
+    series = {"Equation 1 (this library, torchvision)": np.array([a.expected_drop_rate_paper for a in audits]),
+              "exact gamma (this library)": np.array([a.p for a in audits])}
+    for i, c in enumerate(audits[0].conventions):
+        if c.name == "torchvision":
+            continue
+        series[c.label] = np.array([np.nan if a.conventions[i].drop_rate is None else a.conventions[i].drop_rate
+                                    for a in audits])
+    measured = None
+    if audits[0].measured is not None:
+        measured = {f"measured ({audits[0].gamma_mode} gamma)": (np.array([a.measured.mean for a in audits]),
+                                                                np.array([a.measured.se for a in audits]))}
+    a0 = audits[0]
+    where = f"{a0.height}x{a0.width} map" if sweep == "block-size" else f"block {a0.block_size}"
+    fig = figure_gamma_sweep(xs, series, target=a0.p, measured=measured,
+                             title=f"Realized drop rate, target {100 * a0.p:g}% ({where})")
+    if sweep == "feature-size":
+        fig.axes[0].set_xlabel("feature map size")
+    _save(fig, path)
+
+
+def _check_output_path(path: Path, option: str, inputs: tuple[Path, ...] = ()) -> None:
+    """Refuse an output that would overwrite an input, has an unknown extension, or has no directory."""
+    if path.suffix.lower() not in (".png", ".svg", ".pdf"):
+        fail(f"{option} {str(path)!r}: the file must end in .png, .svg or .pdf", 2)
+    if path.is_dir():
+        fail(f"{option} {str(path)!r} is a directory; give a file name", 2)
+    if not path.resolve().parent.is_dir():
+        fail(f"{option} {str(path)!r}: directory {str(path.parent)!r} does not exist", 2)
+    for i in inputs:
+        if i.exists() and path.exists() and path.resolve() == i.resolve():
+            fail(f"{option} {str(path)!r} is the input image; choose another output file", 2)
+
+
+def _save(fig, path: Path, dpi: Optional[int] = None) -> None:
+    from dropblock.viz import save_figure
+
+    try:
+        save_figure(fig, path, dpi=dpi) if dpi else save_figure(fig, path)
+    except (OSError, ValueError) as e:
+        fail(f"cannot write {str(path)!r}: {e}", 1)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
