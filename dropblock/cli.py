@@ -25,7 +25,8 @@ except ImportError:  # pragma: no cover - typer on top of click
 
 
 def _stdout() -> Console:
-    return Console(soft_wrap=False)
+    # rich assumes 80 columns when stdout is not a terminal; tables read better a little wider
+    return Console(soft_wrap=False, width=None if sys.stdout.isatty() else 120)
 
 
 def _stderr() -> Console:
@@ -310,6 +311,260 @@ def _save(fig, path: Path, dpi: Optional[int] = None) -> None:
         save_figure(fig, path, dpi=dpi) if dpi else save_figure(fig, path)
     except (OSError, ValueError) as e:
         fail(f"cannot write {str(path)!r}: {e}", 1)
+
+
+# ---- images: show, compare, schedule -----------------------------------------------------------------
+
+METHOD_HELP = "dropblock, dropout or cutout."
+BLOCK_HELP = ("DropBlock block side: in pixels of the input image [default: 1/8 of its shorter side]; "
+              "with --layer, in feature-map units [default: 7, clipped to the map].")
+
+
+def _load(image: Path):
+    from dropblock.images import ImageLoadError, load_image
+
+    try:
+        loaded = load_image(image)
+    except ImageLoadError as e:
+        fail(str(e), 1)
+    for note in loaded.notes:
+        _stderr().print(f"[dim]note: {note}[/dim]")
+    return loaded
+
+
+def _default_output(image: Optional[Path], suffix: str) -> Path:
+    stem = image.stem if image is not None else "dropblock"
+    return Path.cwd() / f"{stem}-{suffix}.png"
+
+
+def _check_common(method: Optional[str], gamma_mode: str, dpi: int, seed: int) -> None:
+    from dropblock.methods import METHODS
+
+    if method is not None and method not in METHODS:
+        fail(f"--method must be one of {', '.join(METHODS)}; got {method!r}", 2)
+    if gamma_mode not in ("paper", "exact"):
+        fail(f"--gamma must be paper or exact, got {gamma_mode!r}", 2)
+    check_positive(dpi, "--dpi", 10)
+    check_positive(seed, "--seed", 0)
+
+
+def _show_rows(d, p: float, output: Path, loaded) -> list[tuple[str, str]]:
+    from dropblock.image_views import NAMES, describe
+    from dropblock.tables import pct
+
+    h, w = loaded.pixels.shape[:2]
+    return [
+        ("image", f"{loaded.path} ({w}x{h}, {loaded.format})"),
+        ("method", f"{NAMES[d.method]}: {describe(d)}"),
+        ("target drop rate", pct(p)),
+        ("gamma", "—" if d.gamma is None else f"{d.gamma:.6g}"),
+        ("expected drop rate", pct(d.expected_drop_rate)),
+        ("realized drop rate", pct(d.drop_rate)),
+        ("output", str(output)),
+    ]
+
+
+def _draw_json(d, p: float, output: Path, seed: int) -> dict:
+    return {"method": d.method, "drop_rate_target": p, "gamma": d.gamma, "expected_drop_rate": d.expected_drop_rate,
+            "realized_drop_rate": d.drop_rate, "output": str(output), "seed": seed, "params": d.params}
+
+
+@app.command()
+def show(
+    image: Path = typer.Argument(..., help="Image file (JPEG, PNG, GIF, TIFF, WebP, BMP).", show_default=False),
+    method: str = typer.Option("dropblock", "--method", "-m", help=METHOD_HELP),
+    drop_rate: Optional[float] = typer.Option(None, "--drop-rate", "-p", help="Target drop rate [default: 0.1]."),
+    keep_prob: Optional[float] = typer.Option(None, "--keep-prob", help="Target keep probability (1 - drop rate)."),
+    block_size: Optional[int] = typer.Option(None, "--block-size", "-b", help=BLOCK_HELP, show_default=False),
+    gamma_mode: str = typer.Option("paper", "--gamma", help="paper (Equation 1) or exact (expected drop rate = target)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same mask."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Figure file (.png, .svg, .pdf) [default: ./IMAGE-METHOD.png].", show_default=False),
+    dpi: int = typer.Option(150, "--dpi", help="Resolution of raster figures."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout instead of the table."),
+    layer: Optional[str] = typer.Option(None, "--layer", "-l", help="Apply to this layer's feature maps of a pretrained CNN (see `dropblock layers`)."),
+    model: str = typer.Option("efficientnet-lite0", "--model", help="CNN for --layer: efficientnet-lite0, resnet18 or resnet50."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="State-dict file for the model (resnets: torchvision checkpoints)."),
+    download: bool = typer.Option(False, "--download", help="Allow downloading missing resnet weights through torch.hub."),
+    samples: int = typer.Option(1, "--samples", "-n", help="With --layer: average drop rate, KL and top-1 over N masks."),
+    shared_channels: bool = typer.Option(False, "--shared-channels", help="With --layer: one mask for all channels."),
+    device: str = typer.Option("cpu", "--device", help="With --layer: cpu, cuda or auto."),
+) -> None:
+    """Draw the image, the mask and the masked result to a figure, with a short table."""
+    _check_common(method, gamma_mode, dpi, seed)
+    p = drop_rate_from(drop_rate, keep_prob)
+    check_positive(block_size, "--block-size")
+    check_positive(samples, "--samples")
+    output = output or _default_output(image, method if layer is None else f"{method}-{layer}")
+    _check_output_path(output, "--output", (image,))
+    if layer is not None:
+        _show_layer(image, [method], p, block_size, gamma_mode, seed, output, dpi, as_json, layer, model, weights,
+                    download, samples, shared_channels, device)
+        return
+    loaded = _load(image)
+    from dropblock.image_views import default_block_size, draw_on_image, show_figure
+    from dropblock.sampling import make_generator
+
+    h, w = loaded.pixels.shape[:2]
+    b = block_size or default_block_size(h, w)
+    if method == "dropblock" and b > min(h, w):
+        _stderr().print(f"[yellow]note:[/yellow] block {b} px is larger than the {w}x{h} image: clipped to it")
+    d = draw_on_image(method, h, w, p, block_size=b, gamma=gamma_mode, generator=make_generator(seed, "cpu"))
+    _save(show_figure(loaded.pixels, loaded.path.name, d, p), output, dpi)
+    if as_json:
+        _print_json(_draw_json(d, p, output, seed))
+        return
+    from dropblock.image_views import NAMES
+    from dropblock.tables import key_value
+
+    _stdout().print(key_value(f"dropblock show: {NAMES[d.method]}", _show_rows(d, p, output, loaded)))
+
+
+@app.command()
+def compare(
+    image: Path = typer.Argument(..., help="Image file (JPEG, PNG, GIF, TIFF, WebP, BMP).", show_default=False),
+    drop_rate: Optional[float] = typer.Option(None, "--drop-rate", "-p", help="Target drop rate for every method [default: 0.1]."),
+    keep_prob: Optional[float] = typer.Option(None, "--keep-prob", help="Target keep probability (1 - drop rate)."),
+    block_size: Optional[int] = typer.Option(None, "--block-size", "-b", help=BLOCK_HELP, show_default=False),
+    gamma_mode: str = typer.Option("paper", "--gamma", help="DropBlock's gamma: paper (Equation 1) or exact."),
+    samples: int = typer.Option(0, "--samples", "-n", help="Also draw N masks per method: mean realized drop rate ± standard error."),
+    seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same masks."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Figure file (.png, .svg, .pdf) [default: ./IMAGE-compare.png].", show_default=False),
+    dpi: int = typer.Option(150, "--dpi", help="Resolution of raster figures."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout instead of the table."),
+    layer: Optional[str] = typer.Option(None, "--layer", "-l", help="Compare on this layer's feature maps of a pretrained CNN (see `dropblock layers`)."),
+    model: str = typer.Option("efficientnet-lite0", "--model", help="CNN for --layer: efficientnet-lite0, resnet18 or resnet50."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="State-dict file for the model."),
+    download: bool = typer.Option(False, "--download", help="Allow downloading missing resnet weights through torch.hub."),
+    shared_channels: bool = typer.Option(False, "--shared-channels", help="With --layer: one mask for all channels."),
+    device: str = typer.Option("cpu", "--device", help="With --layer: cpu, cuda or auto."),
+) -> None:
+    """DropBlock, dropout and Cutout side by side at the same target drop rate."""
+    _check_common(None, gamma_mode, dpi, seed)
+    p = drop_rate_from(drop_rate, keep_prob)
+    check_positive(block_size, "--block-size")
+    check_positive(samples, "--samples", 0)
+    output = output or _default_output(image, "compare" if layer is None else f"compare-{layer}")
+    _check_output_path(output, "--output", (image,))
+    if layer is not None:
+        from dropblock.methods import METHODS
+
+        _show_layer(image, list(METHODS), p, block_size, gamma_mode, seed, output, dpi, as_json, layer, model,
+                    weights, download, max(samples, 1), shared_channels, device)
+        return
+    loaded = _load(image)
+    from dropblock.image_views import compare_figure, compare_on_image, default_block_size
+
+    h, w = loaded.pixels.shape[:2]
+    b = block_size or default_block_size(h, w)
+    with _ProgressBar(3 * samples, "drawing masks", show=samples * h * w > 20_000_000) as bar:
+        summaries = compare_on_image(loaded.pixels, p, block_size=b, gamma=gamma_mode, seed=seed, samples=samples,
+                                     progress=bar.advance)
+    _save(compare_figure(loaded.pixels, loaded.path.name, summaries, p), output, dpi)
+    if as_json:
+        rows = []
+        for s in summaries:
+            row = _draw_json(s.draw, p, output, seed)
+            row.update({"samples": s.samples, "mean_drop_rate": s.mean, "mean_drop_rate_se": s.se})
+            rows.append(row)
+        _print_json({"drop_rate_target": p, "output": str(output), "seed": seed, "methods": rows})
+        return
+    from dropblock.image_views import NAMES, describe
+    from dropblock.tables import columns, pct
+
+    headers = ["method", "parameters", "gamma", "expected", "this mask"] + ([f"mean of {samples:,}"] if samples else [])
+    rows = []
+    for s in summaries:
+        d = s.draw
+        row = [NAMES[d.method], describe(d), "—" if d.gamma is None else f"{d.gamma:.4g}", pct(d.expected_drop_rate),
+               pct(d.drop_rate)]
+        if samples:
+            row.append(f"{pct(s.mean)} ± {pct(s.se, 3)}")
+        rows.append(row)
+    console = _stdout()
+    console.print(columns(f"{loaded.path.name}: target drop rate {pct(p)}", headers, rows, right_from=2))
+    console.print(f"figure written to {output}")
+
+
+@app.command()
+def schedule(
+    image: Optional[Path] = typer.Argument(None, help="Optional image: show the mask at a few points of the schedule.", show_default=False),
+    keep_prob: float = typer.Option(0.9, "--keep-prob", help="Target keep_prob reached at the end of the schedule."),
+    steps: int = typer.Option(10000, "--steps", help="Training steps over which keep_prob falls linearly from 1.0."),
+    snapshots: int = typer.Option(4, "--snapshots", help="How many points of the schedule to show masks at."),
+    block_size: Optional[int] = typer.Option(None, "--block-size", "-b", help=BLOCK_HELP, show_default=False),
+    gamma_mode: str = typer.Option("paper", "--gamma", help="paper (Equation 1) or exact."),
+    seed: int = typer.Option(0, "--seed", help="Random seed for the masks."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Figure file (.png, .svg, .pdf) [default: ./IMAGE-schedule.png].", show_default=False),
+    dpi: int = typer.Option(150, "--dpi", help="Resolution of raster figures."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout instead of the table."),
+) -> None:
+    """Scheduled DropBlock: keep_prob against training step, and the mask at a few steps."""
+    _check_common(None, gamma_mode, dpi, seed)
+    if not 0.0 < keep_prob <= 1.0:
+        fail(f"--keep-prob must be in (0, 1], got {keep_prob:g}", 2)
+    check_positive(steps, "--steps")
+    check_positive(snapshots, "--snapshots")
+    if snapshots > 8:
+        fail(f"--snapshots must be at most 8, got {snapshots}", 2)
+    check_positive(block_size, "--block-size")
+    output = output or _default_output(image, "schedule")
+    _check_output_path(output, "--output", (image,) if image else ())
+    pixels = None
+    if image is not None:
+        pixels = _load(image).pixels
+    from dropblock.image_views import default_block_size, schedule_figure, schedule_on_image
+
+    b = block_size or (default_block_size(*pixels.shape[:2]) if pixels is not None else 7)
+    points = schedule_on_image(pixels, keep_prob, steps, snapshots, block_size=b, gamma=gamma_mode, seed=seed)
+    _save(schedule_figure(pixels, keep_prob, steps, points), output, dpi)
+    rows = [{"step": pt.step, "keep_prob": pt.keep_prob,
+             "gamma": None if pt.draw is None else pt.draw.gamma,
+             "expected_drop_rate": None if pt.draw is None else pt.draw.expected_drop_rate,
+             "realized_drop_rate": None if pt.draw is None else pt.draw.drop_rate} for pt in points]
+    if as_json:
+        _print_json({"keep_prob": keep_prob, "steps": steps, "block_size": b, "output": str(output), "seed": seed,
+                     "points": rows})
+        return
+    from dropblock.tables import columns, pct
+
+    table = columns(f"keep_prob from 1.0 to {keep_prob:g} over {steps:,} steps",
+                    ["step", "keep_prob", "gamma", "expected drop", "this mask"],
+                    [[f"{r['step']:,}", f"{r['keep_prob']:.4f}", "—" if r["gamma"] is None else f"{r['gamma']:.4g}",
+                      pct(r["expected_drop_rate"]), pct(r["realized_drop_rate"])] for r in rows])
+    console = _stdout()
+    console.print(table)
+    console.print(f"figure written to {output}")
+
+
+@app.command()
+def layers(
+    model: str = typer.Option("efficientnet-lite0", "--model", help="efficientnet-lite0, resnet18 or resnet50."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list of {name, type, shape, dropblock_ok}."),
+) -> None:
+    """The layers --layer can pick: type, output shape (C x H x W) at a 224 input, where DropBlock makes sense."""
+    from dropblock.models import UnknownNameError, resolve_model
+
+    try:
+        name = resolve_model(model)
+    except UnknownNameError as e:
+        fail(str(e), 2)
+    from dropblock.models import layer_table
+
+    table = layer_table(name)
+    if as_json:
+        _print_json([{"name": li.name, "type": li.type, "shape": list(li.shape), "dropblock_ok": li.dropblock_ok}
+                     for li in table])
+        return
+    from dropblock.tables import columns
+
+    rows = [[li.name, li.type, " x ".join(map(str, li.shape)), "✓" if li.dropblock_ok else "—"] for li in table]
+    _stdout().print(columns(f"{name}: layers at a 224x224 input", ["layer", "type", "output (C x H x W)", "DropBlock"],
+                            rows, right_from=2))
+
+
+def _show_layer(image, methods, p, block_size, gamma_mode, seed, output, dpi, as_json, layer, model, weights,
+                download, samples, shared_channels, device) -> None:
+    fail("--layer needs the feature-map support, which is not installed in this build", 1)
 
 
 def main() -> None:
