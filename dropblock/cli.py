@@ -355,7 +355,7 @@ def _show_rows(d, p: float, output: Path, loaded) -> list[tuple[str, str]]:
     h, w = loaded.pixels.shape[:2]
     return [
         ("image", f"{loaded.path} ({w}x{h}, {loaded.format})"),
-        ("method", f"{NAMES[d.method]}: {describe(d)}"),
+        ("method", f"{NAMES[d.method]}: {describe(d.method, d.params, d.gamma)}"),
         ("target drop rate", pct(p)),
         ("gamma", "—" if d.gamma is None else f"{d.gamma:.6g}"),
         ("expected drop rate", pct(d.expected_drop_rate)),
@@ -475,7 +475,7 @@ def compare(
     rows = []
     for s in summaries:
         d = s.draw
-        row = [NAMES[d.method], describe(d), "—" if d.gamma is None else f"{d.gamma:.4g}", pct(d.expected_drop_rate),
+        row = [NAMES[d.method], describe(d.method, d.params, d.gamma), "—" if d.gamma is None else f"{d.gamma:.4g}", pct(d.expected_drop_rate),
                pct(d.drop_rate)]
         if samples:
             row.append(f"{pct(s.mean)} ± {pct(s.se, 3)}")
@@ -564,7 +564,111 @@ def layers(
 
 def _show_layer(image, methods, p, block_size, gamma_mode, seed, output, dpi, as_json, layer, model, weights,
                 download, samples, shared_channels, device) -> None:
-    fail("--layer needs the feature-map support, which is not installed in this build", 1)
+    """show/compare --layer: the regularizer on one layer's feature maps of a pretrained CNN."""
+    from dropblock.models import UnknownNameError, resolve_layer, resolve_model
+
+    try:
+        model_name = resolve_model(model)
+        layer_name = resolve_layer(model_name, layer)
+    except UnknownNameError as e:
+        fail(str(e), 2)
+    if weights is not None and not weights.is_file():
+        fail(f"--weights {str(weights)!r}: no such file", 2)
+    loaded = _load(image)
+    dev = resolve_device(device)
+    from dropblock.models import WeightsError, layer_table, load_model
+
+    c, h, w = next(li.shape for li in layer_table(model_name) if li.name == layer_name)
+    b = block_size or 7
+    if "dropblock" in methods and b > min(h, w):
+        _stderr().print(f"[yellow]warning:[/yellow] block {b} is larger than the {h}x{w} map of {layer_name}: "
+                        f"clipped to {min(b, h)}x{min(b, w)}")
+    try:
+        net = load_model(model_name, weights=weights, download=download, device=dev)
+    except WeightsError as e:
+        fail(str(e), 1)
+    from dropblock.effect import effect_json, layer_effect
+
+    effects = []
+    with _ProgressBar(samples * len(methods), "masks through the network", show=samples * len(methods) > 8) as bar:
+        for method in methods:
+            effects.append(layer_effect(net, model_name, loaded.pixels, layer_name, method, p, block_size=b,
+                                        gamma=gamma_mode, shared_channels=shared_channels, samples=samples,
+                                        seed=seed, device=dev, progress=bar.advance))
+    from dropblock.feature_views import feature_compare_figure, feature_show_figure
+
+    name = loaded.path.name
+    fig = feature_show_figure(effects[0], name) if len(methods) == 1 else feature_compare_figure(effects, name)
+    _save(fig, output, dpi)
+    if as_json:
+        rows = [dict(effect_json(e), output=str(output), seed=seed) for e in effects]
+        if len(rows) == 1:
+            _print_json(rows[0])
+        else:
+            _print_json({"drop_rate_target": p, "output": str(output), "seed": seed, "model": model_name,
+                         "layer": layer_name, "feature_shape": [c, h, w], "methods": rows})
+        return
+    console = _stdout()
+    if len(effects) == 1:
+        console.print(_layer_show_table(effects[0], name, output))
+    else:
+        console.print(_layer_compare_table(effects, name))
+        console.print(f"figure written to {output}")
+
+
+def _pred(q) -> str:
+    return f"{q.label} ({100 * q.prob:.1f}%)"
+
+
+def _stat(s, digits: int = 2, percent: bool = True) -> str:
+    if percent:
+        return f"{100 * s.mean:.{digits}f}% ± {100 * s.se:.{digits}f}%"
+    return f"{s.mean:.4g} ± {s.se:.2g}"
+
+
+def _layer_show_table(e, name: str, output: Path):
+    from dropblock.image_views import NAMES, describe
+    from dropblock.tables import key_value, pct
+
+    c, h, w = e.feature_shape
+    rows = [
+        ("image", name),
+        ("model / layer", f"{e.model} / {e.layer} ({c}x{h}x{w})"),
+        ("method", f"{NAMES[e.method]}: {describe(e.method, e.params, e.gamma, unit='cells')}"),
+        ("target drop rate", pct(e.p)),
+        ("gamma", "—" if e.gamma is None else f"{e.gamma:.6g}"),
+        ("expected drop rate", pct(e.expected_drop_rate)),
+        ("realized drop rate", pct(e.realized_drop_rate)),
+        ("top-1 before", _pred(e.predictions_before[0])),
+        ("top-1 after", _pred(e.predictions_after[0])),
+        ("KL(before ‖ after)", f"{e.kl_divergence:.4g} nats"),
+    ]
+    if e.samples > 1:
+        rows += [
+            (f"over {e.samples} masks: drop rate", _stat(e.drop_rate)),
+            ("  KL(before ‖ after)", _stat(e.kl, percent=False) + " nats"),
+            (f"  P({e.predictions_before[0].label}) after", _stat(e.top1_prob_after, 1)),
+            ("  top-1 changed", _stat(e.top1_changed, 1)),
+        ]
+    rows.append(("output", str(output)))
+    return key_value(f"dropblock show --layer: {NAMES[e.method]}", rows)
+
+
+def _layer_compare_table(effects, name: str):
+    from dropblock.image_views import NAMES, describe
+    from dropblock.tables import columns, pct
+
+    e0 = effects[0]
+    c, h, w = e0.feature_shape
+    top = e0.predictions_before[0]
+    n = e0.samples
+    headers = ["method", "parameters", "expected", f"drop rate ({n} masks)", f"P({top.label}) after", "top-1 changed",
+               "KL (nats)"]
+    rows = [[NAMES[e.method], describe(e.method, e.params, e.gamma, unit="cells"), pct(e.expected_drop_rate),
+             _stat(e.drop_rate), _stat(e.top1_prob_after, 1), _stat(e.top1_changed, 0), _stat(e.kl, percent=False)]
+            for e in effects]
+    return columns(f"{name} on {e0.model} {e0.layer} ({c}x{h}x{w}): before, {_pred(top)}; target drop rate {pct(e0.p)}",
+                   headers, rows, right_from=2)
 
 
 def main() -> None:

@@ -33,14 +33,15 @@ class MethodSummary:
     se: float | None = None
 
 
-def describe(d: MaskDraw, unit: str = "px") -> str:
-    """Short parameter text of a draw, e.g. 'block 38 px, gamma 1.2e-04 (paper)'."""
-    if d.method == "dropblock":
-        bh, bw = d.params["block"]
+def describe(method: str, params: dict, gamma: float | None, unit: str = "px") -> str:
+    """Short parameter text of a mask, e.g. 'block 38 px, γ=8.61e-05 (paper)'."""
+    if method == "dropblock":
+        bh, bw = params["block"]
         block = f"{bh} {unit}" if bh == bw else f"{bh}x{bw} {unit}"
-        return f"block {block}, γ={d.gamma:.3g} ({d.params['gamma_mode']})"
-    if d.method == "cutout":
-        return f"{d.params['n_holes']} hole{'s' if d.params['n_holes'] > 1 else ''} of {d.params['length']} {unit}"
+        return f"block {block}, γ={gamma:.3g} ({params['gamma_mode']})"
+    if method == "cutout":
+        n = params["n_holes"]
+        return f"{n} hole{'s' if n > 1 else ''} of {params['length']} {unit}"
     return "each unit independently"
 
 
@@ -77,7 +78,7 @@ def show_figure(image: np.ndarray, name: str, d: MaskDraw, p: float):
     seeds = None if d.centres is None or d.method != "dropblock" else d.centres.cpu().numpy()
     titles = (
         f"{name} ({w}x{h})",
-        f"{NAMES[d.method]} mask: {describe(d)}",
+        f"{NAMES[d.method]} mask: {describe(d.method, d.params, d.gamma)}",
         f"dropped {100 * d.drop_rate:.1f}% (target {100 * p:g}%, expected {100 * d.expected_drop_rate:.1f}%)",
     )
     return figure_show(image, keep, seeds=seeds, method=d.method, titles=titles)
@@ -93,7 +94,7 @@ def compare_figure(image: np.ndarray, name: str, summaries: list[MethodSummary],
         seeds = None if d.centres is None or d.method != "dropblock" else d.centres.cpu().numpy()
         cols.append(CompareColumn(
             method=d.method, keep=d.keep[0, 0].cpu().numpy(), seeds=seeds,
-            mask_title=f"{NAMES[d.method]}: {describe(d)}",
+            mask_title=f"{NAMES[d.method]}: {describe(d.method, d.params, d.gamma)}",
             masked_title=f"dropped {100 * d.drop_rate:.1f}% (expected {100 * d.expected_drop_rate:.1f}%)",
         ))
     return figure_compare(image, cols, suptitle=f"{name}: DropBlock, dropout and Cutout at a {100 * p:g}% target drop rate")
