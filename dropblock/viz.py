@@ -26,7 +26,7 @@ from matplotlib.colors import LinearSegmentedColormap, to_rgb
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator, PercentFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 
 __all__ = [
     "COLORS",
@@ -56,7 +56,7 @@ COLORS: dict[str, str] = {
 }
 _METHODS = ("dropblock", "dropout", "spatial_dropout", "cutout")
 #: Further Okabe-Ito colours for series that are not methods, in order of use.
-_EXTRA_COLORS = ("#56B4E9", "#000000", "#D55E00", "#F0E442")
+_EXTRA_COLORS = ("#56B4E9", "#D55E00", "#000000", "#F0E442")
 #: Perceptually uniform colormap for activations.
 ACTIVATION_CMAP = "inferno"
 #: File extension -> matplotlib format for :func:`save_figure`.
@@ -426,8 +426,8 @@ def figure_schedule(
     thumb = 0.0
     if n:
         h, w = snaps[0].keep.shape[:2] if image is None else image.shape[:2]
-        tw = width / n
-        thumb = min(tw * h / w, 2.6) + 0.55
+        tw = width / n - 0.2  # a thumbnail's width in inches
+        thumb = min(tw * h / w, 2.6) + 0.5
     fig = _new_figure((width, 3.4 + thumb + (0.35 if title else 0.0)))
     if n:
         gs = fig.add_gridspec(2, n, height_ratios=[3.4, thumb])
@@ -446,7 +446,8 @@ def figure_schedule(
         ax.set_xlim(steps.min() - 0.015 * span, steps.max() + 0.015 * span)
     ax.set_xlabel("training step", fontsize=_TITLE_PT)
     ax.set_ylabel("keep_prob", fontsize=_TITLE_PT)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 2.5, 5, 10]))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     ax.grid(True, color="0.9", lw=0.8)
     ax.set_axisbelow(True)
 
@@ -454,9 +455,10 @@ def figure_schedule(
         letter = _letter(i)
         ax.axvline(s.step, color="0.55", ls=":", lw=1.0, zorder=1)
         ax.plot([s.step], [s.keep_prob], "o", ms=6, mfc=COLORS["dropblock"], mec="black", mew=0.6, zorder=3)
-        ax.annotate(
-            letter, (s.step, s.keep_prob), xytext=(4, 5), textcoords="offset points",
-            fontsize=_SMALL_PT + 0.5, fontweight="bold",
+        right = steps.size > 0 and s.step > steps.min() + 0.93 * (steps.max() - steps.min())
+        ax.annotate(  # left of the point near the right edge, so the letter stays inside
+            letter, (s.step, s.keep_prob), xytext=(-4 if right else 4, 5), textcoords="offset points",
+            ha="right" if right else "left", fontsize=_SMALL_PT + 0.5, fontweight="bold",
         )
         tax = fig.add_subplot(gs[1, i])
         keep = _check_keep(s.keep, (image.shape[:2] if image is not None else s.keep.shape))
@@ -533,7 +535,7 @@ def figure_gamma_sweep(
             ax.errorbar(
                 x + offset, mean, yerr=sem, fmt="o", ms=4.5, mfc="white", mec=colors[name],
                 ecolor=colors[name], elinewidth=1.2, capsize=3, zorder=4,
-                label=f"{name} (measured, ± s.e.)",
+                label=f"{name} ± s.e." if "measured" in name.lower() else f"{name} (measured, ± s.e.)",
             )
             top = mean + np.nan_to_num(sem)
             if np.isfinite(top).any():
