@@ -586,8 +586,17 @@ def _overlay_activation(ax, crop: np.ndarray, act: np.ndarray, vmin: float, vmax
 
 
 def _dropped_cmap() -> LinearSegmentedColormap:
+    """Transparent at 0 to COLORS['dropped'] at 1, opacity growing as sqrt(fraction).
+
+    With a linear ramp a per-channel mask (about p of the channels dropped at every cell,
+    e.g. 10%) is all but invisible; the square root makes 10% a clear tint (alpha 0.27)
+    while 100% stays the full fill. The colourbar shows the same mapping.
+    """
     r, g, b = to_rgb(COLORS["dropped"])
-    return LinearSegmentedColormap.from_list("dropped_fraction", [(r, g, b, 0.0), (r, g, b, _DROPPED_ALPHA)])
+    xs = np.linspace(0.0, 1.0, 256)
+    return LinearSegmentedColormap.from_list(
+        "dropped_fraction", [(x, (r, g, b, _DROPPED_ALPHA * np.sqrt(x))) for x in xs]
+    )
 
 
 def _overlay_drop(ax, crop: np.ndarray, drop_fraction: np.ndarray):
