@@ -268,7 +268,7 @@ def gamma(
 def _gamma_plot(path: Path, sweep: str, settings, audits) -> None:
     import numpy as np
 
-    from dropblock.viz import figure_gamma_sweep, save_figure
+    from dropblock.viz import figure_gamma_sweep
 
     xs = np.array([s[0] if sweep == "block-size" else s[1] for s in settings])
     series = {"Equation 1 (this library, torchvision)": np.array([a.expected_drop_rate_paper for a in audits]),
@@ -285,9 +285,8 @@ def _gamma_plot(path: Path, sweep: str, settings, audits) -> None:
     a0 = audits[0]
     where = f"{a0.height}x{a0.width} map" if sweep == "block-size" else f"block {a0.block_size}"
     fig = figure_gamma_sweep(xs, series, target=a0.p, measured=measured,
-                             title=f"Realized drop rate, target {100 * a0.p:g}% ({where})")
-    if sweep == "feature-size":
-        fig.axes[0].set_xlabel("feature map size")
+                             title=f"Realized drop rate, target {100 * a0.p:g}% ({where})",
+                             xlabel="block size" if sweep == "block-size" else "feature map size")
     _save(fig, path)
 
 
@@ -576,13 +575,9 @@ def _show_layer(image, methods, p, block_size, gamma_mode, seed, output, dpi, as
         fail(f"--weights {str(weights)!r}: no such file", 2)
     loaded = _load(image)
     dev = resolve_device(device)
-    from dropblock.models import WeightsError, layer_table, load_model
+    from dropblock.models import WeightsError, load_model
 
-    c, h, w = next(li.shape for li in layer_table(model_name) if li.name == layer_name)
     b = block_size or 7
-    if "dropblock" in methods and b > min(h, w):
-        _stderr().print(f"[yellow]warning:[/yellow] block {b} is larger than the {h}x{w} map of {layer_name}: "
-                        f"clipped to {min(b, h)}x{min(b, w)}")
     try:
         net = load_model(model_name, weights=weights, download=download, device=dev)
     except WeightsError as e:
@@ -595,6 +590,10 @@ def _show_layer(image, methods, p, block_size, gamma_mode, seed, output, dpi, as
             effects.append(layer_effect(net, model_name, loaded.pixels, layer_name, method, p, block_size=b,
                                         gamma=gamma_mode, shared_channels=shared_channels, samples=samples,
                                         seed=seed, device=dev, progress=bar.advance))
+    c, h, w = effects[0].feature_shape
+    if "dropblock" in methods and b > min(h, w):
+        _stderr().print(f"[yellow]warning:[/yellow] block {b} is larger than the {h}x{w} map of {layer_name}: "
+                        f"clipped to {min(b, h)}x{min(b, w)}")
     from dropblock.feature_views import feature_compare_figure, feature_show_figure
 
     name = loaded.path.name
