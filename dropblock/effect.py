@@ -1,0 +1,322 @@
+"""What a regularizer applied to one layer's output feature map does to a pretrained CNN's prediction.
+
+:func:`layer_effect` runs the network once up to a layer, applies N masks of DropBlock, dropout or
+Cutout to that layer's (1, C, h, w) activation as training would (kept units rescaled), runs the
+rest of the network on the N edited copies (batched), and collects everything a figure, a table or
+JSON needs in a :class:`LayerEffect`. Library code: nothing here prints.
+
+Units: probabilities in [0, 1]; KL divergences in nats; block sizes and centres in feature-map
+units (rows, columns of the h x w map).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from dropblock._checks import check_choice, check_positive_int, check_probability
+from dropblock.methods import METHODS, MaskDraw, draw_mask
+
+__all__ = [
+    "Prediction", "Stat", "LayerEffect", "top_k", "mask_scale", "apply_mask", "kl_divergence",
+    "layer_effect", "effect_json", "TOP_CHANNELS", "TOP_K",
+]
+
+TOP_K = 5
+"""Predictions kept in ``predictions_before`` / ``predictions_after``."""
+TOP_CHANNELS = 8
+"""Channels (most active before) kept in ``channels_before`` / ``channels_after``."""
+BATCH_SIZE = 16
+"""Edited feature maps per pass through the rest of the network (bounds memory and progress lag)."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One class of a prediction: ImageNet ``index``, its ``label`` and softmax ``prob``."""
+
+    index: int
+    label: str
+    prob: float
+
+
+def top_k(probs: torch.Tensor, k: int = TOP_K, names: list[str] | None = None) -> list[Prediction]:
+    """The ``k`` most probable classes of ``probs`` (1000,) (softmax output), most probable first.
+
+    ``names`` defaults to the ImageNet class names. Ties go to the lower index.
+    """
+    if names is None:
+        from dropblock.models import class_names
+
+        names = class_names()
+    p = torch.as_tensor(probs).detach().reshape(-1).to("cpu", torch.float64)
+    k = min(check_positive_int(k, "k"), p.numel())
+    order = np.argsort(-p.numpy(), kind="stable")[:k]
+    return [Prediction(int(i), names[int(i)], float(p[int(i)])) for i in order]
+
+
+@dataclass
+class Stat:
+    """A mean over N masks and its standard error ``se = std / sqrt(N)`` (sample std, ddof 1; 0 when N == 1)."""
+
+    mean: float
+    se: float
+
+    @classmethod
+    def of(cls, values: np.ndarray | list[float]) -> Stat:
+        """Mean and standard error of ``values`` (N,)."""
+        v = np.asarray(values, dtype=np.float64).reshape(-1)
+        if v.size == 0:
+            raise ValueError("Stat.of needs at least one value")
+        se = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else 0.0
+        return cls(float(v.mean()), se)
+
+    def as_dict(self) -> dict[str, float]:
+        """``{"mean": ..., "se": ...}`` for JSON."""
+        return {"mean": self.mean, "se": self.se}
+
+
+@dataclass
+class LayerEffect:
+    """What one regularizer on one layer's output does to one image's prediction.
+
+    Setting: ``model``, ``layer`` (canonical names), ``feature_shape`` (C, H, W) of the layer's
+    output, ``method`` (one of ``METHODS``), ``p`` (target drop rate), ``params`` (the method's
+    parameters, from :class:`~dropblock.methods.MaskDraw`), ``gamma`` (DropBlock's seed
+    probability, else None), ``expected_drop_rate`` (exact, of the mask distribution).
+
+    The first draw (what a figure shows):
+        crop: (224, 224, 3) uint8, the image region the network sees.
+        keep: (C', h, w) bool, True where kept (C' = 1 when one mask is shared by all channels).
+        centres: (K, 2) float64 (row, col) block centres (channel 0) or hole centres, in map
+            units; None for dropout.
+        scale: the factor kept units were multiplied by (DropBlock numel / kept, dropout
+            1 / (1 - p), Cutout 1).
+        realized_drop_rate: fraction of the (C, h, w) units dropped.
+        act_before, act_after: (h, w) float32, the channel-mean activation before, and after the
+            mask and rescale.
+        drop_fraction: (h, w) float32, the fraction of channels dropped at each position.
+        top_channels: (k,) int64, the k most active channels before (by mean activation), most
+            active first; ``channels_before`` / ``channels_after``: (k, h, w) float32 of them.
+        predictions_before, predictions_after: top-5 :class:`Prediction` lists.
+        kl_divergence: KL(before || after) of the softmax outputs, nats.
+
+    Over all ``samples`` draws (:class:`Stat`, mean and standard error):
+        drop_rate: realized drop rate; kl: KL(before || after) in nats; top1_prob_after: the
+        probability after of the class that was top-1 before; top1_changed: fraction of draws
+        whose top-1 class differs from before; top1_after_prob: probability of whatever class
+        is top-1 after.
+    """
+
+    model: str
+    layer: str
+    feature_shape: tuple[int, int, int]
+    method: str
+    p: float
+    params: dict
+    gamma: float | None
+    expected_drop_rate: float
+    crop: np.ndarray
+    keep: np.ndarray
+    centres: np.ndarray | None
+    scale: float
+    realized_drop_rate: float
+    act_before: np.ndarray
+    act_after: np.ndarray
+    drop_fraction: np.ndarray
+    top_channels: np.ndarray
+    channels_before: np.ndarray
+    channels_after: np.ndarray
+    predictions_before: list[Prediction]
+    predictions_after: list[Prediction]
+    kl_divergence: float
+    samples: int
+    drop_rate: Stat
+    kl: Stat
+    top1_prob_after: Stat
+    top1_changed: Stat
+    top1_after_prob: Stat
+
+
+def mask_scale(method: str, keep: torch.Tensor, p: float) -> float:
+    """The factor training multiplies kept units by, for a ``keep`` mask of ``method`` at drop rate p.
+
+    DropBlock: ``numel / kept`` of the mask (the batch rescale of the paper and torchvision; one
+    sample here); dropout: ``1 / (1 - p)``; Cutout: 1 (Cutout does not rescale). 1 when nothing is
+    kept (every unit is then 0 anyway).
+    """
+    check_choice(method, "method", METHODS)
+    kept = int(torch.count_nonzero(keep))
+    if kept == 0 or method == "cutout":
+        return 1.0
+    if method == "dropblock":
+        return keep.numel() / kept
+    return 1.0 / (1.0 - float(p))
+
+
+def apply_mask(feature: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
+    """``feature * keep * scale``: (N, C, h, w) -> same shape; ``keep`` (N or 1, C or 1, h, w) bool.
+
+    Kept units are exactly ``feature * scale`` (float32 product), dropped ones exactly 0.
+    """
+    keep = keep.to(feature.device)
+    return torch.where(keep, feature * scale, torch.zeros((), dtype=feature.dtype, device=feature.device))
+
+
+def kl_divergence(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
+    """KL(softmax(p) || softmax(q)) in nats, computed in float64: (..., K), (..., K) -> (...).
+
+    Never negative (rounding below 0 is clipped); exactly 0 for identical logits.
+    """
+    lp = torch.log_softmax(logits_p.to(torch.float64), dim=-1)
+    lq = torch.log_softmax(logits_q.to(torch.float64), dim=-1)
+    return (lp.exp() * (lp - lq)).sum(dim=-1).clamp_min(0.0)
+
+
+def _check_model(model: torch.nn.Module, model_name: str) -> str:
+    from dropblock.models import resolve_model
+
+    name = resolve_model(model_name)
+    arch = getattr(model, "arch", None)
+    if arch is not None and arch != name:
+        raise ValueError(f"model_name {model_name!r} does not match the model given ({arch})")
+    return name
+
+
+def layer_effect(
+    model: torch.nn.Module, model_name: str, image: np.ndarray, layer: str, method: str, p: float, *,
+    block_size: int = 7, gamma: str | float = "paper", shared_channels: bool = False, samples: int = 1,
+    seed: int = 0, device: str | torch.device = "cpu", progress: Callable[[int], object] | None = None,
+) -> LayerEffect:
+    """Apply ``samples`` masks of ``method`` to ``layer``'s output and measure the prediction's change.
+
+    Args:
+        model: a network from :func:`dropblock.models.load_model` (run in eval mode, restored after).
+        model_name: its registry name (selects the preprocessing; must match the model).
+        image: (H, W, 3) uint8 RGB.
+        layer: a layer name of the model (see ``layer_table``).
+        method: ``"dropblock"``, ``"dropout"`` or ``"cutout"``.
+        p: target drop rate in [0, 1].
+        block_size: DropBlock's block side in feature-map units (clipped to the map).
+        gamma: DropBlock's ``"paper"`` (Equation 1), ``"exact"`` (expected drop rate exactly p) or a float.
+        shared_channels: one mask for all channels (DropBlock, dropout; Cutout always shares).
+        samples: N masks, drawn in order from one ``torch.Generator(device).manual_seed(seed)``.
+        seed: the generator's seed; the same seed gives the same result.
+        device: where masks are drawn (the generator's device); the model stays where it is.
+        progress: called with 1 after each mask is drawn and applied (suffix passes are batched,
+            so it may run up to one batch ahead of the forward passes).
+
+    Raises:
+        UnknownNameError: unknown model or layer name.
+        ValueError: bad method, p, samples, block size, image, or a model_name that does not
+            match the model.
+    """
+    from dropblock.models import class_names, forward_many, preprocess
+
+    name = _check_model(model, model_name)
+    method = check_choice(method, "method", METHODS)
+    p = check_probability(p)
+    samples = check_positive_int(samples, "samples")
+    block_size = check_positive_int(block_size, "block_size")
+    x, crop = preprocess(name, image)
+
+    generator = torch.Generator(device).manual_seed(int(seed))
+    draws: list[MaskDraw] = []
+    scales: list[float] = []
+    first_after: list[torch.Tensor] = []
+
+    def edit(feature: torch.Tensor) -> torch.Tensor:
+        draw = draw_mask(method, tuple(feature.shape), p, block_size=block_size, gamma=gamma,
+                         shared_channels=shared_channels, generator=generator, device=device)
+        scale = mask_scale(method, draw.keep, p)
+        after = apply_mask(feature, draw.keep, scale)
+        if not draws:
+            first_after.append(after)
+        draws.append(draw)
+        scales.append(scale)
+        if progress is not None:
+            progress(1)
+        return after
+
+    run = forward_many(model, x, layer, [edit] * samples, batch_size=BATCH_SIZE)
+
+    before = run.feature_before[0].detach().to("cpu", torch.float32)
+    after = first_after[0][0].detach().to("cpu", torch.float32)
+    logits_before = run.logits_before[0].detach().to("cpu", torch.float64)
+    logits_after = run.logits_after.detach().to("cpu", torch.float64)
+    probs_before = torch.softmax(logits_before, dim=-1)
+    probs_after = torch.softmax(logits_after, dim=-1)
+    kl = kl_divergence(logits_before.expand_as(logits_after), logits_after).numpy()
+
+    top1 = int(torch.argmax(probs_before))
+    top1_after = torch.argmax(probs_after, dim=-1)
+    drop_rates = [d.drop_rate for d in draws]
+
+    first = draws[0]
+    keep0 = first.keep[0].detach().to("cpu")
+    c = before.shape[0]
+    n_top = min(TOP_CHANNELS, c)
+    order = torch.argsort(before.mean(dim=(1, 2)), descending=True, stable=True)[:n_top]
+    names = class_names()
+    centres = None if first.centres is None else first.centres.detach().to("cpu", torch.float64).numpy()
+    return LayerEffect(
+        model=name, layer=run.layer, feature_shape=tuple(int(v) for v in before.shape),
+        method=method, p=p, params=dict(first.params), gamma=first.gamma,
+        expected_drop_rate=float(first.expected_drop_rate),
+        crop=crop, keep=keep0.numpy().astype(bool), centres=centres, scale=float(scales[0]),
+        realized_drop_rate=float(drop_rates[0]),
+        act_before=before.mean(dim=0).numpy(), act_after=after.mean(dim=0).numpy(),
+        drop_fraction=(~keep0).to(torch.float32).mean(dim=0).numpy(),
+        top_channels=order.numpy().astype(np.int64),
+        channels_before=before[order].numpy(), channels_after=after[order].numpy(),
+        predictions_before=top_k(probs_before, TOP_K, names),
+        predictions_after=top_k(probs_after[0], TOP_K, names),
+        kl_divergence=float(kl[0]), samples=samples,
+        drop_rate=Stat.of(drop_rates), kl=Stat.of(kl),
+        top1_prob_after=Stat.of(probs_after[:, top1].numpy()),
+        top1_changed=Stat.of((top1_after != top1).to(torch.float64).numpy()),
+        top1_after_prob=Stat.of(probs_after.max(dim=-1).values.numpy()),
+    )
+
+
+def _predictions_json(predictions: list[Prediction]) -> list[dict]:
+    return [{"index": q.index, "label": q.label, "prob": q.prob} for q in predictions]
+
+
+def effect_json(e: LayerEffect) -> dict:
+    """A JSON-ready dict of ``e`` (no arrays; the CLI adds ``seed``).
+
+    Keys: method, params, drop_rate_target, gamma, expected_drop_rate, realized_drop_rate,
+    scale, model, layer, feature_shape [C, H, W], predictions_before, predictions_after (lists
+    of {index, label, prob}), kl_divergence (first draw, nats), samples; and when samples > 1
+    the statistics over all draws as {mean, se}: realized_drop_rate_stats, kl_divergence_stats,
+    top1_before_prob_after_stats, top1_changed_fraction_stats, top1_after_prob_stats.
+    """
+    out = {
+        "method": e.method,
+        "params": dict(e.params),
+        "drop_rate_target": e.p,
+        "gamma": e.gamma,
+        "expected_drop_rate": e.expected_drop_rate,
+        "realized_drop_rate": e.realized_drop_rate,
+        "scale": e.scale,
+        "model": e.model,
+        "layer": e.layer,
+        "feature_shape": list(e.feature_shape),
+        "predictions_before": _predictions_json(e.predictions_before),
+        "predictions_after": _predictions_json(e.predictions_after),
+        "kl_divergence": e.kl_divergence,
+        "samples": e.samples,
+    }
+    if e.samples > 1:
+        out.update({
+            "realized_drop_rate_stats": e.drop_rate.as_dict(),
+            "kl_divergence_stats": e.kl.as_dict(),
+            "top1_before_prob_after_stats": e.top1_prob_after.as_dict(),
+            "top1_changed_fraction_stats": e.top1_changed.as_dict(),
+            "top1_after_prob_stats": e.top1_after_prob.as_dict(),
+        })
+    return out
