@@ -271,7 +271,7 @@ def _gamma_plot(path: Path, sweep: str, settings, audits) -> None:
     from dropblock.viz import figure_gamma_sweep
 
     xs = np.array([s[0] if sweep == "block-size" else s[1] for s in settings])
-    series = {"Equation 1 (this library, torchvision)": np.array([a.expected_drop_rate_paper for a in audits]),
+    series = {"Equation 1 (this library; torchvision, odd blocks)": np.array([a.expected_drop_rate_paper for a in audits]),
               "exact gamma (this library)": np.array([a.p for a in audits])}
     for i, c in enumerate(audits[0].conventions):
         if c.name == "torchvision":

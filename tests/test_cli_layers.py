@@ -1,0 +1,103 @@
+"""`dropblock layers` and `show/compare --layer` through typer's test runner (offline, default model)."""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from dropblock.cli import app
+from dropblock.models import build_model, layer_table
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_layers_json_matches_a_real_forward_pass():
+    r = run("layers", "--json")
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)
+    assert {"name", "type", "shape", "dropblock_ok"} <= set(rows[0])
+    net = build_model("efficientnet-lite0")
+    from dropblock.models import forward_with_edit
+
+    x = torch.zeros(1, 3, 224, 224)
+    for row in rows[::4]:
+        run_ = forward_with_edit(net, x, row["name"], None)
+        assert list(run_.feature_before.shape[1:]) == row["shape"]
+    assert [r_["shape"] for r_ in rows if r_["name"] == "blocks.8"] == [[112, 14, 14]]
+
+
+def test_layers_table_for_resnet50():
+    r = run("layers", "--model", "resnet50")
+    assert r.exit_code == 0 and "layer3" in r.stdout and "1024 x 14 x 14" in r.stdout
+
+
+def test_show_layer_json(sample_images, tmp_path):
+    out = tmp_path / "f.png"
+    r = run("show", sample_images / "coffee.jpg", "--layer", "blocks.8", "-o", out, "--seed", "2", "--json")
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    for key in ("method", "drop_rate_target", "gamma", "expected_drop_rate", "realized_drop_rate", "output", "seed",
+                "model", "layer", "feature_shape", "predictions_before", "predictions_after", "kl_divergence"):
+        assert key in data, key
+    assert data["model"] == "efficientnet-lite0" and data["layer"] == "blocks.8"
+    assert data["feature_shape"] == [112, 14, 14]
+    assert data["predictions_before"][0]["index"] == 967 and data["predictions_before"][0]["label"] == "espresso"
+    assert len(data["predictions_after"]) == 5 and data["kl_divergence"] >= 0
+    assert out.stat().st_size > 50000
+
+
+def test_compare_layer_with_samples_table_and_json(sample_images, tmp_path):
+    out = tmp_path / "c.png"
+    r = run("compare", sample_images / "chelsea.jpg", "--layer", "blocks.8", "-n", "4", "-o", out, "--json")
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert [m["method"] for m in data["methods"]] == ["dropblock", "dropout", "cutout"]
+    assert all(m["samples"] == 4 and "kl_divergence_stats" in m for m in data["methods"])
+    r = run("compare", sample_images / "chelsea.jpg", "--layer", "blocks.8", "-n", "2", "-o", out)
+    assert r.exit_code == 0 and "KL" in r.stdout and "Cutout" in r.stdout
+
+
+def test_block_larger_than_the_feature_map_is_clipped_with_a_warning(sample_images, tmp_path):
+    r = run("show", sample_images / "coffee.jpg", "--layer", "blocks.12", "-b", "9", "-o", tmp_path / "x.png", "--json")
+    assert r.exit_code == 0, r.output
+    assert "clipped to 7x7" in r.stderr
+    assert json.loads(r.stdout)["params"]["block"] == [7, 7]
+
+
+@pytest.mark.parametrize("args, code, text", [
+    (["--layer", "blocks.55"], 2, "close matches: blocks.5"),
+    (["--layer", "blocks.5", "--model", "vgg16"], 2, "unknown model 'vgg16'"),
+    (["--layer", "layer3", "--model", "resnet50", "--weights", "nope.pth"], 2, "no such file"),
+])
+def test_unknown_names_and_missing_weights(sample_images, tmp_path, args, code, text):
+    r = run("show", sample_images / "coffee.jpg", "-o", tmp_path / "o.png", *args)
+    assert r.exit_code == code, r.output
+    assert len(r.stderr.strip().splitlines()) == 1 and text in r.stderr
+
+
+def test_resnet_without_weights_says_how_to_get_them(sample_images, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    r = run("show", sample_images / "coffee.jpg", "--layer", "layer3", "--model", "resnet18", "-o", tmp_path / "o.png")
+    assert r.exit_code == 1
+    assert len(r.stderr.strip().splitlines()) == 1 and "--weights" in r.stderr and "--download" in r.stderr
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_resnet_weights_file_in_torchvision_layout_is_used(sample_images, tmp_path):
+    path = tmp_path / "resnet18-custom.pth"
+    torch.manual_seed(0)
+    torch.save(build_model("resnet18").state_dict(), path)
+    r = run("show", sample_images / "coffee.jpg", "--model", "resnet18", "--layer", "layer3", "--weights", path,
+            "-o", tmp_path / "r.png", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["feature_shape"] == [256, 14, 14]
+    bad = {k: v for k, v in torch.load(path, weights_only=True).items() if k != "fc.weight"}
+    torch.save(bad, path)
+    r = run("show", sample_images / "coffee.jpg", "--model", "resnet18", "--layer", "layer3", "--weights", path,
+            "-o", tmp_path / "r2.png")
+    assert r.exit_code == 1 and "fc.weight" in r.stderr
