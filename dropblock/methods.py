@@ -68,7 +68,8 @@ def draw_mask(
         length = cutout_length_for(p, h, w, n_holes) if p > 0 else 1
         if p == 0:
             keep = torch.ones(n, 1, h, w, dtype=torch.bool, device=device)
-            return MaskDraw(method, keep, torch.empty(0, 2), None, 0.0, {"length": 0, "n_holes": n_holes})
+            return MaskDraw(method, keep, torch.empty(0, 2, dtype=torch.float64, device=device), None, 0.0,
+                            {"length": 0, "n_holes": n_holes})
         keep, centres = cutout_mask(shape, n_holes, length, device=device, generator=generator)
         return MaskDraw(method, keep, centres[0].double(), None, cutout_expected_drop_rate(n_holes, length, h, w),
                         {"length": length, "n_holes": n_holes})
