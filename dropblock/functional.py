@@ -10,10 +10,11 @@ import torch
 
 from dropblock._checks import check_choice, check_positive_int, check_probability
 from dropblock.gamma import clip_block, expected_drop_rate
-from dropblock.masks import block_keep_mask, cutout_mask, resolve_gamma, spatial_dropout_mask
+from dropblock.masks import (
+    block_indices, cutout_mask, dropped_count, fill_blocks, resolve_gamma, seed_positions, seeds_to_map_index,
+    spatial_dropout_mask,
+)
 from dropblock.sampling import bernoulli_positions
-
-_ZERO = torch.zeros(())
 
 RESCALES = ("batch", "sample", "expected", "none")
 """How kept units are scaled up:
@@ -67,28 +68,90 @@ def drop_block2d(
     bh, bw = clip_block(block_size, h, w)
     g = resolve_gamma(gamma, p, block_size, h, w)
     planes_c = 1 if shared_channels else c
+    planes = n * planes_c
     with torch.no_grad():
-        keep, _ = block_keep_mask(n * planes_c, h, w, bh, bw, g, device=input.device, generator=generator)
-        keep = keep.view(n, planes_c, h, w)
-        if rescale == "none":
-            scale: float | torch.Tensor = 1.0
+        seeds = seed_positions(planes, h, w, bh, bw, g, device=input.device, generator=generator)
+        expected_scale = 1.0
+        if rescale == "expected":
+            expected_scale = 1.0 / max(1.0 - expected_drop_rate(g, block_size, h, w), eps)
+    if bh == h and bw == w:  # one seed position per plane: a plane is dropped whole iff its seed fires
+        return _drop_planes(input, seeds, planes_c, rescale, expected_scale, eps, inplace)
+    if planes_c == c and rescale != "sample" and input.is_contiguous():
+        return _drop_sparse(input, seeds, bh, bw, rescale, expected_scale, eps, inplace)
+    with torch.no_grad():  # shared masks, per-sample rescale, other memory layouts: a dense mask
+        mask = torch.ones((planes, h, w), dtype=input.dtype, device=input.device)
+        if seeds.numel():
+            mask.view(-1).index_fill_(0, block_indices(seeds, h, w, bh, bw), 0)
+        mask = mask.view(n, planes_c, h, w)
+        if rescale == "batch":
+            mask.mul_(mask.numel() / (eps + float(mask.sum(dtype=torch.float32))))
+        elif rescale == "sample":
+            kept = mask.sum(dim=(1, 2, 3), keepdim=True, dtype=torch.float32)
+            mask.mul_((mask[0].numel() / (eps + kept)).to(input.dtype))
         elif rescale == "expected":
-            scale = 1.0 / max(1.0 - expected_drop_rate(g, block_size, h, w), eps)
-        elif rescale == "batch":
-            scale = keep.numel() / (eps + float(torch.count_nonzero(keep)))
-        else:  # per sample: a (N, 1, 1, 1) tensor
-            kept = torch.count_nonzero(keep.view(n, -1), dim=1).to(torch.float32)
-            scale = (keep[0].numel() / (eps + kept)).to(input.dtype).view(n, 1, 1, 1)
-    return _masked_scale(input, keep, scale, inplace)
+            mask.mul_(expected_scale)
+    return input.mul_(mask) if inplace else input * mask
 
 
-def _masked_scale(input: torch.Tensor, keep: torch.Tensor, scale: float | torch.Tensor, inplace: bool) -> torch.Tensor:
-    """``input * keep * scale`` in one pass over the input (``keep`` bool, broadcastable)."""
-    if inplace:
-        return input.mul_(keep).mul_(scale)
-    if isinstance(scale, torch.Tensor):
-        return input * keep * scale
-    return torch.addcmul(_ZERO.to(input.device, input.dtype), input, keep, value=scale)
+def _scale_for(rescale: str, numel: int, dropped: int, expected_scale: float, eps: float) -> float:
+    if rescale == "batch":
+        return numel / (eps + numel - dropped)
+    return expected_scale  # 1.0 for "none"
+
+
+class _ZeroBlocks(torch.autograd.Function):
+    """``input * scale`` with the blocks at ``corners`` zeroed; the backward pass does the same to the gradient."""
+
+    @staticmethod
+    def forward(ctx, input, corners, scale, bh, bw):  # noqa: D102
+        ctx.save_for_backward(corners)
+        ctx.scale, ctx.bh, ctx.bw = scale, bh, bw
+        out = input * scale
+        fill_blocks(out.view(-1), corners, input.shape[-1], bh, bw, 0)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):  # noqa: D102
+        (corners,) = ctx.saved_tensors
+        grad_in = grad.contiguous() * ctx.scale
+        fill_blocks(grad_in.view(-1), corners, grad.shape[-1], ctx.bh, ctx.bw, 0)
+        return grad_in, None, None, None, None
+
+
+def _drop_sparse(input, seeds, bh, bw, rescale, expected_scale, eps, inplace) -> torch.Tensor:
+    """Per-channel masks on a contiguous input: scale everything in one pass, then zero only the dropped
+    blocks (about p * numel writes). No mask is materialized."""
+    n, c, h, w = input.shape
+    with torch.no_grad():
+        corners = seeds_to_map_index(seeds, h, w, bh, bw)
+        dropped = dropped_count(seeds, n * c, h, w, bh, bw) if rescale == "batch" else 0
+    scale = _scale_for(rescale, input.numel(), dropped, expected_scale, eps)
+    if not inplace:
+        return _ZeroBlocks.apply(input, corners, scale, bh, bw)
+    out = input if scale == 1.0 else input.mul_(scale)
+    if torch.is_grad_enabled() and out.requires_grad:  # autograd must see the in-place fill
+        out.view(-1).index_fill_(0, block_indices(seeds, h, w, bh, bw), 0)
+    else:
+        fill_blocks(out.view(-1), corners, w, bh, bw, 0)
+    return out
+
+
+def _drop_planes(input, seeds, planes_c, rescale, expected_scale, eps, inplace) -> torch.Tensor:
+    """Blocks that cover the whole map: each seed drops its whole plane; one broadcast multiply."""
+    n, c, h, w = input.shape
+    planes = n * planes_c
+    with torch.no_grad():
+        keep = torch.ones(planes, dtype=input.dtype, device=input.device)
+        keep.index_fill_(0, seeds, 0)
+        if rescale == "sample":
+            kept = keep.view(n, planes_c).sum(dim=1, dtype=torch.float32).view(n, 1, 1, 1)
+            keep = keep.view(n, planes_c, 1, 1) * (planes_c / (eps + kept)).to(input.dtype)
+        else:
+            dropped = seeds.numel() * (input.numel() // planes)
+            scale = _scale_for(rescale, input.numel(), dropped, expected_scale, eps)
+            keep = keep.view(n, planes_c, 1, 1) * scale
+    return input.mul_(keep) if inplace else input * keep
 
 
 def dropout(

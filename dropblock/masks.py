@@ -54,6 +54,52 @@ def seeds_to_map_index(seeds: torch.Tensor, height: int, width: int, bh: int, bw
     return plane * (height * width) + row * width + col
 
 
+def block_indices(seeds: torch.Tensor, height: int, width: int, bh: int, bw: int) -> torch.Tensor:
+    """Flat indices into the (planes, H, W) map of every unit the seeds' blocks cover, shape (K * bh * bw,).
+
+    Overlapping blocks repeat indices."""
+    corners = seeds_to_map_index(seeds, height, width, bh, bw)
+    return (corners[:, None] + _block_offsets(bh, bw, width, seeds.device)[None, :]).reshape(-1)
+
+
+def fill_blocks(flat: torch.Tensor, corners: torch.Tensor, width: int, bh: int, bw: int, value: float | bool) -> None:
+    """Set the bh x bw block at each top-left corner of a contiguous 1-D (planes * H * W) tensor to ``value``.
+
+    The blocks are rows of an overlapping strided view (row i starts at flat index i), so the fill
+    writes bw contiguous units per block row and needs no per-unit index. Overlapping blocks write
+    the same value twice, which is harmless. Not for tensors that autograd tracks.
+    """
+    rows = flat.numel() - (bh - 1) * width - (bw - 1)
+    flat.as_strided((rows, bh, bw), (1, width, 1)).index_fill_(0, corners, value)
+
+
+def dropped_count(seeds: torch.Tensor, planes: int, height: int, width: int, bh: int, bw: int) -> int:
+    """Exact number of units dropped by the seeds (the union of their blocks), without painting a full mask
+    when seeds are sparse: a plane with one seed drops exactly bh * bw units; only planes with several
+    seeds are painted, in a compact bitmap."""
+    k = seeds.numel()
+    if k == 0:
+        return 0
+    if k > planes:  # most planes hold several seeds: a full bitmap is as cheap
+        keep = paint_blocks(torch.ones(planes, height, width, dtype=torch.bool, device=seeds.device),
+                            seeds, height, width, bh, bw)
+        return keep.numel() - int(torch.count_nonzero(keep))
+    per = (height - bh + 1) * (width - bw + 1)
+    plane = torch.div(seeds, per, rounding_mode="floor")
+    _, inverse, counts = torch.unique_consecutive(plane, return_inverse=True, return_counts=True)
+    several = counts >= 2
+    n_several = int(several.sum())
+    dropped = (counts.numel() - n_several) * bh * bw
+    if n_several:
+        rank = torch.cumsum(several, 0) - 1
+        mine = several[inverse]
+        local = rank[inverse[mine]] * per + seeds[mine] % per
+        keep = paint_blocks(torch.ones(n_several, height, width, dtype=torch.bool, device=seeds.device),
+                            local, height, width, bh, bw)
+        dropped += keep.numel() - int(torch.count_nonzero(keep))
+    return dropped
+
+
 def paint_blocks(
     mask: torch.Tensor, seeds: torch.Tensor, height: int, width: int, bh: int, bw: int,
 ) -> torch.Tensor:
@@ -62,9 +108,7 @@ def paint_blocks(
         return mask
     planes = mask.shape[0]
     if seeds.numel() * bh * bw <= _SPARSE_LIMIT * mask.numel():
-        corners = seeds_to_map_index(seeds, height, width, bh, bw)
-        index = (corners[:, None] + _block_offsets(bh, bw, width, mask.device)[None, :]).reshape(-1)
-        mask.view(-1).index_fill_(0, index, False)
+        fill_blocks(mask.view(-1), seeds_to_map_index(seeds, height, width, bh, bw), width, bh, bw, False)
         return mask
     hs, ws = height - bh + 1, width - bw + 1
     grid = torch.zeros(planes * hs * ws, dtype=torch.float32, device=mask.device)

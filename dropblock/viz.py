@@ -138,7 +138,9 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: float = 150) 
     try:
         with open(tmp, "xb") as fh:
             created = True
-            fig.savefig(fh, format=fmt, dpi=dpi, metadata=metadata)
+            # zlib level 1: a PNG a fifth larger, written in a third less time (it dominates `show`)
+            extra = {"pil_kwargs": {"compress_level": 1}} if fmt == "png" else {}
+            fig.savefig(fh, format=fmt, dpi=dpi, metadata=metadata, **extra)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, out)

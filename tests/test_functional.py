@@ -127,3 +127,78 @@ def test_cuda_matches_the_math_and_is_reproducible(dtype):
     m = measure_dropblock(0.1, 7, 14, 14, samples=200000, device="cuda", seed=0)
     expected = expected_drop_rate(gamma_paper(0.1, 7, 14), 7, 14)
     assert_close_se(m.mean, expected, m.se, what="cuda drop rate")
+
+
+# ---- the fast paths give exactly what a dense mask gives -------------------------------------------
+
+from dropblock.masks import block_indices, dropped_count, fill_blocks, paint_blocks, seed_positions  # noqa: E402
+
+
+@pytest.mark.parametrize("planes,h,w,bh,bw,gamma", [(64, 14, 14, 7, 7, 0.006), (16, 28, 20, 4, 3, 0.02),
+                                                     (300, 9, 9, 3, 3, 0.01), (8, 56, 56, 7, 7, 0.003)])
+def test_dropped_count_is_the_union_of_the_blocks(planes, h, w, bh, bw, gamma):
+    gen = torch.Generator().manual_seed(0)
+    seeds = seed_positions(planes, h, w, bh, bw, gamma, device=torch.device("cpu"), generator=gen)
+    dense = paint_blocks(torch.ones(planes, h, w, dtype=torch.bool), seeds, h, w, bh, bw)
+    assert dropped_count(seeds, planes, h, w, bh, bw) == int((~dense).sum())
+
+
+def test_fill_blocks_matches_per_unit_indices():
+    gen = torch.Generator().manual_seed(1)
+    planes, h, w, bh, bw = 12, 17, 13, 5, 4
+    seeds = seed_positions(planes, h, w, bh, bw, 0.05, device=torch.device("cpu"), generator=gen)
+    a = torch.ones(planes * h * w)
+    a.index_fill_(0, block_indices(seeds, h, w, bh, bw), 0)
+    b = torch.ones(planes * h * w)
+    from dropblock.masks import seeds_to_map_index
+
+    fill_blocks(b, seeds_to_map_index(seeds, h, w, bh, bw), w, bh, bw, 0)
+    assert torch.equal(a, b)
+
+
+def dense_reference(x, p, b, seed, rescale="batch", shared=False):
+    """The same draw through the generic mask path: what every fast path must equal."""
+    from dropblock.masks import dropblock_mask
+
+    n, c, h, w = x.shape
+    m = dropblock_mask(tuple(x.shape), p, b, shared_channels=shared, generator=torch.Generator().manual_seed(seed))
+    keep = m.keep.to(x.dtype)
+    if rescale == "batch":
+        keep = keep * (keep.numel() / (1e-6 + keep.sum()))
+    return x * keep
+
+
+@pytest.mark.parametrize("shape,b", [((4, 8, 14, 14), 7), ((2, 16, 7, 7), 7), ((2, 4, 20, 12), 5), ((3, 5, 6, 6), 9)])
+@pytest.mark.parametrize("rescale", ["batch", "none"])
+def test_fast_paths_equal_the_dense_mask(shape, b, rescale):
+    x = x4(*shape)
+    y = drop_block2d(x, 0.2, b, rescale=rescale, generator=torch.Generator().manual_seed(7))
+    torch.testing.assert_close(y, dense_reference(x, 0.2, b, 7, rescale))
+
+
+def test_channels_last_input_gives_the_same_result():
+    x = x4(2, 8, 14, 14)
+    a = drop_block2d(x, 0.2, 5, generator=torch.Generator().manual_seed(3))
+    b = drop_block2d(x.to(memory_format=torch.channels_last), 0.2, 5, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("b", [3, 14])
+def test_gradient_of_the_fast_paths_is_the_mask_times_the_scale(b):
+    x = x4(2, 6, 14, 14).requires_grad_()
+    y = drop_block2d(x, 0.3, b, generator=torch.Generator().manual_seed(2))
+    (y * 2).sum().backward()
+    keep = (y.detach() != 0).float()
+    scale = keep.numel() / (1e-6 + keep.sum())
+    torch.testing.assert_close(x.grad, 2 * keep * scale)
+
+
+def test_inplace_under_autograd_matches_out_of_place():
+    x = x4(2, 6, 14, 14)
+    ref = drop_block2d(x, 0.3, 3, generator=torch.Generator().manual_seed(4))
+    leaf = x4(2, 6, 14, 14).requires_grad_()
+    y = leaf * 1.0
+    out = drop_block2d(y, 0.3, 3, inplace=True, generator=torch.Generator().manual_seed(4))
+    out.sum().backward()
+    torch.testing.assert_close(out.detach(), ref)
+    torch.testing.assert_close(leaf.grad, (ref != 0).float() * (ref[ref != 0] / x[ref != 0]).mean())
