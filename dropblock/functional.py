@@ -14,7 +14,7 @@ from dropblock.masks import (
     block_indices, cutout_mask, dropped_count, fill_blocks, resolve_gamma, seed_positions, seeds_to_map_index,
     spatial_dropout_mask,
 )
-from dropblock.sampling import bernoulli_positions
+from dropblock.sampling import bernoulli_positions, make_generator
 
 RESCALES = ("batch", "sample", "expected", "none")
 """How kept units are scaled up:
@@ -51,6 +51,7 @@ def drop_block2d(
     rescale: str = "batch",
     shared_channels: bool = False,
     generator: torch.Generator | None = None,
+    seed: int | None = None,
 ) -> torch.Tensor:
     """DropBlock (Ghiasi et al. 2018, Algorithm 1) on ``input`` (N, C, H, W); returns the same shape.
 
@@ -58,6 +59,7 @@ def drop_block2d(
     own mask unless ``shared_channels``. A block larger than the map is clipped to it.
     ``gamma``: "paper" (Equation 1; realized drop rate below p), "exact" (expected drop rate
     exactly p) or a float. ``rescale``: one of RESCALES. Identity when not training or p == 0.
+    ``generator`` (on the input's device) or ``seed`` makes the mask reproducible.
     """
     n, c, h, w = check_input(input)
     p = check_probability(p)
@@ -67,6 +69,8 @@ def drop_block2d(
         return input
     bh, bw = clip_block(block_size, h, w)
     g = resolve_gamma(gamma, p, block_size, h, w)
+    if generator is None and seed is not None:
+        generator = make_generator(seed, input.device)
     planes_c = 1 if shared_channels else c
     planes = n * planes_c
     with torch.no_grad():

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from dropblock._checks import check_positive_int, check_probability
 from dropblock.gamma import clip_block, gamma_for
-from dropblock.sampling import bernoulli_positions
+from dropblock.sampling import bernoulli_positions, make_generator
 
 # Paint block by block while the painted indices stay below this multiple of numel;
 # beyond it (drop rates near 1 with big blocks) a dense max-pool is cheaper.
@@ -169,12 +169,13 @@ def _shape4(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
 def dropblock_mask(
     shape: tuple[int, int, int, int], p: float, block_size: int, *,
     gamma: str | float = "paper", shared_channels: bool = False,
-    device: torch.device | str = "cpu", generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu", generator: torch.Generator | None = None, seed: int | None = None,
 ) -> BlockMask:
     """Draw one DropBlock mask for an (N, C, H, W) input, with its seeds (for figures and tests).
 
     ``gamma``: "paper" (Equation 1), "exact" (expected drop rate exactly p) or a float.
-    A block larger than the map is clipped to it (each side separately).
+    A block larger than the map is clipped to it (each side separately). ``generator`` or
+    ``seed``: the same one gives the same mask on the same device.
     """
     n, c, h, w = _shape4(shape)
     p = check_probability(p)
@@ -183,6 +184,8 @@ def dropblock_mask(
     g = resolve_gamma(gamma, p, block_size, h, w)
     planes_c = 1 if shared_channels else c
     device = torch.device(device)
+    if generator is None and seed is not None:
+        generator = make_generator(seed, device)
     mask, seeds = block_keep_mask(n * planes_c, h, w, bh, bw, g, device=device, generator=generator)
     hs, ws = h - bh + 1, w - bw + 1
     plane, rest = torch.div(seeds, hs * ws, rounding_mode="floor"), seeds % (hs * ws)

@@ -9,22 +9,27 @@ from torch import nn
 from dropblock import functional as Fd
 from dropblock._checks import check_choice, check_positive_int, check_probability
 from dropblock.gamma import linear_keep_prob
+from dropblock.sampling import make_generator
 
 
 class DropBlock2d(nn.Module):
     """DropBlock on (N, C, H, W) inputs, as ``torchvision.ops.DropBlock2d(p, block_size, inplace, eps)``.
 
     Keyword-only extras: ``gamma`` ("paper" | "exact" | float), ``rescale`` ("batch" | "sample" |
-    "expected" | "none"), ``shared_channels`` (one mask for all channels of a sample) and
-    ``generator`` (a torch.Generator on the input's device, for reproducible masks).
+    "expected" | "none"), ``shared_channels`` (one mask for all channels of a sample), and for
+    reproducible masks either ``generator`` (a torch.Generator on the input's device) or ``seed``
+    (a generator seeded with it is made on the first input's device and advanced by every call).
     """
 
     def __init__(
         self, p: float, block_size: int, inplace: bool = False, eps: float = 1e-6, *,
         gamma: str | float = "paper", rescale: str = "batch", shared_channels: bool = False,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | None = None, seed: int | None = None,
     ) -> None:
         super().__init__()
+        if generator is not None and seed is not None:
+            raise ValueError("give generator or seed, not both")
+        self.seed = seed
         self.p = check_probability(p)
         self.block_size = check_positive_int(block_size, "block_size")
         self.inplace = inplace
@@ -39,10 +44,16 @@ class DropBlock2d(nn.Module):
     def _drop_prob(self) -> float:
         return self.p
 
+    def _generator_for(self, device: torch.device) -> torch.Generator | None:
+        if self.seed is not None and (self.generator is None or self.generator.device != device):
+            self.generator = make_generator(self.seed, device)
+        return self.generator
+
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return Fd.drop_block2d(
             input, self._drop_prob(), self.block_size, self.inplace, self.eps, self.training,
-            gamma=self.gamma, rescale=self.rescale, shared_channels=self.shared_channels, generator=self.generator,
+            gamma=self.gamma, rescale=self.rescale, shared_channels=self.shared_channels,
+            generator=self._generator_for(input.device),
         )
 
     def extra_repr(self) -> str:

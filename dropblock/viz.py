@@ -624,11 +624,18 @@ def _is_binary(a: np.ndarray) -> bool:
     return bool(np.all((a == 0) | (a == 1)))
 
 
-def _drop_key(fig, ax_or_axes, mappable, binary: bool, location: str = "bottom") -> None:
-    """Colourbar for the drop map: 0..100 % of channels, or kept/dropped when it is binary."""
+def _drop_key(fig, ax_or_axes, mappable, binary: bool, location: str = "bottom", *, cax=None) -> None:
+    """Colourbar for the drop map: 0..100 % of channels, or kept/dropped when it is binary.
+
+    ``ax_or_axes``: the axes to steal room from (constrained layout); or pass a ready ``cax``
+    for a horizontal colourbar there (fixed layout).
+    """
     # no ``shrink``: a shrunk colourbar makes the constrained layout need several passes
     # to converge, and the first pass (the one savefig does) lets the suptitle cover titles
-    cb = fig.colorbar(mappable, ax=ax_or_axes, location=location, aspect=30, pad=0.02)
+    if cax is not None:
+        cb = fig.colorbar(mappable, cax=cax, orientation="horizontal")
+    else:
+        cb = fig.colorbar(mappable, ax=ax_or_axes, location=location, aspect=30, pad=0.02)
     cb.ax.tick_params(labelsize=_SMALL_PT)
     if binary:
         cb.set_ticks([0.0, 1.0], labels=["kept", "dropped"])
@@ -702,13 +709,16 @@ def figure_feature_show(
     k = min(tcb.shape[0], 8)
     t = {k_: titles.get(k_, k_.replace("_", " ")) for k_ in ("image", "mask", "after", "channels", "before_preds", "after_preds")}
 
-    fig = _new_figure((13.0, 9.6))
-    top, bottom = fig.subfigures(2, 1, height_ratios=[5.5, 4.1])
-    if suptitle:  # on the top subfigure: the layout then reserves its space
-        top.suptitle(suptitle, fontsize=_SUPTITLE_PT + 1)
+    # A fixed layout (figure fractions of 13 x 9.6 in): the constrained layout engine took about
+    # half of this figure's drawing time, which `show --layer` pays on every call.
+    fig = Figure(figsize=(13.0, 9.6), dpi=100)
+    FigureCanvasAgg(fig)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=_SUPTITLE_PT + 1, y=0.99, va="top")
 
     # top row: activation before over the crop | dropped fraction | activation after
-    ax_i, ax_m, ax_a = top.subplots(1, 3)
+    lefts = (0.035, 0.3525, 0.67)
+    ax_i, ax_m, ax_a = (fig.add_axes((x, 0.49, 0.295, 0.40)) for x in lefts)
     finite = np.concatenate([before[np.isfinite(before)], after[np.isfinite(after)]])
     vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     if vmax <= vmin:
@@ -720,16 +730,17 @@ def figure_feature_show(
         ax.set_title(_wrap(t[key], 3.9), fontsize=_TITLE_PT)
         _plain(ax)
     _plain(ax_m, frame=_method_color(method))
-    for ax in (ax_i, ax_a):
-        cb = top.colorbar(im_b, ax=ax, location="bottom", aspect=30, pad=0.02)
+    for x in (lefts[0], lefts[2]):
+        cb = fig.colorbar(im_b, cax=fig.add_axes((x + 0.02, 0.455, 0.255, 0.014)), orientation="horizontal")
         cb.set_label("mean activation over channels (shared scale)", fontsize=_SMALL_PT)
         cb.ax.tick_params(labelsize=_SMALL_PT)
-    _drop_key(top, ax_m, im_d, _is_binary(drop))
+    _drop_key(fig, ax_m, im_d, _is_binary(drop), cax=fig.add_axes((lefts[1] + 0.02, 0.455, 0.255, 0.014)))
 
-    # bottom: channels grid | predictions
-    left, right = bottom.subfigures(1, 2, width_ratios=[max(k, 3) * 1.2, 4.6])
+    # bottom left: the most active channels, before (upper row) and after (lower row)
     if k:
-        grid = np.asarray(left.subplots(2, k, squeeze=False))
+        cell, gap = 0.058, 0.009  # width fraction; height follows from the figure's aspect
+        cell_h = cell * 13.0 / 9.6
+        x0 = 0.06 + max(0, 8 - k) * (cell + gap) / 2
         for j in range(k):
             pair = np.concatenate([tcb[j].ravel(), tca[j].ravel()])
             pair = pair[np.isfinite(pair)]
@@ -737,17 +748,21 @@ def figure_feature_show(
             if hi <= lo:
                 hi = lo + 1.0
             for r, data in enumerate((tcb[j], tca[j])):
-                ax = grid[r, j]
+                ax = fig.add_axes((x0 + j * (cell + gap), 0.25 - r * (cell_h + 0.035), cell, cell_h))
                 ax.imshow(data, cmap=ACTIVATION_CMAP, vmin=lo, vmax=hi, interpolation="nearest", aspect="equal")
                 _plain(ax)
-            name = f"ch {channel_ids[j]}" if channel_ids is not None and j < len(channel_ids) else f"#{j + 1}"
-            grid[0, j].set_title(name, fontsize=_SMALL_PT + 0.5)
-        grid[0, 0].set_ylabel("before", fontsize=_TITLE_PT)
-        grid[1, 0].set_ylabel("after", fontsize=_TITLE_PT)
-        left.supxlabel("each column: one channel, before and after on one colour scale", fontsize=_SMALL_PT)
-    left.suptitle(t["channels"], fontsize=_TITLE_PT + 0.5)
+                if r == 0:
+                    name = f"ch {channel_ids[j]}" if channel_ids is not None and j < len(channel_ids) else f"#{j + 1}"
+                    ax.set_title(name, fontsize=_SMALL_PT + 0.5)
+                if j == 0:
+                    ax.set_ylabel("before" if r == 0 else "after", fontsize=_TITLE_PT)
+        fig.text(0.06 + 4 * (cell + gap) - gap / 2, 0.375, t["channels"], ha="center", fontsize=_TITLE_PT + 0.5)
+        fig.text(0.06 + 4 * (cell + gap) - gap / 2, 0.07, "each column: one channel, before and after on one colour scale",
+                 ha="center", fontsize=_SMALL_PT)
 
-    ax_pb, ax_pa = right.subplots(2, 1)
+    # bottom right: top-5 before and after
+    ax_pb = fig.add_axes((0.795, 0.255, 0.18, 0.135))
+    ax_pa = fig.add_axes((0.795, 0.055, 0.18, 0.135))
     _pred_bars(ax_pb, preds_before, "0.55", t["before_preds"])
     _pred_bars(ax_pa, preds_after, _method_color(method), t["after_preds"])
     return fig

@@ -68,3 +68,21 @@ def test_schedule_state_survives_state_dict():
     fresh.load_state_dict(torch.load(buf, weights_only=True))
     assert int(fresh.step_count) == 123 and fresh.keep_prob == m.keep_prob
     assert "step_count" in m.state_dict()
+
+
+def test_seed_makes_a_module_reproducible_across_instances():
+    x = torch.rand(2, 4, 14, 14) + 0.1
+    a, b = DropBlock2d(0.2, 3, seed=5), DropBlock2d(0.2, 3, seed=5)
+    first, second = a(x), a(x)
+    assert torch.equal(first, b(x)) and torch.equal(second, b(x))
+    assert not torch.equal(first, second)  # the generator advances between calls
+    with pytest.raises(ValueError, match="not both"):
+        DropBlock2d(0.2, 3, seed=1, generator=torch.Generator())
+
+
+def test_seed_in_the_functional_form_and_the_mask_function():
+    from dropblock import drop_block2d, dropblock_mask
+
+    x = torch.rand(2, 4, 14, 14) + 0.1
+    assert torch.equal(drop_block2d(x, 0.2, 3, seed=9), drop_block2d(x, 0.2, 3, seed=9))
+    assert torch.equal(dropblock_mask((1, 2, 9, 9), 0.3, 3, seed=2).keep, dropblock_mask((1, 2, 9, 9), 0.3, 3, seed=2).keep)
