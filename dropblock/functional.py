@@ -78,8 +78,6 @@ def drop_block2d(
         expected_scale = 1.0
         if rescale == "expected":
             expected_scale = 1.0 / max(1.0 - expected_drop_rate(g, block_size, h, w), eps)
-    if bh == h and bw == w:  # one seed position per plane: a plane is dropped whole iff its seed fires
-        return _drop_planes(input, seeds, planes_c, rescale, expected_scale, eps, inplace)
     if planes_c == c and rescale != "sample" and input.is_contiguous():
         return _drop_sparse(input, seeds, bh, bw, rescale, expected_scale, eps, inplace)
     with torch.no_grad():  # shared masks, per-sample rescale, other memory layouts: a dense mask
@@ -139,23 +137,6 @@ def _drop_sparse(input, seeds, bh, bw, rescale, expected_scale, eps, inplace) ->
     else:
         fill_blocks(out.view(-1), corners, w, bh, bw, 0)
     return out
-
-
-def _drop_planes(input, seeds, planes_c, rescale, expected_scale, eps, inplace) -> torch.Tensor:
-    """Blocks that cover the whole map: each seed drops its whole plane; one broadcast multiply."""
-    n, c, h, w = input.shape
-    planes = n * planes_c
-    with torch.no_grad():
-        keep = torch.ones(planes, dtype=input.dtype, device=input.device)
-        keep.index_fill_(0, seeds, 0)
-        if rescale == "sample":
-            kept = keep.view(n, planes_c).sum(dim=1, dtype=torch.float32).view(n, 1, 1, 1)
-            keep = keep.view(n, planes_c, 1, 1) * (planes_c / (eps + kept)).to(input.dtype)
-        else:
-            dropped = seeds.numel() * (input.numel() // planes)
-            scale = _scale_for(rescale, input.numel(), dropped, expected_scale, eps)
-            keep = keep.view(n, planes_c, 1, 1) * scale
-    return input.mul_(keep) if inplace else input * keep
 
 
 def dropout(

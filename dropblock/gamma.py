@@ -92,6 +92,12 @@ def drop_probability_map(gamma: float, block_size: int, height: int, width: int 
 def expected_drop_rate(gamma: float, block_size: int, height: int, width: int | None = None) -> float:
     """Exact expected fraction of dropped units for seed probability ``gamma`` (the map's mean)."""
     width = height if width is None else width
+    return _expected_drop_rate_cached(float(gamma), check_positive_int(block_size, "block_size"),
+                                      *check_map_size(height, width))
+
+
+@lru_cache(maxsize=4096)
+def _expected_drop_rate_cached(gamma: float, block_size: int, height: int, width: int) -> float:
     rows, cols = _valid_counts(block_size, height, width)
     return drop_rate_from_counts(gamma, rows, cols)
 

@@ -74,22 +74,33 @@ def fill_blocks(flat: torch.Tensor, corners: torch.Tensor, width: int, bh: int, 
 
 
 def dropped_count(seeds: torch.Tensor, planes: int, height: int, width: int, bh: int, bw: int) -> int:
-    """Exact number of units dropped by the seeds (the union of their blocks), without painting a full mask
-    when seeds are sparse: a plane with one seed drops exactly bh * bw units; only planes with several
-    seeds are painted, in a compact bitmap."""
+    """Exact number of units dropped by the seeds: the size of the union of their blocks.
+
+    Counted without painting a full mask: a plane with one seed drops bh * bw units, a plane with
+    two drops 2 * bh * bw minus their overlap, and only planes with three or more seeds are
+    painted, in a compact bitmap. ``seeds``: sorted flat indices into the (planes, H - bh + 1,
+    W - bw + 1) seed grid.
+    """
     k = seeds.numel()
+    ws = width - bw + 1
+    per = (height - bh + 1) * ws
     if k == 0:
         return 0
-    if k > planes:  # most planes hold several seeds: a full bitmap is as cheap
-        keep = paint_blocks(torch.ones(planes, height, width, dtype=torch.bool, device=seeds.device),
-                            seeds, height, width, bh, bw)
-        return keep.numel() - int(torch.count_nonzero(keep))
-    per = (height - bh + 1) * (width - bw + 1)
+    if per == 1:  # one seed position per plane: the seeds are distinct planes
+        return k * bh * bw
     plane = torch.div(seeds, per, rounding_mode="floor")
     _, inverse, counts = torch.unique_consecutive(plane, return_inverse=True, return_counts=True)
-    several = counts >= 2
+    first = torch.cumsum(counts, 0) - counts  # where each plane's seeds start in ``seeds``
+    dropped = int((counts == 1).sum()) * bh * bw
+    two = first[counts == 2]
+    if two.numel():
+        a, b = seeds[two] % per, seeds[two + 1] % per
+        dr = (torch.div(a, ws, rounding_mode="floor") - torch.div(b, ws, rounding_mode="floor")).abs()
+        dc = (a % ws - b % ws).abs()
+        overlap = (bh - dr).clamp_(min=0) * (bw - dc).clamp_(min=0)
+        dropped += two.numel() * 2 * bh * bw - int(overlap.sum())
+    several = counts >= 3
     n_several = int(several.sum())
-    dropped = (counts.numel() - n_several) * bh * bw
     if n_several:
         rank = torch.cumsum(several, 0) - 1
         mine = several[inverse]
