@@ -303,11 +303,11 @@ def _check_output_path(path: Path, option: str, inputs: tuple[Path, ...] = ()) -
             fail(f"{option} {str(path)!r} is the input image; choose another output file", 2)
 
 
-def _save(fig, path: Path, dpi: Optional[int] = None) -> None:
+def _save(fig, path: Path, dpi: int = 150) -> None:
     from dropblock.viz import save_figure
 
     try:
-        save_figure(fig, path, dpi=dpi) if dpi else save_figure(fig, path)
+        save_figure(fig, path, dpi=dpi)
     except (OSError, ValueError) as e:
         fail(f"cannot write {str(path)!r}: {e}", 1)
 
@@ -336,7 +336,7 @@ def _default_output(image: Optional[Path], suffix: str) -> Path:
     return Path.cwd() / f"{stem}-{suffix}.png"
 
 
-def _check_common(method: Optional[str], gamma_mode: str, dpi: int, seed: int) -> None:
+def _check_common(method: Optional[str], gamma_mode: str, dpi: Optional[int], seed: int) -> None:
     from dropblock.methods import METHODS
 
     if method is not None and method not in METHODS:
@@ -378,7 +378,7 @@ def show(
     gamma_mode: str = typer.Option("paper", "--gamma", help="paper (Equation 1) or exact (expected drop rate = target)."),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same mask."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Figure file (.png, .svg, .pdf) [default: ./IMAGE-METHOD.png].", show_default=False),
-    dpi: int = typer.Option(150, "--dpi", help="Resolution of raster figures."),
+    dpi: Optional[int] = typer.Option(None, "--dpi", help="Resolution of raster figures [default: 150; 110 with --layer, whose figure is larger].", show_default=False),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout instead of the table."),
     layer: Optional[str] = typer.Option(None, "--layer", "-l", help="Apply to this layer's feature maps of a pretrained CNN (see `dropblock layers`)."),
     model: str = typer.Option("efficientnet-lite0", "--model", help="CNN for --layer: efficientnet-lite0, resnet18 or resnet50."),
@@ -396,7 +396,7 @@ def show(
     output = output or _default_output(image, method if layer is None else f"{method}-{layer}")
     _check_output_path(output, "--output", (image,))
     if layer is not None:
-        _show_layer(image, [method], p, block_size, gamma_mode, seed, output, dpi, as_json, layer, model, weights,
+        _show_layer(image, [method], p, block_size, gamma_mode, seed, output, dpi or 110, as_json, layer, model, weights,
                     download, samples, shared_channels, device)
         return
     loaded = _load(image)
@@ -408,7 +408,7 @@ def show(
     if method == "dropblock" and b > min(h, w):
         _stderr().print(f"[yellow]note:[/yellow] block {b} px is larger than the {w}x{h} image: clipped to it")
     d = draw_on_image(method, h, w, p, block_size=b, gamma=gamma_mode, generator=make_generator(seed, "cpu"))
-    _save(show_figure(loaded.pixels, loaded.path.name, d, p), output, dpi)
+    _save(show_figure(loaded.pixels, loaded.path.name, d, p), output, dpi or 150)
     if as_json:
         _print_json(_draw_json(d, p, output, seed))
         return
@@ -428,7 +428,7 @@ def compare(
     samples: int = typer.Option(0, "--samples", "-n", help="Also draw N masks per method: mean realized drop rate ± standard error."),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same masks."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Figure file (.png, .svg, .pdf) [default: ./IMAGE-compare.png].", show_default=False),
-    dpi: int = typer.Option(150, "--dpi", help="Resolution of raster figures."),
+    dpi: Optional[int] = typer.Option(None, "--dpi", help="Resolution of raster figures [default: 150; 110 with --layer, whose figure is larger].", show_default=False),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout instead of the table."),
     layer: Optional[str] = typer.Option(None, "--layer", "-l", help="Compare on this layer's feature maps of a pretrained CNN (see `dropblock layers`)."),
     model: str = typer.Option("efficientnet-lite0", "--model", help="CNN for --layer: efficientnet-lite0, resnet18 or resnet50."),
@@ -447,7 +447,7 @@ def compare(
     if layer is not None:
         from dropblock.methods import METHODS
 
-        _show_layer(image, list(METHODS), p, block_size, gamma_mode, seed, output, dpi, as_json, layer, model,
+        _show_layer(image, list(METHODS), p, block_size, gamma_mode, seed, output, dpi or 110, as_json, layer, model,
                     weights, download, max(samples, 1), shared_channels, device)
         return
     loaded = _load(image)
@@ -458,7 +458,7 @@ def compare(
     with _ProgressBar(3 * samples, "drawing masks", show=samples * h * w > 20_000_000) as bar:
         summaries = compare_on_image(loaded.pixels, p, block_size=b, gamma=gamma_mode, seed=seed, samples=samples,
                                      progress=bar.advance)
-    _save(compare_figure(loaded.pixels, loaded.path.name, summaries, p), output, dpi)
+    _save(compare_figure(loaded.pixels, loaded.path.name, summaries, p), output, dpi or 150)
     if as_json:
         rows = []
         for s in summaries:

@@ -88,6 +88,10 @@ def dropped_count(seeds: torch.Tensor, planes: int, height: int, width: int, bh:
         return 0
     if per == 1:  # one seed position per plane: the seeds are distinct planes
         return k * bh * bw
+    if k > 2 * planes:  # most planes hold several seeds: counting on a full bitmap is cheaper
+        keep = paint_blocks(torch.ones(planes, height, width, dtype=torch.bool, device=seeds.device),
+                            seeds, height, width, bh, bw)
+        return keep.numel() - int(torch.count_nonzero(keep))
     plane = torch.div(seeds, per, rounding_mode="floor")
     _, inverse, counts = torch.unique_consecutive(plane, return_inverse=True, return_counts=True)
     first = torch.cumsum(counts, 0) - counts  # where each plane's seeds start in ``seeds``
