@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LinearSegmentedColormap, to_rgb
@@ -646,6 +647,23 @@ def _drop_key(fig, ax_or_axes, mappable, binary: bool, location: str = "bottom",
         cb.set_label("fraction of channels dropped", fontsize=_SMALL_PT)
 
 
+def _channel_mosaics(before: np.ndarray, after: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two (h, k * (w + 1) - 1) rows of k channels side by side, NaN between them; each channel is
+    scaled to 0..1 by the range of its before/after pair, so a pair shares one colour scale."""
+    k, h, w = before.shape
+    rows = np.full((2, h, k * (w + 1) - 1), np.nan)
+    for j in range(k):
+        pair = np.concatenate([before[j].ravel(), after[j].ravel()])
+        pair = pair[np.isfinite(pair)]
+        lo, hi = (float(pair.min()), float(pair.max())) if pair.size else (0.0, 1.0)
+        if hi <= lo:
+            hi = lo + 1.0
+        cols = slice(j * (w + 1), j * (w + 1) + w)
+        rows[0][:, cols] = (before[j] - lo) / (hi - lo)
+        rows[1][:, cols] = (after[j] - lo) / (hi - lo)
+    return rows[0], rows[1]
+
+
 def _label(text: str, n: int = 26) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
@@ -736,28 +754,26 @@ def figure_feature_show(
         cb.ax.tick_params(labelsize=_SMALL_PT)
     _drop_key(fig, ax_m, im_d, _is_binary(drop), cax=fig.add_axes((lefts[1] + 0.02, 0.455, 0.255, 0.014)))
 
-    # bottom left: the most active channels, before (upper row) and after (lower row)
+    # bottom left: the most active channels, before (upper row) and after (lower row), each row one
+    # mosaic image (one axes per row draws far faster than one per channel)
     if k:
-        cell, gap = 0.058, 0.009  # width fraction; height follows from the figure's aspect
-        cell_h = cell * 13.0 / 9.6
-        x0 = 0.06 + max(0, 8 - k) * (cell + gap) / 2
+        rows = _channel_mosaics(tcb[:k], tca[:k])
+        h, w = tcb.shape[1:]
+        width = min(0.53, 0.066 * k)
+        height = width * 13.0 / 9.6 * h / rows[0].shape[1]
+        x0 = 0.06 + (0.53 - width) / 2
+        cmap = matplotlib.colormaps[ACTIVATION_CMAP].with_extremes(bad="white")
+        for r, (mosaic, label) in enumerate(zip(rows, ("before", "after"))):
+            ax = fig.add_axes((x0, 0.25 - r * (height + 0.035), width, height))
+            ax.imshow(mosaic, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest", aspect="equal")
+            _plain(ax)
+            ax.set_ylabel(label, fontsize=_TITLE_PT)
         for j in range(k):
-            pair = np.concatenate([tcb[j].ravel(), tca[j].ravel()])
-            pair = pair[np.isfinite(pair)]
-            lo, hi = (float(pair.min()), float(pair.max())) if pair.size else (0.0, 1.0)
-            if hi <= lo:
-                hi = lo + 1.0
-            for r, data in enumerate((tcb[j], tca[j])):
-                ax = fig.add_axes((x0 + j * (cell + gap), 0.25 - r * (cell_h + 0.035), cell, cell_h))
-                ax.imshow(data, cmap=ACTIVATION_CMAP, vmin=lo, vmax=hi, interpolation="nearest", aspect="equal")
-                _plain(ax)
-                if r == 0:
-                    name = f"ch {channel_ids[j]}" if channel_ids is not None and j < len(channel_ids) else f"#{j + 1}"
-                    ax.set_title(name, fontsize=_SMALL_PT + 0.5)
-                if j == 0:
-                    ax.set_ylabel("before" if r == 0 else "after", fontsize=_TITLE_PT)
-        fig.text(0.06 + 4 * (cell + gap) - gap / 2, 0.375, t["channels"], ha="center", fontsize=_TITLE_PT + 0.5)
-        fig.text(0.06 + 4 * (cell + gap) - gap / 2, 0.07, "each column: one channel, before and after on one colour scale",
+            name = f"ch {channel_ids[j]}" if channel_ids is not None and j < len(channel_ids) else f"#{j + 1}"
+            fig.text(x0 + width * (j * (w + 1) + w / 2) / rows[0].shape[1], 0.25 + height + 0.008, name,
+                     ha="center", va="bottom", fontsize=_SMALL_PT + 0.5)
+        fig.text(0.325, 0.375, t["channels"], ha="center", fontsize=_TITLE_PT + 0.5)
+        fig.text(0.325, 0.07, "each column: one channel, before and after on one colour scale",
                  ha="center", fontsize=_SMALL_PT)
 
     # bottom right: top-5 before and after
