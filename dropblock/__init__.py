@@ -36,7 +36,11 @@ _EXPORTS = {
     "expected_drop_rate": "dropblock.gamma",
     "cutout_expected_drop_rate": "dropblock.gamma",
     "linear_keep_prob": "dropblock.gamma",
+    "cutout_length_for": "dropblock.gamma",
     "convention_drop_rates": "dropblock.conventions",
+    # measured drop rates
+    "measure_dropblock": "dropblock.measure",
+    "measure_function": "dropblock.measure",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
