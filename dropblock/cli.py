@@ -11,7 +11,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any, NoReturn, Optional
+from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -186,7 +186,7 @@ def gamma(
     feature_size: str = typer.Option("14", "--feature-size", "-f", help="Feature map size: N or HxW (height x width)."),
     block_size: int = typer.Option(7, "--block-size", "-b", help="Block side in feature-map units."),
     keep_prob: Optional[float] = typer.Option(None, "--keep-prob", help="Target keep probability (the paper's keep_prob)."),
-    drop_rate: Optional[float] = typer.Option(None, "--drop-rate", "-p", help="Target drop rate p = 1 - keep_prob [default: 0.1]."),
+    drop_rate: Optional[float] = typer.Option(None, "--drop-rate", "-p", help="Target drop rate p = 1 - keep_prob \\[default: 0.1]."),
     samples: int = typer.Option(20000, "--samples", "-n", help="Masks to draw for the measured drop rate (0: none)."),
     seed: int = typer.Option(0, "--seed", help="Random seed for the masks."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
@@ -315,8 +315,24 @@ def _save(fig, path: Path, dpi: int = 150) -> None:
 # ---- images: show, compare, schedule -----------------------------------------------------------------
 
 METHOD_HELP = "dropblock, dropout or cutout."
-BLOCK_HELP = ("DropBlock block side: in pixels of the input image [default: 1/8 of its shorter side]; "
-              "with --layer, in feature-map units [default: 7, clipped to the map].")
+BLOCK_HELP = ("DropBlock block side: in pixels of the input image \\[default: 1/8 of its shorter side]; "
+              "with --layer, in feature-map units \\[default: 7, clipped to the map].")
+
+# Options that show and compare share, declared once.
+KeepProbOpt = Annotated[Optional[float], typer.Option("--keep-prob", help="Target keep probability (1 - drop rate).")]
+BlockOpt = Annotated[Optional[int], typer.Option("--block-size", "-b", help=BLOCK_HELP, show_default=False)]
+DpiOpt = Annotated[Optional[int], typer.Option(
+    "--dpi", help="Resolution of raster figures \\[default: 150; 110 with --layer, whose figure is larger].",
+    show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of the table.")]
+LayerOpt = Annotated[Optional[str], typer.Option(
+    "--layer", "-l", help="Work on this layer's feature maps of a pretrained CNN (see `dropblock layers`).")]
+ModelOpt = Annotated[str, typer.Option("--model", help="CNN for --layer: efficientnet-lite0, resnet18 or resnet50.")]
+WeightsOpt = Annotated[Optional[Path], typer.Option(
+    "--weights", help="State-dict file for the model (resnets: torchvision checkpoints).")]
+DownloadOpt = Annotated[bool, typer.Option("--download", help="Allow downloading missing resnet weights through torch.hub.")]
+SharedOpt = Annotated[bool, typer.Option("--shared-channels", help="With --layer: one mask for all channels.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="With --layer: cpu, cuda or auto.")]
 
 
 def _load(image: Path):
@@ -372,21 +388,21 @@ def _draw_json(d, p: float, output: Path, seed: int) -> dict:
 def show(
     image: Path = typer.Argument(..., help="Image file (JPEG, PNG, GIF, TIFF, WebP, BMP).", show_default=False),
     method: str = typer.Option("dropblock", "--method", "-m", help=METHOD_HELP),
-    drop_rate: Optional[float] = typer.Option(None, "--drop-rate", "-p", help="Target drop rate [default: 0.1]."),
-    keep_prob: Optional[float] = typer.Option(None, "--keep-prob", help="Target keep probability (1 - drop rate)."),
-    block_size: Optional[int] = typer.Option(None, "--block-size", "-b", help=BLOCK_HELP, show_default=False),
+    drop_rate: Optional[float] = typer.Option(None, "--drop-rate", "-p", help="Target drop rate \\[default: 0.1]."),
+    keep_prob: KeepProbOpt = None,
+    block_size: BlockOpt = None,
     gamma_mode: str = typer.Option("paper", "--gamma", help="paper (Equation 1) or exact (expected drop rate = target)."),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same mask."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Figure file (.png, .svg, .pdf) [default: ./IMAGE-METHOD.png].", show_default=False),
-    dpi: Optional[int] = typer.Option(None, "--dpi", help="Resolution of raster figures [default: 150; 110 with --layer, whose figure is larger].", show_default=False),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout instead of the table."),
-    layer: Optional[str] = typer.Option(None, "--layer", "-l", help="Apply to this layer's feature maps of a pretrained CNN (see `dropblock layers`)."),
-    model: str = typer.Option("efficientnet-lite0", "--model", help="CNN for --layer: efficientnet-lite0, resnet18 or resnet50."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="State-dict file for the model (resnets: torchvision checkpoints)."),
-    download: bool = typer.Option(False, "--download", help="Allow downloading missing resnet weights through torch.hub."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Figure file (.png, .svg, .pdf) \\[default: ./IMAGE-METHOD.png].", show_default=False),
+    dpi: DpiOpt = None,
+    as_json: JsonOpt = False,
+    layer: LayerOpt = None,
+    model: ModelOpt = "efficientnet-lite0",
+    weights: WeightsOpt = None,
+    download: DownloadOpt = False,
     samples: int = typer.Option(1, "--samples", "-n", help="With --layer: average drop rate, KL and top-1 over N masks."),
-    shared_channels: bool = typer.Option(False, "--shared-channels", help="With --layer: one mask for all channels."),
-    device: str = typer.Option("cpu", "--device", help="With --layer: cpu, cuda or auto."),
+    shared_channels: SharedOpt = False,
+    device: DeviceOpt = "cpu",
 ) -> None:
     """Draw the image, the mask and the masked result to a figure, with a short table."""
     _check_common(method, gamma_mode, dpi, seed)
@@ -421,21 +437,21 @@ def show(
 @app.command()
 def compare(
     image: Path = typer.Argument(..., help="Image file (JPEG, PNG, GIF, TIFF, WebP, BMP).", show_default=False),
-    drop_rate: Optional[float] = typer.Option(None, "--drop-rate", "-p", help="Target drop rate for every method [default: 0.1]."),
-    keep_prob: Optional[float] = typer.Option(None, "--keep-prob", help="Target keep probability (1 - drop rate)."),
-    block_size: Optional[int] = typer.Option(None, "--block-size", "-b", help=BLOCK_HELP, show_default=False),
+    drop_rate: Optional[float] = typer.Option(None, "--drop-rate", "-p", help="Target drop rate for every method \\[default: 0.1]."),
+    keep_prob: KeepProbOpt = None,
+    block_size: BlockOpt = None,
     gamma_mode: str = typer.Option("paper", "--gamma", help="DropBlock's gamma: paper (Equation 1) or exact."),
     samples: int = typer.Option(0, "--samples", "-n", help="Also draw N masks per method: mean realized drop rate ± standard error."),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same masks."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Figure file (.png, .svg, .pdf) [default: ./IMAGE-compare.png].", show_default=False),
-    dpi: Optional[int] = typer.Option(None, "--dpi", help="Resolution of raster figures [default: 150; 110 with --layer, whose figure is larger].", show_default=False),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout instead of the table."),
-    layer: Optional[str] = typer.Option(None, "--layer", "-l", help="Compare on this layer's feature maps of a pretrained CNN (see `dropblock layers`)."),
-    model: str = typer.Option("efficientnet-lite0", "--model", help="CNN for --layer: efficientnet-lite0, resnet18 or resnet50."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="State-dict file for the model."),
-    download: bool = typer.Option(False, "--download", help="Allow downloading missing resnet weights through torch.hub."),
-    shared_channels: bool = typer.Option(False, "--shared-channels", help="With --layer: one mask for all channels."),
-    device: str = typer.Option("cpu", "--device", help="With --layer: cpu, cuda or auto."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Figure file (.png, .svg, .pdf) \\[default: ./IMAGE-compare.png].", show_default=False),
+    dpi: DpiOpt = None,
+    as_json: JsonOpt = False,
+    layer: LayerOpt = None,
+    model: ModelOpt = "efficientnet-lite0",
+    weights: WeightsOpt = None,
+    download: DownloadOpt = False,
+    shared_channels: SharedOpt = False,
+    device: DeviceOpt = "cpu",
 ) -> None:
     """DropBlock, dropout and Cutout side by side at the same target drop rate."""
     _check_common(None, gamma_mode, dpi, seed)
@@ -490,12 +506,12 @@ def schedule(
     keep_prob: float = typer.Option(0.9, "--keep-prob", help="Target keep_prob reached at the end of the schedule."),
     steps: int = typer.Option(10000, "--steps", help="Training steps over which keep_prob falls linearly from 1.0."),
     snapshots: int = typer.Option(4, "--snapshots", help="How many points of the schedule to show masks at."),
-    block_size: Optional[int] = typer.Option(None, "--block-size", "-b", help=BLOCK_HELP, show_default=False),
+    block_size: BlockOpt = None,
     gamma_mode: str = typer.Option("paper", "--gamma", help="paper (Equation 1) or exact."),
     seed: int = typer.Option(0, "--seed", help="Random seed for the masks."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Figure file (.png, .svg, .pdf) [default: ./IMAGE-schedule.png].", show_default=False),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Figure file (.png, .svg, .pdf) \\[default: ./IMAGE-schedule.png].", show_default=False),
     dpi: int = typer.Option(150, "--dpi", help="Resolution of raster figures."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout instead of the table."),
+    as_json: JsonOpt = False,
 ) -> None:
     """Scheduled DropBlock: keep_prob against training step, and the mask at a few steps."""
     _check_common(None, gamma_mode, dpi, seed)

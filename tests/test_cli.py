@@ -147,3 +147,11 @@ def test_installed_console_script():
     assert json.loads(out.stdout)["samples"] == 1000
     bad = subprocess.run([exe, "gamma", "--block-size", "0"], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+def test_help_shows_units_and_defaults_written_in_brackets():
+    r = run("show", "--help")
+    assert r.exit_code == 0
+    text = " ".join(r.stdout.replace("│", " ").split())
+    assert "in pixels of the input image [default: 1/8 of its shorter side]" in text
+    assert "[default: 150; 110 with --layer" in text
