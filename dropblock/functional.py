@@ -82,8 +82,7 @@ def drop_block2d(
         return _drop_sparse(input, seeds, bh, bw, rescale, expected_scale, eps, inplace)
     with torch.no_grad():  # shared masks, per-sample rescale, other memory layouts: a dense mask
         mask = torch.ones((planes, h, w), dtype=input.dtype, device=input.device)
-        if seeds.numel():
-            mask.view(-1).index_fill_(0, block_indices(seeds, h, w, bh, bw), 0)
+        fill_blocks(mask.view(-1), seeds_to_map_index(seeds, h, w, bh, bw), w, bh, bw, 0)
         mask = mask.view(n, planes_c, h, w)
         if rescale == "batch":
             mask.mul_(mask.numel() / (eps + float(mask.sum(dtype=torch.float32))))
