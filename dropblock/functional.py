@@ -11,8 +11,7 @@ import torch
 from dropblock._checks import check_choice, check_positive_int, check_probability
 from dropblock.gamma import clip_block, expected_drop_rate
 from dropblock.masks import (
-    block_indices, cutout_mask, dropped_count, fill_blocks, resolve_gamma, seed_positions, seeds_to_map_index,
-    spatial_dropout_mask,
+    block_corners, block_indices, cutout_mask, fill_blocks, resolve_gamma, spatial_dropout_mask, union_size,
 )
 from dropblock.sampling import bernoulli_positions, make_generator
 
@@ -72,18 +71,23 @@ def drop_block2d(
     if generator is None and seed is not None:
         generator = make_generator(seed, input.device)
     planes_c = 1 if shared_channels else c
-    planes = n * planes_c
-    with torch.no_grad():
-        seeds = seed_positions(planes, h, w, bh, bw, g, device=input.device, generator=generator)
-        expected_scale = 1.0
-        if rescale == "expected":
-            expected_scale = 1.0 / max(1.0 - expected_drop_rate(g, block_size, h, w), eps)
+    corners = block_corners(n * planes_c, h, w, bh, bw, g, device=input.device, generator=generator)
+    expected_scale = 1.0
+    if rescale == "expected":
+        expected_scale = 1.0 / max(1.0 - expected_drop_rate(g, block_size, h, w), eps)
     if planes_c == c and rescale != "sample" and input.is_contiguous():
-        return _drop_sparse(input, seeds, bh, bw, rescale, expected_scale, eps, inplace)
+        dropped = union_size(corners, h, w, bh, bw) if rescale == "batch" else 0
+        scale = _scale_for(rescale, input.numel(), dropped, expected_scale, eps)
+        return _drop_sparse(input, corners, scale, bh, bw, inplace)
     with torch.no_grad():  # shared masks, per-sample rescale, other memory layouts: a dense mask
-        mask = torch.ones((planes, h, w), dtype=input.dtype, device=input.device)
-        fill_blocks(mask.view(-1), seeds_to_map_index(seeds, h, w, bh, bw), w, bh, bw, 0)
-        mask = mask.view(n, planes_c, h, w)
+        if bh == h and bw == w:  # every block is its whole plane: a (N, C', 1, 1) mask says it all
+            mask = torch.ones(n * planes_c, dtype=input.dtype, device=input.device)
+            fill_blocks(mask, corners // (h * w), 1, 1, 1, 0)
+            mask = mask.view(n, planes_c, 1, 1)
+        else:
+            mask = torch.ones((n * planes_c, h, w), dtype=input.dtype, device=input.device)
+            fill_blocks(mask.view(-1), corners, w, bh, bw, 0)
+            mask = mask.view(n, planes_c, h, w)
         if rescale == "batch":
             mask.mul_(mask.numel() / (eps + float(mask.sum(dtype=torch.float32))))
         elif rescale == "sample":
@@ -100,41 +104,45 @@ def _scale_for(rescale: str, numel: int, dropped: int, expected_scale: float, ep
     return expected_scale  # 1.0 for "none"
 
 
+def _scaled_with_blocks_zeroed(t: torch.Tensor, corners, scale: float, bh: int, bw: int) -> torch.Tensor:
+    """A new contiguous ``t * scale`` with the blocks at ``corners`` zeroed."""
+    out = t * scale if scale != 1.0 else t.clone(memory_format=torch.contiguous_format)
+    fill_blocks(out.view(-1), corners, t.shape[-1], bh, bw, 0)
+    return out
+
+
 class _ZeroBlocks(torch.autograd.Function):
-    """``input * scale`` with the blocks at ``corners`` zeroed; the backward pass does the same to the gradient."""
+    """``input * scale`` with the blocks at ``corners`` zeroed; the backward pass does the same to the gradient.
+
+    ``corners`` (NumPy array or integer tensor) never requires grad, so it is kept on ``ctx`` as is."""
 
     @staticmethod
     def forward(ctx, input, corners, scale, bh, bw):  # noqa: D102
-        ctx.save_for_backward(corners)
-        ctx.scale, ctx.bh, ctx.bw = scale, bh, bw
-        out = input * scale
-        fill_blocks(out.view(-1), corners, input.shape[-1], bh, bw, 0)
-        return out
+        ctx.corners, ctx.scale, ctx.bh, ctx.bw = corners, scale, bh, bw
+        return _scaled_with_blocks_zeroed(input, corners, scale, bh, bw)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):  # noqa: D102
-        (corners,) = ctx.saved_tensors
-        grad_in = grad.contiguous() * ctx.scale
-        fill_blocks(grad_in.view(-1), corners, grad.shape[-1], ctx.bh, ctx.bw, 0)
-        return grad_in, None, None, None, None
+        out = _scaled_with_blocks_zeroed(grad.contiguous(), ctx.corners, ctx.scale, ctx.bh, ctx.bw)
+        return out, None, None, None, None
 
 
-def _drop_sparse(input, seeds, bh, bw, rescale, expected_scale, eps, inplace) -> torch.Tensor:
+def _drop_sparse(input: torch.Tensor, corners, scale: float, bh: int, bw: int, inplace: bool):
     """Per-channel masks on a contiguous input: scale everything in one pass, then zero only the dropped
     blocks (about p * numel writes). No mask is materialized."""
-    n, c, h, w = input.shape
-    with torch.no_grad():
-        corners = seeds_to_map_index(seeds, h, w, bh, bw)
-        dropped = dropped_count(seeds, n * c, h, w, bh, bw) if rescale == "batch" else 0
-    scale = _scale_for(rescale, input.numel(), dropped, expected_scale, eps)
+    tracked = torch.is_grad_enabled() and input.requires_grad
     if not inplace:
-        return _ZeroBlocks.apply(input, corners, scale, bh, bw)
+        if tracked:
+            return _ZeroBlocks.apply(input, corners, scale, bh, bw)
+        return _scaled_with_blocks_zeroed(input, corners, scale, bh, bw)
     out = input if scale == 1.0 else input.mul_(scale)
-    if torch.is_grad_enabled() and out.requires_grad:  # autograd must see the in-place fill
-        out.view(-1).index_fill_(0, block_indices(seeds, h, w, bh, bw), 0)
+    if tracked:  # autograd must see the in-place fill
+        index = block_indices(torch.as_tensor(corners, device=input.device), input.shape[-1], bh, bw)
+        out.view(-1).index_fill_(0, index, 0)
     else:
-        fill_blocks(out.view(-1), corners, w, bh, bw, 0)
+        fill_blocks(out.view(-1), corners, input.shape[-1], bh, bw, 0)
+        torch.autograd.graph.increment_version(out)  # the fill may bypass torch; saved copies must see it
     return out
 
 

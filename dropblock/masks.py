@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from dropblock._checks import check_positive_int, check_probability
 from dropblock.gamma import clip_block, gamma_for
-from dropblock.sampling import bernoulli_positions, make_generator
+from dropblock import _native
+from dropblock.sampling import bernoulli_positions, grid_to_map, make_generator, positions_array
 
 # Paint block by block while the painted indices stay below this multiple of numel;
 # beyond it (drop rates near 1 with big blocks) a dense max-pool is cheaper.
@@ -46,73 +48,78 @@ def seed_positions(
     return bernoulli_positions(planes * hs * ws, gamma, device=device, generator=generator)
 
 
-def seeds_to_map_index(seeds: torch.Tensor, height: int, width: int, bh: int, bw: int) -> torch.Tensor:
-    """Flat index into the (planes, H, W) map of each seed's block top-left corner, shape (K,)."""
+def block_corners(
+    planes: int, height: int, width: int, bh: int, bw: int, gamma: float,
+    *, device: torch.device, generator: torch.Generator | None = None,
+) -> np.ndarray | torch.Tensor:
+    """Bernoulli(gamma) seeds as sorted flat indices of their blocks' top-left corners in the
+    (planes, H, W) map, shape (K,): a NumPy array on the CPU (cheap to count with), else a tensor."""
     hs, ws = height - bh + 1, width - bw + 1
-    plane, rest = torch.div(seeds, hs * ws, rounding_mode="floor"), seeds % (hs * ws)
-    row, col = torch.div(rest, ws, rounding_mode="floor"), rest % ws
-    return plane * (height * width) + row * width + col
+    return positions_array(planes * hs * ws, gamma, device=device, generator=generator,
+                           blocks=(height, width, bh, bw))
 
 
-def block_indices(seeds: torch.Tensor, height: int, width: int, bh: int, bw: int) -> torch.Tensor:
-    """Flat indices into the (planes, H, W) map of every unit the seeds' blocks cover, shape (K * bh * bw,).
+seeds_to_map_index = grid_to_map
+
+
+def block_indices(corners: torch.Tensor, width: int, bh: int, bw: int) -> torch.Tensor:
+    """Flat indices into the map of every unit the blocks at ``corners`` cover, shape (K * bh * bw,).
 
     Overlapping blocks repeat indices."""
-    corners = seeds_to_map_index(seeds, height, width, bh, bw)
-    return (corners[:, None] + _block_offsets(bh, bw, width, seeds.device)[None, :]).reshape(-1)
+    return (corners[:, None] + _block_offsets(bh, bw, width, corners.device)[None, :]).reshape(-1)
 
 
-def fill_blocks(flat: torch.Tensor, corners: torch.Tensor, width: int, bh: int, bw: int, value: float | bool) -> None:
+def fill_blocks(flat: torch.Tensor, corners, width: int, bh: int, bw: int, value: float | bool) -> None:
     """Set the bh x bw block at each top-left corner of a contiguous 1-D (planes * H * W) tensor to ``value``.
 
-    The blocks are rows of an overlapping strided view (row i starts at flat index i), so the fill
+    ``corners``: flat top-left indices, an integer tensor on ``flat``'s device or a NumPy array.
+    On the CPU, zeroing goes through the C helper (bh short runs of stores per block). Otherwise the
+    blocks are rows of an overlapping strided view (row i starts at flat index i), so the fill
     writes bw contiguous units per block row and needs no per-unit index. Overlapping blocks write
-    the same value twice, which is harmless. Not for tensors that autograd tracks.
+    the same value twice, which is harmless. Not for tensors that autograd tracks: the C helper
+    bypasses torch, so the tensor's version counter does not move.
     """
+    native = _native.blocks
+    if native is not None and not value and flat.device.type == "cpu":
+        if isinstance(corners, torch.Tensor):
+            corners = corners.to(torch.int64).contiguous().numpy()
+        native.zero_blocks(flat.data_ptr(), flat.element_size(), flat.numel(), corners, width, bh, bw)
+        return
     rows = flat.numel() - (bh - 1) * width - (bw - 1)
-    flat.as_strided((rows, bh, bw), (1, width, 1)).index_fill_(0, corners, value)
+    index = torch.as_tensor(corners, device=flat.device)
+    flat.as_strided((rows, bh, bw), (1, width, 1)).index_fill_(0, index, value)
 
 
-def dropped_count(seeds: torch.Tensor, planes: int, height: int, width: int, bh: int, bw: int) -> int:
-    """Exact number of units dropped by the seeds: the size of the union of their blocks.
+def union_size(corners, height: int, width: int, bh: int, bw: int) -> int:
+    """Exact number of units the bh x bw blocks at ``corners`` cover together (overlaps counted once).
 
-    Counted without painting a full mask: a plane with one seed drops bh * bw units, a plane with
-    two drops 2 * bh * bw minus their overlap, and only planes with three or more seeds are
-    painted, in a compact bitmap. ``seeds``: sorted flat indices into the (planes, H - bh + 1,
-    W - bw + 1) seed grid.
+    ``corners``: sorted flat top-left indices into the (planes, H, W) map, a NumPy array or a tensor.
+    A block alone in its plane covers bh * bw units. The others are cut into their bh row segments
+    [start, start + bw) of the flat map; a segment never runs past its row's end, so with the
+    starts sorted, segment i adds min(start[i + 1] - start[i], bw) units and the last adds bw.
+    Cost: a stable sort of bh * (blocks that share a plane) keys, made of bh sorted runs; with the
+    C helper (NumPy input), one bitmap per plane that holds several blocks.
     """
-    k = seeds.numel()
-    ws = width - bw + 1
-    per = (height - bh + 1) * ws
-    if k == 0:
-        return 0
-    if per == 1:  # one seed position per plane: the seeds are distinct planes
+    k = len(corners)
+    if k < 2:
         return k * bh * bw
-    if k > 2 * planes:  # most planes hold several seeds: counting on a full bitmap is cheaper
-        keep = paint_blocks(torch.ones(planes, height, width, dtype=torch.bool, device=seeds.device),
-                            seeds, height, width, bh, bw)
-        return keep.numel() - int(torch.count_nonzero(keep))
-    plane = torch.div(seeds, per, rounding_mode="floor")
-    _, inverse, counts = torch.unique_consecutive(plane, return_inverse=True, return_counts=True)
-    first = torch.cumsum(counts, 0) - counts  # where each plane's seeds start in ``seeds``
-    dropped = int((counts == 1).sum()) * bh * bw
-    two = first[counts == 2]
-    if two.numel():
-        a, b = seeds[two] % per, seeds[two + 1] % per
-        dr = (torch.div(a, ws, rounding_mode="floor") - torch.div(b, ws, rounding_mode="floor")).abs()
-        dc = (a % ws - b % ws).abs()
-        overlap = (bh - dr).clamp_(min=0) * (bw - dc).clamp_(min=0)
-        dropped += two.numel() * 2 * bh * bw - int(overlap.sum())
-    several = counts >= 3
-    n_several = int(several.sum())
-    if n_several:
-        rank = torch.cumsum(several, 0) - 1
-        mine = several[inverse]
-        local = rank[inverse[mine]] * per + seeds[mine] % per
-        keep = paint_blocks(torch.ones(n_several, height, width, dtype=torch.bool, device=seeds.device),
-                            local, height, width, bh, bw)
-        dropped += keep.numel() - int(torch.count_nonzero(keep))
-    return dropped
+    if isinstance(corners, np.ndarray) and _native.blocks is not None:
+        return _native.blocks.union_size(np.ascontiguousarray(corners, dtype=np.int64), height, width, bh, bw)
+    plane = corners // (height * width)
+    shared = plane[1:] == plane[:-1]
+    crowded = shared[:-1] | shared[1:]  # blocks 1 .. k-2 with a neighbour in the same plane
+    if isinstance(corners, np.ndarray):
+        crowded = np.concatenate(([shared[0]], crowded, [shared[-1]]))
+        rows = np.arange(bh, dtype=np.int64)[:, None] * width
+        starts = np.sort((corners[crowded][None, :] + rows).reshape(-1), kind="stable")
+        covered = int(np.minimum(np.diff(starts), bw).sum())
+    else:
+        crowded = torch.cat((shared[:1], crowded, shared[-1:]))
+        rows = torch.arange(bh, dtype=torch.int64, device=corners.device)[:, None] * width
+        starts = torch.sort((corners[crowded][None, :] + rows).reshape(-1), stable=True).values
+        covered = int(torch.diff(starts).clamp_(max=bw).sum())
+    n_crowded = len(starts) // bh
+    return (k - n_crowded) * bh * bw + (covered + bw if n_crowded else 0)
 
 
 def paint_blocks(

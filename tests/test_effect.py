@@ -122,7 +122,11 @@ def test_feature_changes_exactly_where_the_mask_says(model, chelsea, method):
     if method == "dropout":
         assert e.centres is None and e.gamma is None
     else:
-        assert e.centres.ndim == 2 and e.centres.shape[1] == 2 and len(e.centres) >= 1
+        assert e.centres.ndim == 2 and e.centres.shape[1] == 2
+        assert np.array_equal(e.centres, draw.centres.numpy())
+        dropped0 = ~draw.keep[0, 0]  # the centres are channel 0's (DropBlock) or the shared holes' (Cutout)
+        assert bool(dropped0.any()) == (len(e.centres) > 0)
+        assert all(dropped0[int(r), int(col)] for r, col in e.centres)
     assert (e.gamma is not None) == (method == "dropblock")
     # The top channels really are the most active before.
     means = before.mean(dim=(1, 2))

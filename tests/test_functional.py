@@ -131,16 +131,32 @@ def test_cuda_matches_the_math_and_is_reproducible(dtype):
 
 # ---- the fast paths give exactly what a dense mask gives -------------------------------------------
 
-from dropblock.masks import block_indices, dropped_count, fill_blocks, paint_blocks, seed_positions  # noqa: E402
+from dropblock.masks import (  # noqa: E402
+    block_corners, block_indices, fill_blocks, paint_blocks, seed_positions, seeds_to_map_index, union_size,
+)
 
 
-@pytest.mark.parametrize("planes,h,w,bh,bw,gamma", [(64, 14, 14, 7, 7, 0.006), (16, 28, 20, 4, 3, 0.02),
-                                                     (300, 9, 9, 3, 3, 0.01), (8, 56, 56, 7, 7, 0.003)])
-def test_dropped_count_is_the_union_of_the_blocks(planes, h, w, bh, bw, gamma):
+@pytest.mark.parametrize("planes,h,w,bh,bw,gamma", [
+    (64, 14, 14, 7, 7, 0.006), (16, 28, 20, 4, 3, 0.02), (300, 9, 9, 3, 3, 0.01), (8, 56, 56, 7, 7, 0.003),
+    (40, 7, 7, 7, 7, 0.3), (30, 6, 9, 1, 1, 0.2), (5, 12, 12, 5, 2, 0.5), (3, 10, 10, 3, 3, 0.0),
+    (4, 9, 150, 3, 70, 0.05), (6, 5, 64, 2, 64, 0.5), (3, 4, 200, 4, 129, 0.3),  # rows of several words
+])
+def test_union_size_counts_the_units_the_blocks_cover(planes, h, w, bh, bw, gamma, backend):
     gen = torch.Generator().manual_seed(0)
     seeds = seed_positions(planes, h, w, bh, bw, gamma, device=torch.device("cpu"), generator=gen)
     dense = paint_blocks(torch.ones(planes, h, w, dtype=torch.bool), seeds, h, w, bh, bw)
-    assert dropped_count(seeds, planes, h, w, bh, bw) == int((~dense).sum())
+    corners = seeds_to_map_index(seeds, h, w, bh, bw)
+    assert union_size(corners.numpy(), h, w, bh, bw) == int((~dense).sum())
+    assert union_size(corners, h, w, bh, bw) == int((~dense).sum())  # the tensor path (GPUs take it)
+
+
+def test_block_corners_are_the_seeds_in_map_coordinates():
+    h, w, bh, bw = 11, 9, 4, 3
+    a = seed_positions(20, h, w, bh, bw, 0.1, device=torch.device("cpu"), generator=torch.Generator().manual_seed(5))
+    b = block_corners(20, h, w, bh, bw, 0.1, device=torch.device("cpu"), generator=torch.Generator().manual_seed(5))
+    rows, cols = (torch.from_numpy(b) % (h * w)) // w, torch.from_numpy(b) % w
+    assert torch.equal(torch.from_numpy(b), seeds_to_map_index(a, h, w, bh, bw))
+    assert int(rows.max()) <= h - bh and int(cols.max()) <= w - bw
 
 
 def test_fill_blocks_matches_per_unit_indices():
@@ -148,11 +164,10 @@ def test_fill_blocks_matches_per_unit_indices():
     planes, h, w, bh, bw = 12, 17, 13, 5, 4
     seeds = seed_positions(planes, h, w, bh, bw, 0.05, device=torch.device("cpu"), generator=gen)
     a = torch.ones(planes * h * w)
-    a.index_fill_(0, block_indices(seeds, h, w, bh, bw), 0)
+    corners = seeds_to_map_index(seeds, h, w, bh, bw)
+    a.index_fill_(0, block_indices(corners, w, bh, bw), 0)
     b = torch.ones(planes * h * w)
-    from dropblock.masks import seeds_to_map_index
-
-    fill_blocks(b, seeds_to_map_index(seeds, h, w, bh, bw), w, bh, bw, 0)
+    fill_blocks(b, corners, w, bh, bw, 0)
     assert torch.equal(a, b)
 
 
@@ -170,7 +185,7 @@ def dense_reference(x, p, b, seed, rescale="batch", shared=False):
 
 @pytest.mark.parametrize("shape,b", [((4, 8, 14, 14), 7), ((2, 16, 7, 7), 7), ((2, 4, 20, 12), 5), ((3, 5, 6, 6), 9)])
 @pytest.mark.parametrize("rescale", ["batch", "none"])
-def test_fast_paths_equal_the_dense_mask(shape, b, rescale):
+def test_fast_paths_equal_the_dense_mask(shape, b, rescale, backend):
     x = x4(*shape)
     y = drop_block2d(x, 0.2, b, rescale=rescale, generator=torch.Generator().manual_seed(7))
     torch.testing.assert_close(y, dense_reference(x, 0.2, b, 7, rescale))
@@ -184,7 +199,7 @@ def test_channels_last_input_gives_the_same_result():
 
 
 @pytest.mark.parametrize("b", [3, 14])
-def test_gradient_of_the_fast_paths_is_the_mask_times_the_scale(b):
+def test_gradient_of_the_fast_paths_is_the_mask_times_the_scale(b, backend):
     x = x4(2, 6, 14, 14).requires_grad_()
     y = drop_block2d(x, 0.3, b, generator=torch.Generator().manual_seed(2))
     (y * 2).sum().backward()
@@ -193,7 +208,7 @@ def test_gradient_of_the_fast_paths_is_the_mask_times_the_scale(b):
     torch.testing.assert_close(x.grad, 2 * keep * scale)
 
 
-def test_inplace_under_autograd_matches_out_of_place():
+def test_inplace_under_autograd_matches_out_of_place(backend):
     x = x4(2, 6, 14, 14)
     ref = drop_block2d(x, 0.3, 3, generator=torch.Generator().manual_seed(4))
     leaf = x4(2, 6, 14, 14).requires_grad_()

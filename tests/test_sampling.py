@@ -47,11 +47,11 @@ def check_bernoulli(n, gamma, reps, seed=0):
     assert_close_se(pairs / trials, pair_p, math.sqrt(pair_p * (1 - pair_p) / trials * 3), what="adjacent pairs")
 
 
-def test_seeds_have_the_bernoulli_distribution():
+def test_seeds_have_the_bernoulli_distribution(backend):
     check_bernoulli(n=2000, gamma=0.02, reps=3000)
 
 
-def test_seeds_are_right_when_the_draw_runs_over_many_chunks(monkeypatch):
+def test_seeds_are_right_when_the_draw_runs_over_many_chunks(monkeypatch, backend):
     monkeypatch.setattr(sampling, "_draw_size", lambda left, gamma: 3)
     check_bernoulli(n=500, gamma=0.05, reps=3000, seed=1)
 
@@ -69,7 +69,7 @@ def test_a_sampler_with_replacement_would_fail():
         assert_close_se(counts.mean().item(), n * gamma, math.sqrt(n * gamma * (1 - gamma) / reps))
 
 
-def test_edge_cases():
+def test_edge_cases(backend):
     assert bernoulli_positions(0, 0.5).numel() == 0
     assert bernoulli_positions(10, 0.0).numel() == 0
     assert torch.equal(bernoulli_positions(10, 1.0), torch.arange(10))
