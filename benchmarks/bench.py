@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 import dropblock
+import dropblock._native
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = ROOT / "sample_images" / "chelsea.jpg"
@@ -36,8 +37,9 @@ STAGES = [(256, 56, 56), (512, 28, 28), (1024, 14, 14), (2048, 7, 7)]  # ResNet-
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 P, BLOCK = 0.1, 7
 OURS, OURS_EXPECTED, TORCHVISION, TIMM, FLOOR = "ours", "ours expected", "torchvision", "timm", "floor x*mask"
+OURS_NO_C = "ours, no C"  # the NumPy/torch fallback that installs without a C compiler (CPU only, not a goal)
 
-console = Console(soft_wrap=False, width=max(Console().width, 150))  # pipes and files get 80 columns otherwise
+console = Console(soft_wrap=False, width=max(Console().width, 175))  # pipes and files get 80 columns otherwise
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ def machine_info(device: str) -> dict:
         "python": platform.python_version(), "torch": torch.__version__, "dropblock": dropblock.__version__,
         "device": device, "device_name": name, "executable": sys.executable,
         "load_average_at_start": list(os.getloadavg()),
+        "mask_backend": "C helper" if dropblock._native.blocks is not None else "NumPy fallback (C helper not built)",
     }
 
 
@@ -99,12 +102,24 @@ def optional_contenders() -> tuple[dict[str, Callable], dict[str, str]]:
     return found, notes
 
 
+def without_c_helper(fn: Callable) -> Callable:
+    """``fn`` run with dropblock's C helper switched off (its NumPy/torch fallback)."""
+    def call(t: torch.Tensor):
+        saved, dropblock._native.blocks = dropblock._native.blocks, None
+        try:
+            return fn(t)
+        finally:
+            dropblock._native.blocks = saved
+    return call
+
+
 def contenders_for(x: torch.Tensor, optional: dict[str, Callable]) -> dict[str, Callable]:
     """Every contender as a one-argument call on x; the floor's mask is drawn once, in x's dtype."""
     ours = dropblock.DropBlock2d(P, BLOCK).train()
     ours_expected = dropblock.DropBlock2d(P, BLOCK, rescale="expected").train()
     mask = (torch.rand_like(x, dtype=torch.float32) >= P).to(x.dtype)
-    return {OURS: ours, OURS_EXPECTED: ours_expected, **optional, FLOOR: lambda t: t * mask}
+    extra = {OURS_NO_C: without_c_helper(ours)} if x.device.type == "cpu" and dropblock._native.blocks else {}
+    return {OURS: ours, OURS_EXPECTED: ours_expected, **extra, **optional, FLOOR: lambda t: t * mask}
 
 
 # ---------------------------------------------------------------- timing
@@ -174,6 +189,7 @@ def mask_rows(s: Settings) -> tuple[list[dict], dict[str, str]]:
                 "shape": [s.batch, c, h, w], "dtype": dtype_name, "ms": ms,
                 "ours/floor": ratio(ms.get(OURS), ms.get(FLOOR)),
                 "ours expected/floor": ratio(ms.get(OURS_EXPECTED), ms.get(FLOOR)),
+                "ours no C/floor": ratio(ms.get(OURS_NO_C), ms.get(FLOOR)),
                 "torchvision/ours": ratio(ms.get(TORCHVISION), ms.get(OURS)),
                 "timm/ours": ratio(ms.get(TIMM), ms.get(OURS)),
             })
@@ -204,14 +220,15 @@ def worst_goal(rows: list[dict], key: str, text: str, limit: float, higher_is_be
 
 
 def mask_table(rows: list[dict], notes: dict[str, str], s: Settings) -> Table:
-    names = [OURS, OURS_EXPECTED, TORCHVISION, TIMM, FLOOR]
+    names = [OURS, OURS_EXPECTED, OURS_NO_C, TORCHVISION, TIMM, FLOOR]
     table = Table(title=f"Masks: p={P}, block={BLOCK}, batch {s.batch}, {s.device}, median ms of {s.repeats} "
                         f"(torchvision: {notes[TORCHVISION]}; timm: {notes[TIMM]})", title_justify="left")
-    for col in ["dtype", "CxHxW", *names, "ours/floor", "expected/floor", "tv/ours", "timm/ours"]:
+    for col in ["dtype", "CxHxW", *names, "ours/floor", "expected/floor", "no C/floor", "tv/ours", "timm/ours"]:
         table.add_column(col, justify="left" if col in ("dtype", "CxHxW") else "right")
     for r in rows:
         cells = [fmt_ms(r["ms"].get(n)) for n in names]
-        ratios = [fmt_x(r[k]) for k in ("ours/floor", "ours expected/floor", "torchvision/ours", "timm/ours")]
+        ratios = [fmt_x(r[k]) for k in ("ours/floor", "ours expected/floor", "ours no C/floor", "torchvision/ours",
+                                        "timm/ours")]
         table.add_row(r["dtype"], "x".join(map(str, r["shape"][1:])), *cells, *ratios)
     return table
 
@@ -333,7 +350,7 @@ def goals_table(goals: list[dict]) -> Table:
 def machine_line(info: dict) -> str:
     return (f"CPU: {info['cpu']}, {info['cores']} cores (torch threads {info['torch_threads']}); "
             f"python {info['python']}, torch {info['torch']}, dropblock {info['dropblock']}; "
-            f"device: {info['device']} ({info['device_name']}); {info['executable']}; "
+            f"device: {info['device']} ({info['device_name']}); masks: {info['mask_backend']}; {info['executable']}; "
             f"load average {' '.join(f'{v:.2f}' for v in info['load_average_at_start'])}")
 
 
