@@ -130,13 +130,13 @@ static PyObject *union_size(PyObject *Py_UNUSED(self), PyObject *args) {
         } else {
             /* sorted corners: the first block has the top row, the last the bottom one */
             const int64_t top = (c[i] - plane * hw) / width, bottom = (c[j - 1] - plane * hw) / width + bh;
-            if (top < 0 || bottom > height) { bad = 1; break; }
+            if (top < 0 || bottom > height || bottom <= top) { bad = 1; break; }  /* out of range or unsorted */
             uint64_t *used = bits + top * words_per_row;
             const Py_ssize_t n_used = (Py_ssize_t)((bottom - top) * words_per_row);
             memset(used, 0, (size_t)n_used * sizeof(uint64_t));
             for (Py_ssize_t t = i; t < j; t++) {
                 int64_t local = c[t] - plane * hw, row = local / width, col = local - row * width;
-                if (local < 0 || row + bh > height || col + bw > width) { bad = 1; break; }
+                if (local < 0 || row < top || row + bh > bottom || col + bw > width) { bad = 1; break; }
                 if (words_per_row == 1) {  /* rows of up to 64 units: one word each, one OR per block row */
                     const uint64_t mask = (bw == 64 ? ~(uint64_t)0 : (((uint64_t)1 << bw) - 1)) << col;
                     for (int64_t r = row; r < row + bh; r++) bits[r] |= mask;
@@ -162,7 +162,9 @@ static PyObject *union_size(PyObject *Py_UNUSED(self), PyObject *args) {
 /* Zero n bytes at p. Block rows are a few dozen bytes, where a memset call costs more than the
  * stores: use 8-byte stores, the last one overlapping the end (zeros twice is harmless). Kept a loop
  * of stores rather than letting the compiler turn it back into a memset call. */
+#if defined(__GNUC__) && !defined(__clang__)
 __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#endif
 static inline void zero_bytes(char *p, size_t n) {
     static const uint64_t zero = 0;
     if (n >= 256) {

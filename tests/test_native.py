@@ -94,6 +94,8 @@ def test_the_helper_checks_its_arrays():
         native.blocks.union_size(np.array([0, 23], dtype=np.int64), 5, 5, 2, 2)  # (4, 3) with a 2-high block
     with pytest.raises(ValueError):
         native.blocks.union_size(np.array([0, 1], dtype=np.int64), 5, 5, 6, 2)
+    with pytest.raises(ValueError, match="sorted"):  # unsorted corners in one plane are refused, not miscounted
+        native.blocks.union_size(np.array([12, 0], dtype=np.int64), 5, 5, 2, 2)
 
 
 @needs_native
