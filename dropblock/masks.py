@@ -97,29 +97,27 @@ def union_size(corners, height: int, width: int, bh: int, bw: int) -> int:
     A block alone in its plane covers bh * bw units. The others are cut into their bh row segments
     [start, start + bw) of the flat map; a segment never runs past its row's end, so with the
     starts sorted, segment i adds min(start[i + 1] - start[i], bw) units and the last adds bw.
-    Cost: a stable sort of bh * (blocks that share a plane) keys, made of bh sorted runs; with the
-    C helper (NumPy input), one bitmap per plane that holds several blocks.
+    Cost: with the C helper (NumPy input), one bitmap per plane that holds several blocks; in NumPy,
+    a stable sort of bh * (blocks that share a plane) keys made of bh sorted runs; for tensors, a
+    sort of all bh * K keys, which needs no host sync before the final count.
     """
     k = len(corners)
     if k < 2:
         return k * bh * bw
     if isinstance(corners, np.ndarray) and _native.blocks is not None:
         return _native.blocks.union_size(np.ascontiguousarray(corners, dtype=np.int64), height, width, bh, bw)
+    if isinstance(corners, torch.Tensor):  # GPUs: sort every block's rows, one host sync at the end
+        rows = torch.arange(bh, dtype=torch.int64, device=corners.device)[:, None] * width
+        starts = torch.sort((corners[None, :] + rows).reshape(-1)).values
+        return int(torch.diff(starts).clamp_(max=bw).sum()) + bw
     plane = corners // (height * width)
     shared = plane[1:] == plane[:-1]
-    crowded = shared[:-1] | shared[1:]  # blocks 1 .. k-2 with a neighbour in the same plane
-    if isinstance(corners, np.ndarray):
-        crowded = np.concatenate(([shared[0]], crowded, [shared[-1]]))
-        rows = np.arange(bh, dtype=np.int64)[:, None] * width
-        starts = np.sort((corners[crowded][None, :] + rows).reshape(-1), kind="stable")
-        covered = int(np.minimum(np.diff(starts), bw).sum())
-    else:
-        crowded = torch.cat((shared[:1], crowded, shared[-1:]))
-        rows = torch.arange(bh, dtype=torch.int64, device=corners.device)[:, None] * width
-        starts = torch.sort((corners[crowded][None, :] + rows).reshape(-1), stable=True).values
-        covered = int(torch.diff(starts).clamp_(max=bw).sum())
-    n_crowded = len(starts) // bh
-    return (k - n_crowded) * bh * bw + (covered + bw if n_crowded else 0)
+    crowded = np.concatenate(([shared[0]], shared[:-1] | shared[1:], [shared[-1]]))  # shares its plane
+    rows = np.arange(bh, dtype=np.int64)[:, None] * width
+    starts = np.sort((corners[crowded][None, :] + rows).reshape(-1), kind="stable")  # bh sorted runs
+    n_crowded = int(crowded.sum())
+    covered = int(np.minimum(np.diff(starts), bw).sum()) + bw if n_crowded else 0
+    return (k - n_crowded) * bh * bw + covered
 
 
 def paint_blocks(

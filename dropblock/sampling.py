@@ -54,6 +54,11 @@ def grid_to_map(seeds, height: int, width: int, bh: int, bw: int):
     return plane * (height * width) + (rest // ws) * width + rest % ws
 
 
+NUMPY_ON_CPU = True
+"""Draws on the CPU do their integer work in NumPy (or the C helper). Tests switch this off to run, on
+the CPU, the tensor code that other devices (GPUs) take."""
+
+
 def positions_array(
     n: int, gamma: float, *, device: torch.device, generator: torch.Generator | None = None,
     blocks: tuple[int, int, int, int] | None = None,
@@ -63,13 +68,13 @@ def positions_array(
     With ``blocks`` = (H, W, bh, bw), the n positions are a (planes, H - bh + 1, W - bw + 1) seed
     grid and each seed comes back as its block's top-left corner in the (planes, H, W) map.
     """
-    on_cpu = device.type == "cpu"
+    use_numpy = device.type == "cpu" and NUMPY_ON_CPU
     if n <= 0 or gamma <= 0.0:
-        return np.empty(0, dtype=np.int64) if on_cpu else torch.empty(0, dtype=torch.int64, device=device)
+        return np.empty(0, dtype=np.int64) if use_numpy else torch.empty(0, dtype=torch.int64, device=device)
     if gamma >= 1.0:
-        pos = np.arange(n, dtype=np.int64) if on_cpu else torch.arange(n, dtype=torch.int64, device=device)
+        pos = np.arange(n, dtype=np.int64) if use_numpy else torch.arange(n, dtype=torch.int64, device=device)
         return pos if blocks is None else grid_to_map(pos, *blocks)
-    native = _native.blocks if on_cpu else None
+    native = _native.blocks if use_numpy else None
     geometry = blocks if blocks is not None else (1, n, 1, 1)  # one row of n: positions are their own corners
     chunks = []
     start = 0  # the next position not yet decided
@@ -82,20 +87,19 @@ def positions_array(
             chunks.append(out[:written])
             continue
         gaps = log_u.mul_(per_log).clamp_(max=float(n))  # any gap >= n ends the draw; >= 0, so the cast floors
-        if on_cpu:
+        if use_numpy:
             pos = np.cumsum(gaps.numpy().astype(np.int64) + 1)
             pos += start - 1
-        else:
+            last, below = int(pos[-1]), int(np.searchsorted(pos, n))
+        else:  # one host sync per chunk for both numbers
             pos = torch.cumsum(gaps.to(torch.int64) + 1, 0) + (start - 1)
-        last = int(pos[-1])  # one sync per chunk on a GPU; almost always one chunk
-        done = last >= n
-        if done:
-            pos = pos[pos < n]
+            last, below = torch.stack((pos[-1], torch.searchsorted(pos, n))).tolist()
+        pos = pos[:below]  # sorted: the positions below n are a prefix
         chunks.append(pos if blocks is None else grid_to_map(pos, *blocks))
-        start = n if done else last + 1
+        start = n if last >= n else last + 1  # almost always one chunk
     if len(chunks) == 1:
         return chunks[0]
-    return np.concatenate(chunks) if on_cpu else torch.cat(chunks)
+    return np.concatenate(chunks) if use_numpy else torch.cat(chunks)
 
 
 def bernoulli_positions(

@@ -25,14 +25,17 @@ def cuda_available() -> bool:
 needs_cuda = pytest.mark.skipif(not cuda_available(), reason="needs a CUDA device")
 
 
-@pytest.fixture(params=["c", "fallback"])
+@pytest.fixture(params=["c", "numpy", "tensor"])
 def backend(request, monkeypatch) -> str:
-    """Run a test with the C helper and again with the NumPy/torch fallback (the C run skips where
-    the helper was not compiled)."""
+    """Run a test three ways on the CPU: with the C helper (skipped where it was not compiled), with
+    the NumPy fallback, and through the tensor code that GPUs take."""
     import dropblock._native as native
+    import dropblock.sampling as sampling
 
     if request.param == "c" and native.blocks is None:
         pytest.skip("dropblock._cblocks was not compiled")
-    if request.param == "fallback":
+    if request.param != "c":
         monkeypatch.setattr(native, "blocks", None)
+    if request.param == "tensor":
+        monkeypatch.setattr(sampling, "NUMPY_ON_CPU", False)
     return request.param
