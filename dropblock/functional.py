@@ -11,7 +11,13 @@ import torch
 from dropblock._checks import check_choice, check_positive_int, check_probability
 from dropblock.gamma import clip_block, expected_drop_rate
 from dropblock.masks import (
-    block_corners, block_indices, cutout_mask, fill_blocks, resolve_gamma, spatial_dropout_mask, union_size,
+    block_corners,
+    block_indices,
+    cutout_mask,
+    fill_blocks,
+    resolve_gamma,
+    spatial_dropout_mask,
+    union_size,
 )
 from dropblock.sampling import bernoulli_positions, make_generator
 

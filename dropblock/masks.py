@@ -13,9 +13,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dropblock import _native
 from dropblock._checks import check_positive_int, check_probability
 from dropblock.gamma import clip_block, gamma_for
-from dropblock import _native
 from dropblock.sampling import bernoulli_positions, grid_to_map, make_generator, positions_array
 
 # Paint block by block while the painted indices stay below this multiple of numel;

@@ -10,7 +10,7 @@ import torch
 
 import dropblock._native as native
 from dropblock.functional import drop_block2d
-from dropblock.masks import block_corners, fill_blocks, paint_blocks, seeds_to_map_index, seed_positions, union_size
+from dropblock.masks import block_corners, fill_blocks, paint_blocks, seed_positions, seeds_to_map_index
 
 needs_native = pytest.mark.skipif(native.blocks is None, reason="dropblock._cblocks was not compiled")
 CPU = torch.device("cpu")
