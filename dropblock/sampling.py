@@ -1,13 +1,14 @@
 """Exact Bernoulli(gamma) seeds at a cost that grows with the number of seeds, not of positions.
 
 The gaps between successes of a Bernoulli(gamma) sequence are independent Geometric(gamma):
-``floor(log U / log(1 - gamma))`` with U uniform on (0, 1). Summing them gives exactly the
-positions an i.i.d. Bernoulli draw at every position would give (no replacement, no
-approximation), in O(gamma * n) time and memory.
+``floor(log U / log(1 - gamma))`` with U uniform on [0, 1) (float64, so the discretization is
+2^-53). Summing them gives exactly the positions an i.i.d. Bernoulli draw at every position would
+give (no replacement, no approximation), in O(gamma * n) time and memory.
 
-On the CPU the integer bookkeeping runs in NumPy, whose calls cost a fraction of torch's on
-arrays of a few thousand entries; the uniforms always come from torch, so ``generator`` and
-``torch.manual_seed`` make draws reproducible as usual.
+On the CPU the integer bookkeeping runs in the C helper (``dropblock._cblocks``), or in NumPy where
+it was not compiled: either costs a fraction of torch's per-call overhead on arrays of a few
+thousand entries. The uniforms always come from torch, so ``generator`` and ``torch.manual_seed``
+make draws reproducible as usual, and both give the same draw for the same generator state.
 """
 
 from __future__ import annotations
