@@ -152,19 +152,29 @@ def _drop_sparse(input: torch.Tensor, corners, scale: float, bh: int, bw: int, i
     return out
 
 
-def dropout(
-    input: torch.Tensor, p: float, training: bool = True, inplace: bool = False, *,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Element-wise dropout: each unit zeroed with probability p, kept units scaled by 1 / (1 - p)."""
+def _drop_units(input: torch.Tensor, p: float, training: bool, inplace: bool, scaled_keep) -> torch.Tensor:
+    """``input`` times ``scaled_keep(p)`` (a mask broadcastable to it: 1 / (1 - p) where kept, 0 where
+    dropped); identity when not training or p == 0."""
     check_input(input)
     p = check_probability(p)
     if not training or p == 0.0:
         return input
     with torch.no_grad():
+        mask = scaled_keep(p)
+    return _apply(input, mask, inplace)
+
+
+def dropout(
+    input: torch.Tensor, p: float, training: bool = True, inplace: bool = False, *,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Element-wise dropout: each unit zeroed with probability p, kept units scaled by 1 / (1 - p)."""
+    def scaled_keep(p: float) -> torch.Tensor:
         mask = torch.full(input.shape, 1.0 / (1.0 - p), dtype=input.dtype, device=input.device)
         mask.view(-1).index_fill_(0, bernoulli_positions(mask.numel(), p, device=input.device, generator=generator), 0)
-    return _apply(input, mask, inplace)
+        return mask
+
+    return _drop_units(input, p, training, inplace, scaled_keep)
 
 
 def spatial_dropout(
@@ -172,14 +182,11 @@ def spatial_dropout(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Spatial dropout (nn.Dropout2d): whole channels zeroed with probability p, the rest scaled by 1 / (1 - p)."""
-    check_input(input)
-    p = check_probability(p)
-    if not training or p == 0.0:
-        return input
-    with torch.no_grad():
+    def scaled_keep(p: float) -> torch.Tensor:
         keep = spatial_dropout_mask(tuple(input.shape), p, device=input.device, generator=generator)
-        mask = keep.to(input.dtype) / (1.0 - p)
-    return _apply(input, mask, inplace)
+        return keep.to(input.dtype) / (1.0 - p)
+
+    return _drop_units(input, p, training, inplace, scaled_keep)
 
 
 def cutout(

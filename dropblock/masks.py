@@ -59,8 +59,6 @@ def block_corners(
                            blocks=(height, width, bh, bw))
 
 
-seeds_to_map_index = grid_to_map
-
 
 def block_indices(corners: torch.Tensor, width: int, bh: int, bw: int) -> torch.Tensor:
     """Flat indices into the map of every unit the blocks at ``corners`` cover, shape (K * bh * bw,).
@@ -128,7 +126,7 @@ def paint_blocks(
         return mask
     planes = mask.shape[0]
     if seeds.numel() * bh * bw <= _SPARSE_LIMIT * mask.numel():
-        fill_blocks(mask.view(-1), seeds_to_map_index(seeds, height, width, bh, bw), width, bh, bw, False)
+        fill_blocks(mask.view(-1), grid_to_map(seeds, height, width, bh, bw), width, bh, bw, False)
         return mask
     hs, ws = height - bh + 1, width - bw + 1
     grid = torch.zeros(planes * hs * ws, dtype=torch.float32, device=mask.device)

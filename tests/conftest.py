@@ -25,6 +25,24 @@ def cuda_available() -> bool:
 needs_cuda = pytest.mark.skipif(not cuda_available(), reason="needs a CUDA device")
 
 
+def masked_by_own_draw(x, p: float, b: int, seed: int, rescale: str = "batch"):
+    """What drop_block2d(x, p, b, rescale=rescale) must return for a generator seeded with ``seed`` on
+    x's device: x times the mask that dropblock_mask draws from the same generator state, scaled
+    as ``rescale`` says, computed in float64."""
+    import torch
+
+    from dropblock.gamma import expected_drop_rate
+    from dropblock.masks import dropblock_mask
+
+    gen = torch.Generator(x.device.type).manual_seed(seed)
+    m = dropblock_mask(tuple(x.shape), p, b, device=x.device, generator=gen)
+    keep = m.keep.to(torch.float64)
+    h, w = x.shape[-2:]
+    scale = {"batch": keep.numel() / (1e-6 + float(keep.sum())),
+             "expected": 1.0 / (1.0 - expected_drop_rate(m.gamma, b, h, w)), "none": 1.0}[rescale]
+    return (x.double() * keep * scale).to(x.dtype)
+
+
 @pytest.fixture(params=["c", "numpy", "tensor"])
 def backend(request, monkeypatch) -> str:
     """Run a test three ways on the CPU: with the C helper (skipped where it was not compiled), with

@@ -10,10 +10,9 @@ import math
 import pytest
 import torch
 
-from conftest import needs_cuda
+from conftest import masked_by_own_draw, needs_cuda
 from dropblock.functional import drop_block2d
-from dropblock.gamma import expected_drop_rate
-from dropblock.masks import block_corners, dropblock_mask, paint_blocks, union_size
+from dropblock.masks import block_corners, paint_blocks, union_size
 from dropblock.sampling import bernoulli_positions
 from stats import assert_can_see_bias, assert_close_se
 
@@ -37,16 +36,6 @@ def gen(device: str, seed: int) -> torch.Generator:
     return torch.Generator(device).manual_seed(seed)
 
 
-def reference(x: torch.Tensor, p: float, b: int, seed: int, rescale: str) -> torch.Tensor:
-    """x times the mask that the same generator draws through dropblock_mask, scaled as ``rescale`` says."""
-    m = dropblock_mask(tuple(x.shape), p, b, device=x.device, generator=gen(x.device.type, seed))
-    keep = m.keep.to(torch.float64)
-    h, w = x.shape[-2:]
-    scale = {"batch": keep.numel() / (1e-6 + float(keep.sum())),
-             "expected": 1.0 / (1.0 - expected_drop_rate(m.gamma, b, h, w)), "none": 1.0}[rescale]
-    return (x.double() * keep * scale).to(x.dtype)
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("rescale", ["batch", "expected", "none"])
 @pytest.mark.parametrize("shape,b", [((4, 16, 14, 14), 7), ((2, 8, 56, 56), 7), ((3, 32, 7, 7), 7),
@@ -55,7 +44,7 @@ def test_output_is_the_input_times_its_mask(device, dtype, rescale, shape, b):
     x = (torch.rand(shape, generator=gen("cpu", 0)) + 0.5).to(device=device, dtype=dtype)
     y = drop_block2d(x, 0.15, b, rescale=rescale, generator=gen(device, 3))
     assert y.device.type == device and y.dtype == dtype
-    ref = reference(x, 0.15, b, 3, rescale)
+    ref = masked_by_own_draw(x, 0.15, b, 3, rescale)
     assert torch.equal(y == 0, ref == 0)  # the same units dropped
     torch.testing.assert_close(y, ref)
 
@@ -66,7 +55,7 @@ def test_gradient_is_the_mask_times_the_scale(device, inplace):
     x = leaf * 1.0 if inplace else leaf
     y = drop_block2d(x, 0.3, 5, inplace=inplace, generator=gen(device, 4))
     (3 * y).sum().backward()
-    ref = reference(leaf.detach(), 0.3, 5, 4, "batch")
+    ref = masked_by_own_draw(leaf.detach(), 0.3, 5, 4, "batch")
     keep = (ref != 0).float()
     scale = keep.numel() / (1e-6 + keep.sum())
     torch.testing.assert_close(leaf.grad, 3 * keep * scale)

@@ -3,7 +3,7 @@ import torch
 
 from dropblock.functional import cutout, drop_block2d, dropout, spatial_dropout
 from dropblock.gamma import expected_drop_rate, gamma_paper
-from conftest import needs_cuda
+from conftest import masked_by_own_draw, needs_cuda
 
 
 def x4(*shape, dtype=torch.float32, device="cpu", seed=0):
@@ -132,8 +132,9 @@ def test_cuda_matches_the_math_and_is_reproducible(dtype):
 # ---- the fast paths give exactly what a dense mask gives -------------------------------------------
 
 from dropblock.masks import (  # noqa: E402
-    block_corners, block_indices, fill_blocks, paint_blocks, seed_positions, seeds_to_map_index, union_size,
+    block_corners, block_indices, fill_blocks, paint_blocks, seed_positions, union_size,
 )
+from dropblock.sampling import grid_to_map  # noqa: E402
 
 
 @pytest.mark.parametrize("planes,h,w,bh,bw,gamma", [
@@ -145,7 +146,7 @@ def test_union_size_counts_the_units_the_blocks_cover(planes, h, w, bh, bw, gamm
     gen = torch.Generator().manual_seed(0)
     seeds = seed_positions(planes, h, w, bh, bw, gamma, device=torch.device("cpu"), generator=gen)
     dense = paint_blocks(torch.ones(planes, h, w, dtype=torch.bool), seeds, h, w, bh, bw)
-    corners = seeds_to_map_index(seeds, h, w, bh, bw)
+    corners = grid_to_map(seeds, h, w, bh, bw)
     assert union_size(corners.numpy(), h, w, bh, bw) == int((~dense).sum())
     assert union_size(corners, h, w, bh, bw) == int((~dense).sum())  # the tensor path (GPUs take it)
 
@@ -155,7 +156,7 @@ def test_block_corners_are_the_seeds_in_map_coordinates():
     a = seed_positions(20, h, w, bh, bw, 0.1, device=torch.device("cpu"), generator=torch.Generator().manual_seed(5))
     b = block_corners(20, h, w, bh, bw, 0.1, device=torch.device("cpu"), generator=torch.Generator().manual_seed(5))
     rows, cols = (torch.from_numpy(b) % (h * w)) // w, torch.from_numpy(b) % w
-    assert torch.equal(torch.from_numpy(b), seeds_to_map_index(a, h, w, bh, bw))
+    assert torch.equal(torch.from_numpy(b), grid_to_map(a, h, w, bh, bw))
     assert int(rows.max()) <= h - bh and int(cols.max()) <= w - bw
 
 
@@ -164,23 +165,11 @@ def test_fill_blocks_matches_per_unit_indices():
     planes, h, w, bh, bw = 12, 17, 13, 5, 4
     seeds = seed_positions(planes, h, w, bh, bw, 0.05, device=torch.device("cpu"), generator=gen)
     a = torch.ones(planes * h * w)
-    corners = seeds_to_map_index(seeds, h, w, bh, bw)
+    corners = grid_to_map(seeds, h, w, bh, bw)
     a.index_fill_(0, block_indices(corners, w, bh, bw), 0)
     b = torch.ones(planes * h * w)
     fill_blocks(b, corners, w, bh, bw, 0)
     assert torch.equal(a, b)
-
-
-def dense_reference(x, p, b, seed, rescale="batch", shared=False):
-    """The same draw through the generic mask path: what every fast path must equal."""
-    from dropblock.masks import dropblock_mask
-
-    n, c, h, w = x.shape
-    m = dropblock_mask(tuple(x.shape), p, b, shared_channels=shared, generator=torch.Generator().manual_seed(seed))
-    keep = m.keep.to(x.dtype)
-    if rescale == "batch":
-        keep = keep * (keep.numel() / (1e-6 + keep.sum()))
-    return x * keep
 
 
 @pytest.mark.parametrize("shape,b", [((4, 8, 14, 14), 7), ((2, 16, 7, 7), 7), ((2, 4, 20, 12), 5), ((3, 5, 6, 6), 9)])
@@ -188,7 +177,7 @@ def dense_reference(x, p, b, seed, rescale="batch", shared=False):
 def test_fast_paths_equal_the_dense_mask(shape, b, rescale, backend):
     x = x4(*shape)
     y = drop_block2d(x, 0.2, b, rescale=rescale, generator=torch.Generator().manual_seed(7))
-    torch.testing.assert_close(y, dense_reference(x, 0.2, b, 7, rescale))
+    torch.testing.assert_close(y, masked_by_own_draw(x, 0.2, b, 7, rescale))
 
 
 def test_channels_last_input_gives_the_same_result():

@@ -10,7 +10,8 @@ import torch
 
 import dropblock._native as native
 from dropblock.functional import drop_block2d
-from dropblock.masks import block_corners, fill_blocks, paint_blocks, seed_positions, seeds_to_map_index
+from dropblock.masks import block_corners, fill_blocks, paint_blocks, seed_positions
+from dropblock.sampling import grid_to_map
 
 needs_native = pytest.mark.skipif(native.blocks is None, reason="dropblock._cblocks was not compiled")
 CPU = torch.device("cpu")
@@ -63,7 +64,7 @@ def test_drop_block2d_is_the_same_in_both_backends(monkeypatch, rescale, dtype):
 def test_fill_blocks_zeroes_exactly_the_blocks(backend):
     h, w, bh, bw = 13, 11, 4, 3
     seeds = seed_positions(9, h, w, bh, bw, 0.08, device=CPU, generator=torch.Generator().manual_seed(4))
-    corners = seeds_to_map_index(seeds, h, w, bh, bw)
+    corners = grid_to_map(seeds, h, w, bh, bw)
     expected = paint_blocks(torch.ones(9, h, w, dtype=torch.bool), seeds, h, w, bh, bw)
     for dtype in (torch.bool, torch.uint8, torch.bfloat16, torch.float32, torch.float64):
         t = torch.ones(9 * h * w, dtype=dtype)
