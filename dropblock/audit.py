@@ -6,9 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from dropblock.conventions import ConventionRate, convention_rates
-from dropblock.gamma import clip_block, expected_drop_rate, gamma_exact, gamma_paper
-from dropblock.measure import Measurement, Progress, measure_dropblock, measure_function
+from dropblock._checks import check_choice, check_map_size, check_positive_int, check_probability
+from dropblock.conventions import CONVENTIONS, ConventionRate
+from dropblock.gamma import GAMMA_MODES, expected_drop_rate_unchecked, gamma_exact_unchecked, gamma_paper_unchecked
+from dropblock.measure import Progress, measure_calls, measure_masks
+from dropblock.stats import MeanSE
 
 
 @dataclass(frozen=True)
@@ -16,7 +18,7 @@ class ImplResult:
     """An installed DropBlock function measured on real tensors."""
 
     spec: str
-    measurement: Measurement
+    measurement: MeanSE
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class GammaAudit:
     gamma_exact: float
     expected_drop_rate: float
     expected_drop_rate_paper: float
-    measured: Measurement | None
+    measured: MeanSE | None
     conventions: list[ConventionRate]
     impls: list[ImplResult] = field(default_factory=list)
 
@@ -48,6 +50,7 @@ class GammaAudit:
 
     @property
     def clipped(self) -> bool:
+        """The block was larger than the map and clipped to it."""
         return self.block != (self.block_size, self.block_size)
 
 
@@ -57,24 +60,27 @@ def audit_gamma(
     impls: list[tuple[str, Callable]] | None = None, progress: Progress | None = None,
 ) -> GammaAudit:
     """Compute the audit; draws ``samples`` masks (0: none) for this library and each impl."""
-    g_paper = gamma_paper(p, block_size, height, width)
-    g_exact = gamma_exact(p, block_size, height, width)
-    expected_paper = expected_drop_rate(g_paper, block_size, height, width)
-    expected = p if gamma_mode == "exact" else expected_paper
-    measured = None
+    p = check_probability(p)
+    block_size = check_positive_int(block_size, "block_size")
+    height, width = check_map_size(height, width)
+    check_choice(gamma_mode, "gamma_mode", GAMMA_MODES)
+    if samples != 0:
+        samples = check_positive_int(samples, "samples")
+    g_paper = gamma_paper_unchecked(p, block_size, height, width)
+    g_exact = gamma_exact_unchecked(p, block_size, height, width)
+    expected_paper = expected_drop_rate_unchecked(g_paper, block_size, height, width)
+    measured, results = None, []
     if samples > 0:
-        measured = measure_dropblock(
-            p, block_size, height, width, samples=samples, gamma=g_exact if gamma_mode == "exact" else g_paper,
-            seed=seed, device=device, progress=progress,
-        )
-    results = [
-        ImplResult(spec, measure_function(fn, p, block_size, height, width, samples=samples, seed=seed,
-                                          device=device, progress=progress, name=spec))
-        for spec, fn in (impls or []) if samples > 0
-    ]
+        g = g_exact if gamma_mode == "exact" else g_paper
+        measured = measure_masks(g, block_size, height, width, samples=samples, seed=seed, device=device,
+                                 progress=progress)
+        results = [ImplResult(spec, measure_calls(fn, p, block_size, height, width, samples=samples, seed=seed,
+                                                  device=device, progress=progress, name=spec))
+                   for spec, fn in impls or []]
     return GammaAudit(
-        p, block_size, clip_block(block_size, height, width), height, width, gamma_mode, g_paper, g_exact,
-        expected, expected_paper, measured, convention_rates(p, block_size, height, width), results,
+        p, block_size, (min(block_size, height), min(block_size, width)), height, width, gamma_mode, g_paper,
+        g_exact, p if gamma_mode == "exact" else expected_paper, expected_paper, measured,
+        [rate(p, block_size, height, width) for rate in CONVENTIONS.values()], results,
     )
 
 
@@ -95,13 +101,13 @@ def audit_json(a: GammaAudit) -> dict:
         "expected_drop_rate_paper_gamma": a.expected_drop_rate_paper,
         "empirical_drop_rate": None if m is None else m.mean,
         "empirical_se": None if m is None else m.se,
-        "samples": 0 if m is None else m.samples,
+        "samples": 0 if m is None else m.n,
         "conventions": {c.name: c.drop_rate for c in a.conventions},
         "convention_gammas": {c.name: c.gamma for c in a.conventions},
         "convention_notes": {c.name: c.note for c in a.conventions if c.note},
         "impls": {
             r.spec: {"empirical_drop_rate": r.measurement.mean, "empirical_se": r.measurement.se,
-                     "samples": r.measurement.samples}
+                     "samples": r.measurement.n}
             for r in a.impls
         },
     }

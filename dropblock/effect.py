@@ -11,7 +11,6 @@ units (rows, columns of the h x w map).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,9 +19,10 @@ import torch
 
 from dropblock._checks import check_choice, check_positive_int, check_probability
 from dropblock.methods import METHODS, MaskDraw, draw_mask
+from dropblock.stats import MeanSE
 
 __all__ = [
-    "Prediction", "Stat", "LayerEffect", "top_k", "mask_scale", "apply_mask", "kl_divergence",
+    "Prediction", "LayerEffect", "top_k", "mask_scale", "apply_mask", "kl_divergence",
     "layer_effect", "effect_json", "TOP_CHANNELS", "TOP_K",
 ]
 
@@ -59,27 +59,6 @@ def top_k(probs: torch.Tensor, k: int = TOP_K, names: list[str] | None = None) -
 
 
 @dataclass
-class Stat:
-    """A mean over N masks and its standard error ``se = std / sqrt(N)`` (sample std, ddof 1; 0 when N == 1)."""
-
-    mean: float
-    se: float
-
-    @classmethod
-    def of(cls, values: np.ndarray | list[float]) -> Stat:
-        """Mean and standard error of ``values`` (N,)."""
-        v = np.asarray(values, dtype=np.float64).reshape(-1)
-        if v.size == 0:
-            raise ValueError("Stat.of needs at least one value")
-        se = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else 0.0
-        return cls(float(v.mean()), se)
-
-    def as_dict(self) -> dict[str, float]:
-        """``{"mean": ..., "se": ...}`` for JSON."""
-        return {"mean": self.mean, "se": self.se}
-
-
-@dataclass
 class LayerEffect:
     """What one regularizer on one layer's output does to one image's prediction.
 
@@ -104,10 +83,10 @@ class LayerEffect:
         predictions_before, predictions_after: top-5 :class:`Prediction` lists.
         kl_divergence: KL(before || after) of the softmax outputs, nats.
 
-    Over all ``samples`` draws (:class:`Stat`, mean and standard error):
-        drop_rate: realized drop rate; kl: KL(before || after) in nats; top1_prob_after: the
+    Over all ``samples`` draws (:class:`~dropblock.stats.MeanSE`, mean and standard error):
+        drop_rate: realized drop rate; kl: KL(before || after) in nats; prob_of_clean_top1: the
         probability after of the class that was top-1 before; top1_changed: fraction of draws
-        whose top-1 class differs from before; top1_after_prob: probability of whatever class
+        whose top-1 class differs from before; prob_of_top1_after: probability of whatever class
         is top-1 after.
     """
 
@@ -134,11 +113,11 @@ class LayerEffect:
     predictions_after: list[Prediction]
     kl_divergence: float
     samples: int
-    drop_rate: Stat
-    kl: Stat
-    top1_prob_after: Stat
-    top1_changed: Stat
-    top1_after_prob: Stat
+    drop_rate: MeanSE
+    kl: MeanSE
+    prob_of_clean_top1: MeanSE
+    top1_changed: MeanSE
+    prob_of_top1_after: MeanSE
 
 
 def mask_scale(method: str, keep: torch.Tensor, p: float) -> float:
@@ -214,7 +193,7 @@ def layer_effect(
         ValueError: bad method, p, samples, block size, image, or a model_name that does not
             match the model.
     """
-    from dropblock.models import class_names, forward_many, preprocess
+    from dropblock.models import forward_many, preprocess
 
     name = _check_model(model, model_name)
     method = check_choice(method, "method", METHODS)
@@ -222,63 +201,70 @@ def layer_effect(
     samples = check_positive_int(samples, "samples")
     block_size = check_positive_int(block_size, "block_size")
     x, crop = preprocess(name, image)
+    recorder = _MaskRecorder(method, p, block_size, gamma, shared_channels,
+                             torch.Generator(device).manual_seed(int(seed)), device, progress)
+    run = forward_many(model, x, layer, [recorder] * samples, batch_size=BATCH_SIZE)
+    return _summarize(run, recorder, name, method, p, crop)
 
-    generator = torch.Generator(device).manual_seed(int(seed))
-    draws: list[MaskDraw] = []
-    scales: list[float] = []
-    first_after: list[torch.Tensor] = []
 
-    def edit(feature: torch.Tensor) -> torch.Tensor:
-        draw = draw_mask(method, tuple(feature.shape), p, block_size=block_size, gamma=gamma,
-                         shared_channels=shared_channels, generator=generator, device=device)
-        scale = mask_scale(method, draw.keep, p)
+class _MaskRecorder:
+    """An edit for :func:`~dropblock.models.forward_many`: draws a mask, applies it as training would,
+    and keeps each draw, its scale and the first edited map."""
+
+    def __init__(self, method, p, block_size, gamma, shared_channels, generator, device, progress) -> None:
+        self.method, self.p, self.block_size, self.gamma = method, p, block_size, gamma
+        self.shared_channels, self.generator, self.device, self.progress = shared_channels, generator, device, progress
+        self.draws: list[MaskDraw] = []
+        self.scales: list[float] = []
+        self.first_after: torch.Tensor | None = None
+
+    def __call__(self, feature: torch.Tensor) -> torch.Tensor:
+        draw = draw_mask(self.method, tuple(feature.shape), self.p, block_size=self.block_size, gamma=self.gamma,
+                         shared_channels=self.shared_channels, generator=self.generator, device=self.device)
+        scale = mask_scale(self.method, draw.keep, self.p)
         after = apply_mask(feature, draw.keep, scale)
-        if not draws:
-            first_after.append(after)
-        draws.append(draw)
-        scales.append(scale)
-        if progress is not None:
-            progress(1)
+        if self.first_after is None:
+            self.first_after = after
+        self.draws.append(draw)
+        self.scales.append(scale)
+        if self.progress is not None:
+            self.progress(1)
         return after
 
-    run = forward_many(model, x, layer, [edit] * samples, batch_size=BATCH_SIZE)
+
+def _summarize(run, recorder: _MaskRecorder, model: str, method: str, p: float, crop: np.ndarray) -> LayerEffect:
+    """The LayerEffect of a forward_many run whose edits were ``recorder``."""
+    from dropblock.models import class_names
 
     before = run.feature_before[0].detach().to("cpu", torch.float32)
-    after = first_after[0][0].detach().to("cpu", torch.float32)
+    after = recorder.first_after[0].detach().to("cpu", torch.float32)
     logits_before = run.logits_before[0].detach().to("cpu", torch.float64)
     logits_after = run.logits_after.detach().to("cpu", torch.float64)
     probs_before = torch.softmax(logits_before, dim=-1)
     probs_after = torch.softmax(logits_after, dim=-1)
     kl = kl_divergence(logits_before.expand_as(logits_after), logits_after).numpy()
-
-    top1 = int(torch.argmax(probs_before))
-    top1_after = torch.argmax(probs_after, dim=-1)
-    drop_rates = [d.drop_rate for d in draws]
-
-    first = draws[0]
+    clean_top1 = int(torch.argmax(probs_before))
+    first = recorder.draws[0]
     keep0 = first.keep[0].detach().to("cpu")
-    c = before.shape[0]
-    n_top = min(TOP_CHANNELS, c)
-    order = torch.argsort(before.mean(dim=(1, 2)), descending=True, stable=True)[:n_top]
+    order = torch.argsort(before.mean(dim=(1, 2)), descending=True, stable=True)[:min(TOP_CHANNELS, before.shape[0])]
     names = class_names()
-    centres = None if first.centres is None else first.centres.detach().to("cpu", torch.float64).numpy()
+    drop_rates = [d.drop_rate for d in recorder.draws]
     return LayerEffect(
-        model=name, layer=run.layer, feature_shape=tuple(int(v) for v in before.shape),
+        model=model, layer=run.layer, feature_shape=tuple(int(v) for v in before.shape),
         method=method, p=p, params=dict(first.params), gamma=first.gamma,
-        expected_drop_rate=float(first.expected_drop_rate),
-        crop=crop, keep=keep0.numpy().astype(bool), centres=centres, scale=float(scales[0]),
-        realized_drop_rate=float(drop_rates[0]),
+        expected_drop_rate=float(first.expected_drop_rate), crop=crop, keep=keep0.numpy().astype(bool),
+        centres=None if first.centres is None else first.centres.detach().to("cpu", torch.float64).numpy(),
+        scale=float(recorder.scales[0]), realized_drop_rate=float(drop_rates[0]),
         act_before=before.mean(dim=0).numpy(), act_after=after.mean(dim=0).numpy(),
         drop_fraction=(~keep0).to(torch.float32).mean(dim=0).numpy(),
         top_channels=order.numpy().astype(np.int64),
         channels_before=before[order].numpy(), channels_after=after[order].numpy(),
-        predictions_before=top_k(probs_before, TOP_K, names),
-        predictions_after=top_k(probs_after[0], TOP_K, names),
-        kl_divergence=float(kl[0]), samples=samples,
-        drop_rate=Stat.of(drop_rates), kl=Stat.of(kl),
-        top1_prob_after=Stat.of(probs_after[:, top1].numpy()),
-        top1_changed=Stat.of((top1_after != top1).to(torch.float64).numpy()),
-        top1_after_prob=Stat.of(probs_after.max(dim=-1).values.numpy()),
+        predictions_before=top_k(probs_before, TOP_K, names), predictions_after=top_k(probs_after[0], TOP_K, names),
+        kl_divergence=float(kl[0]), samples=len(recorder.draws),
+        drop_rate=MeanSE.of(drop_rates), kl=MeanSE.of(kl),
+        prob_of_clean_top1=MeanSE.of(probs_after[:, clean_top1].numpy()),
+        top1_changed=MeanSE.of((torch.argmax(probs_after, dim=-1) != clean_top1).to(torch.float64).numpy()),
+        prob_of_top1_after=MeanSE.of(probs_after.max(dim=-1).values.numpy()),
     )
 
 
@@ -315,8 +301,8 @@ def effect_json(e: LayerEffect) -> dict:
         out.update({
             "realized_drop_rate_stats": e.drop_rate.as_dict(),
             "kl_divergence_stats": e.kl.as_dict(),
-            "top1_before_prob_after_stats": e.top1_prob_after.as_dict(),
+            "top1_before_prob_after_stats": e.prob_of_clean_top1.as_dict(),
             "top1_changed_fraction_stats": e.top1_changed.as_dict(),
-            "top1_after_prob_stats": e.top1_after_prob.as_dict(),
+            "top1_after_prob_stats": e.prob_of_top1_after.as_dict(),
         })
     return out

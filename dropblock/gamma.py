@@ -23,9 +23,7 @@ from dropblock._checks import check_map_size, check_positive_int, check_probabil
 
 def clip_block(block_size: int, height: int, width: int) -> tuple[int, int]:
     """The block actually dropped on an H x W map: ``(min(b, H), min(b, W))``."""
-    b = check_positive_int(block_size, "block_size")
-    height, width = check_map_size(height, width)
-    return min(b, height), min(b, width)
+    return _clipped(*_checked(block_size, height, width))
 
 
 def coverage_counts(length: int, block: int, seed_lo: int, seed_hi: int, before: int) -> np.ndarray:
@@ -61,11 +59,26 @@ def drop_rate_from_counts(gamma: float, rows: np.ndarray, cols: np.ndarray) -> f
     return float(1.0 - (weight * survive).sum())
 
 
-def _valid_counts(block_size: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    bh, bw = clip_block(block_size, height, width)
+def _valid_counts(bh: int, bw: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     rows = coverage_counts(height, bh, 0, height - bh, 0)
     cols = coverage_counts(width, bw, 0, width - bw, 0)
     return rows, cols
+
+
+def _clipped(block_size: int, height: int, width: int) -> tuple[int, int]:
+    return min(block_size, height), min(block_size, width)
+
+
+def _checked(block_size, height, width) -> tuple[int, int, int]:
+    """block_size, height, width (height when width is None) checked to be ints >= 1."""
+    width = height if width is None else width
+    return (check_positive_int(block_size, "block_size"), *check_map_size(height, width))
+
+
+def gamma_paper_unchecked(p: float, block_size: int, height: int, width: int) -> float:
+    """:func:`gamma_paper` for arguments already checked."""
+    bh, bw = _clipped(block_size, height, width)
+    return p * height * width / (bh * bw * (height - bh + 1) * (width - bw + 1))
 
 
 def gamma_paper(p: float, block_size: int, height: int, width: int | None = None) -> float:
@@ -73,16 +86,13 @@ def gamma_paper(p: float, block_size: int, height: int, width: int | None = None
 
     ``width`` defaults to ``height`` (the paper's square maps). Never above p.
     """
-    p = check_probability(p)
-    width = height if width is None else width
-    bh, bw = clip_block(block_size, height, width)
-    return p * height * width / (bh * bw * (height - bh + 1) * (width - bw + 1))
+    return gamma_paper_unchecked(check_probability(p), *_checked(block_size, height, width))
 
 
 def drop_probability_map(gamma: float, block_size: int, height: int, width: int | None = None) -> np.ndarray:
     """Exact probability that each unit is dropped, shape (H, W), float64."""
-    width = height if width is None else width
-    rows, cols = _valid_counts(block_size, height, width)
+    block_size, height, width = _checked(block_size, height, width)
+    rows, cols = _valid_counts(*_clipped(block_size, height, width), height, width)
     k = np.outer(rows, cols).astype(np.float64)
     if gamma >= 1.0:
         return (k > 0).astype(np.float64)
@@ -91,20 +101,19 @@ def drop_probability_map(gamma: float, block_size: int, height: int, width: int 
 
 def expected_drop_rate(gamma: float, block_size: int, height: int, width: int | None = None) -> float:
     """Exact expected fraction of dropped units for seed probability ``gamma`` (the map's mean)."""
-    width = height if width is None else width
-    return _expected_drop_rate_cached(float(gamma), check_positive_int(block_size, "block_size"),
-                                      *check_map_size(height, width))
+    return expected_drop_rate_unchecked(float(gamma), *_checked(block_size, height, width))
 
 
 @lru_cache(maxsize=4096)
-def _expected_drop_rate_cached(gamma: float, block_size: int, height: int, width: int) -> float:
-    rows, cols = _valid_counts(block_size, height, width)
+def expected_drop_rate_unchecked(gamma: float, block_size: int, height: int, width: int) -> float:
+    """:func:`expected_drop_rate` for arguments already checked (cached: every expected-rescale call needs it)."""
+    rows, cols = _valid_counts(*_clipped(block_size, height, width), height, width)
     return drop_rate_from_counts(gamma, rows, cols)
 
 
 def solve_gamma(p: float, rows: np.ndarray, cols: np.ndarray, what: str = "this block and map") -> float:
-    """The seed probability whose exact expected drop rate is p, by bisection (monotone in gamma)."""
-    p = check_probability(p)
+    """The seed probability whose exact expected drop rate is p (checked, in [0, 1)), by bisection
+    (the rate is monotone in gamma)."""
     if p == 0.0:
         return 0.0
     reachable = drop_rate_from_counts(1.0, rows, cols)
@@ -125,8 +134,9 @@ def solve_gamma(p: float, rows: np.ndarray, cols: np.ndarray, what: str = "this 
 
 
 @lru_cache(maxsize=1024)
-def _gamma_exact_cached(p: float, block_size: int, height: int, width: int) -> float:
-    rows, cols = _valid_counts(block_size, height, width)
+def gamma_exact_unchecked(p: float, block_size: int, height: int, width: int) -> float:
+    """:func:`gamma_exact` for arguments already checked (cached)."""
+    rows, cols = _valid_counts(*_clipped(block_size, height, width), height, width)
     return solve_gamma(p, rows, cols, f"block {block_size} on a {height}x{width} map")
 
 
@@ -135,20 +145,46 @@ def gamma_exact(p: float, block_size: int, height: int, width: int | None = None
 
     Raises ValueError when p cannot be reached (never for p < 1 with valid-region seeds).
     """
-    p = check_probability(p)
-    width = height if width is None else width
-    block_size = check_positive_int(block_size, "block_size")
-    height, width = check_map_size(height, width)
-    return _gamma_exact_cached(p, block_size, height, width)
+    return gamma_exact_unchecked(check_probability(p), *_checked(block_size, height, width))
 
 
-def gamma_for(mode: str, p: float, block_size: int, height: int, width: int) -> float:
-    """Gamma by name: ``"paper"`` (Equation 1) or ``"exact"`` (hits p exactly)."""
-    if mode == "paper":
-        return gamma_paper(p, block_size, height, width)
-    if mode == "exact":
-        return gamma_exact(p, block_size, height, width)
-    raise ValueError(f"gamma must be 'paper' or 'exact', got {mode!r}")
+GAMMA_MODES = ("paper", "exact")
+"""Gamma by name: ``"paper"`` (Equation 1) or ``"exact"`` (the exact expected drop rate is p)."""
+
+
+def resolve_gamma(gamma: str | float, p: float, block_size: int, height: int, width: int) -> float:
+    """The seed probability for a gamma given by name (one of GAMMA_MODES) or as a float in [0, 1].
+
+    p, block_size, height and width must be checked already (the public entry points do that)."""
+    if gamma == "paper":
+        return gamma_paper_unchecked(p, block_size, height, width)
+    if gamma == "exact":
+        return gamma_exact_unchecked(p, block_size, height, width)
+    if isinstance(gamma, str):
+        raise ValueError(f"gamma must be 'paper', 'exact' or a probability in [0, 1], got {gamma!r}")
+    g = float(gamma)
+    if not 0.0 <= g <= 1.0:
+        raise ValueError(f"gamma must be 'paper', 'exact' or a probability in [0, 1], got {gamma!r}")
+    return g
+
+
+def clip_note(block_size: int, height: int, width: int, unit: str = "", what: str = "map") -> str | None:
+    """The one wording of "this block does not fit", or None when it fits: e.g. "block 9 is larger
+    than the 7x7 map: clipped to 7x7". ``unit`` follows the block size (" px"); ``what`` names the
+    map ("image", "map of layer3"). Sizes read height x width."""
+    bh, bw = min(block_size, height), min(block_size, width)
+    if (bh, bw) == (block_size, block_size):
+        return None
+    order = "" if height == width else " (height x width)"
+    return f"block {block_size}{unit} is larger than the {height}x{width} {what}{order}: clipped to {bh}x{bw}"
+
+
+def _cutout_axis_probabilities(length: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """P(one hole covers row i), shape (H,), and P(it covers column j), shape (W,)."""
+    half = length // 2
+    q_rows = coverage_counts(height, length, 0, height - 1, half) / height
+    q_cols = coverage_counts(width, length, 0, width - 1, half) / width
+    return q_rows, q_cols
 
 
 def cutout_probability_map(n_holes: int, length: int, height: int, width: int) -> np.ndarray:
@@ -161,15 +197,25 @@ def cutout_probability_map(n_holes: int, length: int, height: int, width: int) -
     n_holes = check_positive_int(n_holes, "n_holes")
     length = check_positive_int(length, "length")
     height, width = check_map_size(height, width)
-    half = length // 2
-    q_rows = coverage_counts(height, length, 0, height - 1, half) / height
-    q_cols = coverage_counts(width, length, 0, width - 1, half) / width
+    q_rows, q_cols = _cutout_axis_probabilities(length, height, width)
     return 1.0 - (1.0 - np.outer(q_rows, q_cols)) ** n_holes
 
 
 def cutout_expected_drop_rate(n_holes: int, length: int, height: int, width: int) -> float:
-    """Exact expected fraction of the map that Cutout erases (below ``n * length^2 / (H W)``)."""
-    return float(cutout_probability_map(n_holes, length, height, width).mean())
+    """Exact expected fraction of the map that Cutout erases (below ``n * length^2 / (H W)``).
+
+    The map's mean of ``1 - (1 - q_r(i) q_c(j)) ** n`` factors over rows and columns by the binomial
+    theorem: ``1 - sum_k C(n, k) (-1)^k mean(q_r^k) mean(q_c^k)``, so no (H, W) map is built.
+    """
+    n_holes = check_positive_int(n_holes, "n_holes")
+    length = check_positive_int(length, "length")
+    height, width = check_map_size(height, width)
+    q_rows, q_cols = _cutout_axis_probabilities(length, height, width)
+    k = np.arange(n_holes + 1)
+    row_moments = (q_rows[None, :] ** k[:, None]).mean(axis=1)
+    col_moments = (q_cols[None, :] ** k[:, None]).mean(axis=1)
+    terms = np.array([math.comb(n_holes, int(i)) * (-1) ** int(i) for i in k], dtype=np.float64)
+    return float(min(max(1.0 - (terms * row_moments * col_moments).sum(), 0.0), 1.0))
 
 
 def cutout_length_for(p: float, height: int, width: int, n_holes: int = 1) -> int:

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dropblock.errors import one_line
+
 __all__ = ["ImageLoadError", "LoadedImage", "load_image"]
 
 # EXIF Orientation tag (0x0112) value -> what exif_transpose does to show it upright.
@@ -93,9 +95,93 @@ def _q(path: Path | str) -> str:
     return repr(str(path))
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
+def _check_file(p: Path, name: str) -> None:
+    """A readable, non-empty file at ``p``, or ImageLoadError."""
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise ImageLoadError(f"cannot read {name}: no such file; check the path") from None
+    except PermissionError:
+        raise ImageLoadError(f"cannot read {name}: permission denied; check the file's permissions") from None
+    except OSError as exc:
+        raise ImageLoadError(f"cannot read {name}: {one_line(exc)}; check the path") from None
+    if p.is_dir():
+        raise ImageLoadError(f"cannot read {name}: it is a directory; give an image file")
+    if st.st_size == 0:
+        raise ImageLoadError(f"cannot read {name}: the file is empty; {_SUPPORTED_HINT}")
+
+
+def _bomb(exc: BaseException, name: str) -> ImageLoadError:
+    """Pillow's decompression-bomb error as one line with the image's and the limit's megapixels."""
+    from PIL import Image
+
+    m = re.search(r"\((\d+) pixels\)", str(exc))
+    size = f"{int(m.group(1)) / 1e6:.1f} megapixels" if m else "too many pixels"
+    limit = Image.MAX_IMAGE_PIXELS
+    lim = f"{limit / 1e6:.1f} megapixels" if limit else "its limit"
+    return ImageLoadError(
+        f"cannot read {name}: the image has {size}, over Pillow's decompression-bomb limit of {lim}; downscale it first"
+    )
+
+
+def _open(p: Path, name: str):
+    """``PIL.Image.open(p)`` with every failure as one ImageLoadError line (call inside a
+    ``warnings.catch_warnings`` that makes DecompressionBombWarning an error)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        return Image.open(p)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise _bomb(exc, name) from None
+    except UnidentifiedImageError:
+        raise ImageLoadError(f"cannot read {name}: not an image file Pillow recognises; {_SUPPORTED_HINT}") from None
+    except PermissionError:
+        raise ImageLoadError(f"cannot read {name}: permission denied; check the file's permissions") from None
+    except IsADirectoryError:
+        raise ImageLoadError(f"cannot read {name}: it is a directory; give an image file") from None
+    except FileNotFoundError:
+        raise ImageLoadError(f"cannot read {name}: no such file; check the path") from None
+    except Exception as exc:  # a plugin choking on a corrupt header
+        raise ImageLoadError(
+            f"cannot read {name}: the file is corrupt ({one_line(exc)}); re-export it or pick another image"
+        ) from None
+
+
+def _decode(im, name: str, notes: list[str]) -> tuple[np.ndarray, str]:
+    """The first frame of an open image, fully decoded, upright and converted to (H, W, 3) uint8 RGB,
+    and its mode before the conversion."""
+    fmt = im.format or "unknown"
+    n_frames = int(getattr(im, "n_frames", 1) or 1)
+    if n_frames > 1:
+        im.seek(0)
+        notes.append(f"{fmt} with {n_frames} frames: using the first frame")
+    im.load()  # a full decode now: a truncated file fails here instead of yielding a partly grey image
+    mode = im.mode
+    orientation = _orientation(im)
+    if orientation in _ORIENTATION_NOTES:
+        from PIL import ImageOps
+
+        im = ImageOps.exif_transpose(im)
+        notes.append(f"EXIF orientation {orientation} applied ({_ORIENTATION_NOTES[orientation]})")
+    return _to_rgb(im, notes, name), mode
+
+
+def _decode_or_fail(im, name: str, notes: list[str]) -> tuple[np.ndarray, str]:
+    """:func:`_decode` with decoder failures as one ImageLoadError line."""
+    from PIL import Image
+
+    try:
+        return _decode(im, name, notes)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise _bomb(exc, name) from None
+    except ImageLoadError:
+        raise
+    except MemoryError:
+        raise ImageLoadError(f"cannot read {name}: not enough memory to decode it; downscale it first") from None
+    except Exception as exc:  # OSError("image file is truncated"), decoder errors
+        raise ImageLoadError(
+            f"cannot read {name}: file is truncated or corrupt ({one_line(exc)}); re-export it or pick another image"
+        ) from None
 
 
 def load_image(path: str | os.PathLike[str]) -> LoadedImage:
@@ -107,101 +193,19 @@ def load_image(path: str | os.PathLike[str]) -> LoadedImage:
     decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``), or a file that
     cannot be read (permissions).
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     p = Path(path)
     name = _q(p)
-    try:
-        st = p.stat()
-    except FileNotFoundError:
-        raise ImageLoadError(f"cannot read {name}: no such file; check the path") from None
-    except PermissionError:
-        raise ImageLoadError(
-            f"cannot read {name}: permission denied; check the file's permissions"
-        ) from None
-    except OSError as exc:
-        raise ImageLoadError(f"cannot read {name}: {_one_line(exc)}; check the path") from None
-    if p.is_dir():
-        raise ImageLoadError(f"cannot read {name}: it is a directory; give an image file")
-    if st.st_size == 0:
-        raise ImageLoadError(f"cannot read {name}: the file is empty; {_SUPPORTED_HINT}")
-
-    def bomb(exc: BaseException) -> ImageLoadError:
-        m = re.search(r"\((\d+) pixels\)", str(exc))
-        size = f"{int(m.group(1)) / 1e6:.1f} megapixels" if m else "too many pixels"
-        limit = Image.MAX_IMAGE_PIXELS
-        lim = f"{limit / 1e6:.1f} megapixels" if limit else "its limit"
-        return ImageLoadError(
-            f"cannot read {name}: the image has {size}, over Pillow's decompression-bomb "
-            f"limit of {lim}; downscale it first"
-        )
-
+    _check_file(p, name)
     notes: list[str] = []
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            im = Image.open(p)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise bomb(exc) from None
-        except UnidentifiedImageError:
-            raise ImageLoadError(
-                f"cannot read {name}: not an image file Pillow recognises; {_SUPPORTED_HINT}"
-            ) from None
-        except PermissionError:
-            raise ImageLoadError(
-                f"cannot read {name}: permission denied; check the file's permissions"
-            ) from None
-        except IsADirectoryError:
-            raise ImageLoadError(f"cannot read {name}: it is a directory; give an image file") from None
-        except FileNotFoundError:
-            raise ImageLoadError(f"cannot read {name}: no such file; check the path") from None
-        except Exception as exc:  # a plugin choking on a corrupt header
-            raise ImageLoadError(
-                f"cannot read {name}: the file is corrupt ({_one_line(exc)}); "
-                "re-export it or pick another image"
-            ) from None
-
-        with im:
+        with _open(p, name) as im:
             fmt = im.format or "unknown"
-            try:
-                n_frames = int(getattr(im, "n_frames", 1) or 1)
-                if n_frames > 1:
-                    im.seek(0)
-                    notes.append(f"{fmt} with {n_frames} frames: using the first frame")
-                # Force a full decode now: a truncated file fails here instead
-                # of yielding a partly grey image.
-                im.load()
-                original_mode = im.mode
-                orientation = _orientation(im)
-                if orientation in _ORIENTATION_NOTES:
-                    from PIL import ImageOps
-
-                    im2 = ImageOps.exif_transpose(im)
-                    assert im2 is not None
-                    notes.append(
-                        f"EXIF orientation {orientation} applied ({_ORIENTATION_NOTES[orientation]})"
-                    )
-                else:
-                    im2 = im
-                pixels = _to_rgb(im2, notes, name)
-            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-                raise bomb(exc) from None
-            except ImageLoadError:
-                raise
-            except MemoryError:
-                raise ImageLoadError(
-                    f"cannot read {name}: not enough memory to decode it; downscale it first"
-                ) from None
-            except Exception as exc:  # OSError("image file is truncated"), decoder errors
-                raise ImageLoadError(
-                    f"cannot read {name}: file is truncated or corrupt ({_one_line(exc)}); "
-                    "re-export it or pick another image"
-                ) from None
-
-    pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
-    return LoadedImage(
-        pixels=pixels, path=p, format=fmt, original_mode=original_mode, notes=tuple(notes)
-    )
+            pixels, original_mode = _decode_or_fail(im, name, notes)
+    return LoadedImage(pixels=np.ascontiguousarray(pixels, dtype=np.uint8), path=p, format=fmt,
+                       original_mode=original_mode, notes=tuple(notes))
 
 
 def _orientation(im) -> int:
@@ -233,6 +237,8 @@ def _to_rgb(im, notes: list[str], name: str) -> np.ndarray:
         out = rgb * alpha + 255.0 * (1.0 - alpha)
         return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
+    if mode == "RGB":  # no conversion: skip Pillow's copy (a 48-megapixel photo is 144 MB)
+        return np.asarray(im)
     if mode == "CMYK":
         notes.append("CMYK converted to RGB without colour management")
     elif mode not in ("RGB", "L", "1", "P"):
@@ -241,7 +247,7 @@ def _to_rgb(im, notes: list[str], name: str) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
     except ValueError as exc:
         raise ImageLoadError(
-            f"cannot read {name}: cannot convert image mode {mode} to RGB ({_one_line(exc)}); "
+            f"cannot read {name}: cannot convert image mode {mode} to RGB ({one_line(exc)}); "
             "re-export it as 8-bit RGB"
         ) from None
 

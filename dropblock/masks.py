@@ -15,22 +15,12 @@ import torch.nn.functional as F
 
 from dropblock import _native
 from dropblock._checks import check_positive_int, check_probability
-from dropblock.gamma import clip_block, gamma_for
+from dropblock.gamma import clip_block, resolve_gamma
 from dropblock.sampling import bernoulli_positions, grid_to_map, make_generator, positions_array
 
 # Paint block by block while the painted indices stay below this multiple of numel;
 # beyond it (drop rates near 1 with big blocks) a dense max-pool is cheaper.
 _SPARSE_LIMIT = 2.0
-
-
-def resolve_gamma(gamma: str | float, p: float, block_size: int, height: int, width: int) -> float:
-    """A seed probability from ``"paper"``, ``"exact"`` or an explicit float in [0, 1]."""
-    if isinstance(gamma, str):
-        return gamma_for(gamma, p, block_size, height, width)
-    g = float(gamma)
-    if not 0.0 <= g <= 1.0:
-        raise ValueError(f"gamma must be 'paper', 'exact' or a probability in [0, 1], got {gamma!r}")
-    return g
 
 
 def _block_offsets(bh: int, bw: int, width: int, device: torch.device) -> torch.Tensor:

@@ -7,17 +7,16 @@ as ``fn(x, p, block_size)`` (e.g. ``torchvision.ops:drop_block2d``).
 from __future__ import annotations
 
 import importlib
-import math
-from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
 import torch
 
-from dropblock._checks import check_positive_int, check_probability
-from dropblock.gamma import clip_block
-from dropblock.masks import block_keep_mask, resolve_gamma
+from dropblock._checks import check_map_size, check_positive_int, check_probability
+from dropblock.errors import one_line
+from dropblock.gamma import resolve_gamma
+from dropblock.masks import block_keep_mask
 from dropblock.sampling import make_generator
+from dropblock.stats import MeanSE
 
 Progress = Callable[[int], None]
 
@@ -28,32 +27,14 @@ class ImplError(Exception):
     """An implementation given as MODULE:FUNCTION that cannot be imported or called; one-line message."""
 
 
-def _why(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """Realized drop rate over ``samples`` masks of one H x W map.
-
-    mean: mean fraction of dropped units per mask; se: its standard error (std / sqrt(samples));
-    per_unit: (H, W) fraction of masks that dropped each unit, when asked for.
-    """
-
-    mean: float
-    se: float
-    samples: int
-    per_unit: np.ndarray | None = None
-
-
 class _Accumulator:
-    def __init__(self, height: int, width: int, per_unit: bool) -> None:
+    """Streams the realized drop rate of (k, H, W) masks into a MeanSE."""
+
+    def __init__(self, height: int, width: int) -> None:
         self.n = 0
         self.total = 0.0
         self.total_sq = 0.0
         self.units = height * width
-        self.per_unit = torch.zeros(height, width, dtype=torch.float64) if per_unit else None
 
     def add(self, dropped: torch.Tensor) -> None:
         """dropped: (k, H, W) bool."""
@@ -61,14 +42,9 @@ class _Accumulator:
         self.n += dropped.shape[0]
         self.total += float(rates.sum())
         self.total_sq += float((rates * rates).sum())
-        if self.per_unit is not None:
-            self.per_unit += dropped.sum(dim=0, dtype=torch.float64).cpu()
 
-    def result(self) -> Measurement:
-        mean = self.total / self.n
-        var = max(self.total_sq / self.n - mean * mean, 0.0) * self.n / max(self.n - 1, 1)
-        per_unit = None if self.per_unit is None else (self.per_unit / self.n).numpy()
-        return Measurement(mean, math.sqrt(var / self.n), self.n, per_unit)
+    def result(self) -> MeanSE:
+        return MeanSE.from_sums(self.n, self.total, self.total_sq)
 
 
 def _chunks(samples: int, height: int, width: int) -> list[int]:
@@ -80,17 +56,25 @@ def _chunks(samples: int, height: int, width: int) -> list[int]:
 def measure_dropblock(
     p: float, block_size: int, height: int, width: int, *,
     samples: int, gamma: str | float = "paper", seed: int | None = 0, device: str | torch.device = "cpu",
-    per_unit: bool = False, progress: Progress | None = None,
-) -> Measurement:
+    progress: Progress | None = None,
+) -> MeanSE:
     """Draw ``samples`` DropBlock masks with the library's own mask code and measure their drop rate."""
     p = check_probability(p)
-    samples = check_positive_int(samples, "samples")
-    bh, bw = clip_block(block_size, height, width)
+    block_size = check_positive_int(block_size, "block_size")
+    height, width = check_map_size(height, width)
     g = resolve_gamma(gamma, p, block_size, height, width)
+    return measure_masks(g, block_size, height, width, samples=check_positive_int(samples, "samples"), seed=seed,
+                         device=device, progress=progress)
+
+
+def measure_masks(gamma: float, block_size: int, height: int, width: int, *, samples: int, seed: int | None,
+                  device: str | torch.device, progress: Progress | None) -> MeanSE:
+    """:func:`measure_dropblock` at seed probability ``gamma``, for arguments already checked."""
+    bh, bw = min(block_size, height), min(block_size, width)
     gen = make_generator(seed, device)
-    acc = _Accumulator(height, width, per_unit)
+    acc = _Accumulator(height, width)
     for k in _chunks(samples, height, width):
-        keep, _ = block_keep_mask(k, height, width, bh, bw, g, device=device, generator=gen)
+        keep, _ = block_keep_mask(k, height, width, bh, bw, gamma, device=device, generator=gen)
         acc.add(~keep)
         if progress is not None:
             progress(k)
@@ -105,7 +89,7 @@ def load_function(spec: str) -> Callable:
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # any import failure is the user's environment, not a crash
-        raise ImplError(f"--impl {spec!r}: cannot import {module_name!r} ({_why(exc)}); is it installed?") from None
+        raise ImplError(f"--impl {spec!r}: cannot import {module_name!r} ({one_line(exc, with_type=True)}); is it installed?") from None
     fn = module
     for part in attr.split("."):
         fn = getattr(fn, part, None)
@@ -119,14 +103,22 @@ def load_function(spec: str) -> Callable:
 def measure_function(
     fn: Callable, p: float, block_size: int, height: int, width: int, *,
     samples: int, seed: int | None = 0, device: str | torch.device = "cpu",
-    per_unit: bool = False, progress: Progress | None = None, name: str = "the function",
-) -> Measurement:
+    progress: Progress | None = None, name: str = "the function",
+) -> MeanSE:
     """Measure the drop rate of ``fn(x, p, block_size)`` on ones of shape (k, 1, H, W): a unit counts as
     dropped where the output is 0. torch's global RNG is seeded with ``seed`` and restored afterwards."""
-    p = check_probability(p)
-    samples = check_positive_int(samples, "samples")
+    return measure_calls(fn, check_probability(p), check_positive_int(block_size, "block_size"),
+                         *check_map_size(height, width), samples=check_positive_int(samples, "samples"), seed=seed,
+                         device=device, progress=progress, name=name)
+
+
+def measure_calls(
+    fn: Callable, p: float, block_size: int, height: int, width: int, *,
+    samples: int, seed: int | None, device: str | torch.device, progress: Progress | None, name: str,
+) -> MeanSE:
+    """:func:`measure_function` for arguments already checked."""
     device = torch.device(device)
-    acc = _Accumulator(height, width, per_unit)
+    acc = _Accumulator(height, width)
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         if seed is not None:
@@ -136,7 +128,7 @@ def measure_function(
             try:
                 out = fn(x, p, block_size)
             except Exception as exc:
-                raise ImplError(f"{name} failed on a {height}x{width} map, block {block_size}: {_why(exc)}") from None
+                raise ImplError(f"{name} failed on a {height}x{width} map, block {block_size}: {one_line(exc, with_type=True)}") from None
             if not isinstance(out, torch.Tensor) or out.shape != x.shape:
                 raise ImplError(f"{name} must return a tensor of the input's shape {tuple(x.shape)}")
             acc.add(out[:, 0] == 0)

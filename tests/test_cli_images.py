@@ -6,20 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
-from dropblock.cli import app
-from dropblock.image_views import compare_figure, compare_on_image, default_block_size, draw_on_image, show_figure
+from clirun import run
+from dropblock.methods import compare_on_image, default_block_size, draw_on_image
 from dropblock.sampling import make_generator
+from dropblock.viz import compare_figure, show_figure
+from figures import axes_titled, black_agreement
 from stats import assert_close_se
-from test_viz import axes_titled, black_agreement
-
-runner = CliRunner()
-
-
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
 
 @pytest.fixture
 def photo(tmp_path) -> Path:
@@ -101,7 +94,7 @@ def test_compare_draws_three_methods_at_the_same_rate(photo, tmp_path):
     cutout = data["methods"][2]
     assert abs(cutout["expected_drop_rate"] - 0.15) < 0.01  # Cutout's side matched to the target
     img = pixels(photo)
-    summaries = compare_on_image(img, 0.15, block_size=default_block_size(180, 260), gamma="paper", seed=0)
+    summaries = compare_on_image(180, 260, 0.15, block_size=default_block_size(180, 260), gamma="paper", seed=0)
     fig = compare_figure(img, photo.name, summaries, 0.15)
     for s, row in zip(summaries, data["methods"]):
         assert row["realized_drop_rate"] == pytest.approx(s.draw.drop_rate)

@@ -4,17 +4,9 @@ import json
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from dropblock.cli import app
-from dropblock.models import build_model, layer_table
-
-runner = CliRunner()
-
-
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
+from clirun import run
+from dropblock.models import build_model
 
 def test_layers_json_matches_a_real_forward_pass():
     r = run("layers", "--json")

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from dropblock.gamma import (
-    clip_block, cutout_expected_drop_rate, cutout_length_for, cutout_probability_map, drop_probability_map,
-    drop_rate_from_counts, expected_drop_rate, gamma_exact, gamma_for, gamma_paper, linear_keep_prob, solve_gamma,
+    GAMMA_MODES, clip_block, clip_note, cutout_expected_drop_rate, cutout_length_for, cutout_probability_map,
+    drop_probability_map, drop_rate_from_counts, expected_drop_rate, gamma_exact, gamma_paper, linear_keep_prob,
+    resolve_gamma, solve_gamma,
 )
 
 
@@ -89,11 +90,21 @@ def test_bad_block_size_names_the_argument(bad):
         gamma_exact(0.1, bad, 14)
 
 
-def test_gamma_for_by_name():
-    assert gamma_for("paper", 0.1, 7, 14, 14) == gamma_paper(0.1, 7, 14)
-    assert gamma_for("exact", 0.1, 7, 14, 14) == gamma_exact(0.1, 7, 14)
-    with pytest.raises(ValueError, match="gamma must be"):
-        gamma_for("median", 0.1, 7, 14, 14)
+def test_resolve_gamma_by_name_or_value():
+    assert GAMMA_MODES == ("paper", "exact")
+    assert resolve_gamma("paper", 0.1, 7, 14, 14) == gamma_paper(0.1, 7, 14)
+    assert resolve_gamma("exact", 0.1, 7, 14, 14) == gamma_exact(0.1, 7, 14)
+    assert resolve_gamma(0.25, 0.1, 7, 14, 14) == 0.25
+    for bad in ("median", 1.5, -0.1):
+        with pytest.raises(ValueError, match="gamma must be 'paper', 'exact' or a probability"):
+            resolve_gamma(bad, 0.1, 7, 14, 14)
+
+
+def test_clip_note_is_one_wording_and_silent_when_the_block_fits():
+    assert clip_note(7, 14, 14) is None
+    assert clip_note(9, 7, 7) == "block 9 is larger than the 7x7 map: clipped to 7x7"
+    assert clip_note(400, 300, 451, " px", "image") == (
+        "block 400 px is larger than the 300x451 image (height x width): clipped to 300x400")
 
 
 def brute_force_cutout(n_holes, length, h, w):

@@ -1,26 +1,13 @@
-"""The CLI's common behaviour and `dropblock gamma`, through typer's test runner and the console script."""
+"""`dropblock gamma` and the one-line errors of bad input, through typer's test runner."""
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from dropblock.cli import app
+from clirun import run
 from dropblock.conventions import convention_drop_rates
-from dropblock.gamma import expected_drop_rate, gamma_exact, gamma_paper
+from dropblock.gamma import expected_drop_rate, gamma_exact
 from stats import assert_close_se
-
-runner = CliRunner()
-
-
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
 
 def test_gamma_json_has_the_documented_keys_and_right_values():
     r = run("gamma", "--feature-size", "14", "--block-size", "7", "--keep-prob", "0.9", "--samples", "60000", "--json")
@@ -105,53 +92,3 @@ def test_cuda_request_without_a_gpu_is_a_usage_error():
         pytest.skip("a GPU is present")
     r = run("gamma", "--device", "cuda")
     assert r.exit_code == 2 and "no CUDA device" in r.stderr
-
-
-HEAVY = ("torch", "matplotlib", "numpy", "PIL")
-
-
-@pytest.mark.parametrize("argv", [["--help"], ["gamma", "--help"], ["show", "--help"], ["compare", "--help"],
-                                  ["schedule", "--help"], ["layers", "--help"], []])
-def test_help_imports_neither_torch_nor_matplotlib(argv):
-    code = (
-        "import sys\n"
-        "from dropblock.cli import app\n"
-        "from typer.testing import CliRunner\n"
-        f"r = CliRunner().invoke(app, {argv!r})\n"
-        "assert r.exit_code == 0, r.output\n"
-        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]", out.stdout + out.stderr
-
-
-def test_shell_completion_imports_neither_torch_nor_matplotlib():
-    code = (
-        "import os, sys\n"
-        "os.environ.update({'_DROPBLOCK_COMPLETE': 'complete_bash', 'COMP_WORDS': 'dropblock gam', 'COMP_CWORD': '1'})\n"
-        "from dropblock.cli import app\n"
-        "try:\n    app(prog_name='dropblock')\nexcept SystemExit:\n    pass\n"
-        f"print('HEAVY', sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert "gamma" in out.stdout
-    assert "HEAVY []" in out.stdout, out.stdout + out.stderr
-
-
-def test_installed_console_script():
-    exe = shutil.which("dropblock", path=str(Path(sys.executable).parent)) or shutil.which("dropblock")
-    if exe is None:
-        pytest.skip("the console script is not installed (pip install -e .)")
-    out = subprocess.run([exe, "gamma", "--samples", "1000", "--json"], capture_output=True, text=True, env=os.environ)
-    assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["samples"] == 1000
-    bad = subprocess.run([exe, "gamma", "--block-size", "0"], capture_output=True, text=True)
-    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
-
-
-def test_help_shows_units_and_defaults_written_in_brackets():
-    r = run("show", "--help")
-    assert r.exit_code == 0
-    text = " ".join(r.stdout.replace("│", " ").split())
-    assert "in pixels of the input image [default: 1/8 of its shorter side]" in text
-    assert "[default: 150; 110 with --layer" in text

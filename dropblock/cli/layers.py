@@ -1,0 +1,177 @@
+"""``dropblock layers`` and the ``--layer`` runs of show and compare: a regularizer on one layer's feature
+maps of a pretrained CNN, with its effect on the prediction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from dropblock.cli.options import (
+    ProgressBar, fail, load_image_or_fail, note_if_clipped, resolve_device, save_or_fail,
+)
+from dropblock.cli.report import columns, key_value, mean_se, pct, print_json, stdout_console
+
+
+def layers(
+    model: str = typer.Option("efficientnet-lite0", "--model", help="efficientnet-lite0, resnet18 or resnet50."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list of {name, type, shape, dropblock_ok}."),
+) -> None:
+    """The layers --layer can pick: type, output shape (C x H x W) at a 224 input, where DropBlock makes sense."""
+    from dropblock.models import UnknownNameError, resolve_model
+
+    try:
+        name = resolve_model(model)
+    except UnknownNameError as e:
+        fail(str(e), 2)
+    from dropblock.models import layer_table
+
+    table = layer_table(name)
+    if as_json:
+        print_json([{"name": li.name, "type": li.type, "shape": list(li.shape), "dropblock_ok": li.dropblock_ok}
+                    for li in table])
+        return
+    rows = [[li.name, li.type, " x ".join(map(str, li.shape)), "✓" if li.dropblock_ok else "—"] for li in table]
+    stdout_console().print(columns(f"{name}: layers at a 224x224 input",
+                                   ["layer", "type", "output (C x H x W)", "DropBlock"], rows, right_from=2))
+
+
+@dataclass(frozen=True)
+class LayerRequest:
+    """What ``show --layer`` (one method) or ``compare --layer`` (all methods) asked for, checked by the
+    command: the image, the regularizers and their settings, the model and layer, and the output."""
+
+    image: Path
+    methods: tuple[str, ...]
+    p: float
+    block_size: Optional[int]
+    gamma_mode: str
+    seed: int
+    output: Path
+    dpi: int
+    as_json: bool
+    layer: str
+    model: str
+    weights: Optional[Path]
+    download: bool
+    samples: int
+    shared_channels: bool
+    device: str
+
+
+def _load_network(request: LayerRequest):
+    """(model name, layer name, network, device); exit 2 for unknown names or files, 1 for bad weights."""
+    from dropblock.models import UnknownNameError, resolve_layer, resolve_model
+
+    try:
+        model_name = resolve_model(request.model)
+        layer_name = resolve_layer(model_name, request.layer)
+    except UnknownNameError as e:
+        fail(str(e), 2)
+    if request.weights is not None and not request.weights.is_file():
+        fail(f"--weights {str(request.weights)!r}: no such file", 2)
+    device = resolve_device(request.device)
+    from dropblock.models import WeightsError, load_model
+
+    try:
+        net = load_model(model_name, weights=request.weights, download=request.download, device=device)
+    except WeightsError as e:
+        fail(str(e), 1)
+    return model_name, layer_name, net, device
+
+
+def run_on_layer(request: LayerRequest) -> None:
+    """Apply each requested method to the layer's output, ``request.samples`` masks each, then draw the
+    figure and print the table (or JSON)."""
+    model_name, layer_name, net, device = _load_network(request)
+    loaded = load_image_or_fail(request.image)
+    from dropblock.effect import layer_effect
+
+    b = request.block_size or 7
+    effects = []
+    n = request.samples * len(request.methods)
+    with ProgressBar(n, "masks through the network", show=n > 8) as bar:
+        for method in request.methods:
+            effects.append(layer_effect(net, model_name, loaded.pixels, layer_name, method, request.p, block_size=b,
+                                        gamma=request.gamma_mode, shared_channels=request.shared_channels,
+                                        samples=request.samples, seed=request.seed, device=device,
+                                        progress=bar.advance))
+    _, h, w = effects[0].feature_shape
+    if "dropblock" in request.methods:
+        note_if_clipped(b, h, w, what=f"map of {layer_name}")
+    from dropblock.viz import feature_compare_figure, feature_show_figure
+
+    name = loaded.path.name
+    one = len(effects) == 1
+    save_or_fail(feature_show_figure(effects[0], name) if one else feature_compare_figure(effects, name),
+                 request.output, request.dpi)
+    if request.as_json:
+        _print_layer_json(effects, request)
+    elif one:
+        stdout_console().print(_layer_show_table(effects[0], name, request.output))
+    else:
+        console = stdout_console()
+        console.print(_layer_compare_table(effects, name))
+        console.print(f"figure written to {request.output}")
+
+
+def _print_layer_json(effects, request: LayerRequest) -> None:
+    from dropblock.effect import effect_json
+
+    rows = [dict(effect_json(effect), output=str(request.output), seed=request.seed) for effect in effects]
+    if len(rows) == 1:
+        print_json(rows[0])
+        return
+    first = effects[0]
+    print_json({"drop_rate_target": request.p, "output": str(request.output), "seed": request.seed,
+                "model": first.model, "layer": first.layer, "feature_shape": list(first.feature_shape),
+                "methods": rows})
+
+
+def _prediction(pred) -> str:
+    return f"{pred.label} ({100 * pred.prob:.1f}%)"
+
+
+def _layer_show_table(effect, name: str, output: Path):
+    from dropblock.viz.labels import METHOD_LABELS, describe
+
+    c, h, w = effect.feature_shape
+    label = METHOD_LABELS[effect.method]
+    rows = [
+        ("image", name),
+        ("model / layer", f"{effect.model} / {effect.layer} ({c}x{h}x{w})"),
+        ("method", f"{label}: {describe(effect.method, effect.params, effect.gamma, unit='cells')}"),
+        ("target drop rate", pct(effect.p)),
+        ("gamma", "—" if effect.gamma is None else f"{effect.gamma:.6g}"),
+        ("expected drop rate", pct(effect.expected_drop_rate)),
+        ("realized drop rate", pct(effect.realized_drop_rate)),
+        ("top-1 before", _prediction(effect.predictions_before[0])),
+        ("top-1 after", _prediction(effect.predictions_after[0])),
+        ("KL(before ‖ after)", f"{effect.kl_divergence:.4g} nats"),
+    ]
+    if effect.samples > 1:
+        rows += [
+            (f"over {effect.samples} masks: drop rate", mean_se(effect.drop_rate)),
+            ("  KL(before ‖ after)", mean_se(effect.kl, percent=False) + " nats"),
+            (f"  P({effect.predictions_before[0].label}) after", mean_se(effect.prob_of_clean_top1, 1)),
+            ("  top-1 changed", mean_se(effect.top1_changed, 1)),
+        ]
+    rows.append(("output", str(output)))
+    return key_value(f"dropblock show --layer: {label}", rows)
+
+
+def _layer_compare_table(effects, name: str):
+    from dropblock.viz.labels import METHOD_LABELS, describe
+
+    first = effects[0]
+    c, h, w = first.feature_shape
+    top = first.predictions_before[0]
+    headers = ["method", "parameters", "expected", f"drop rate ({first.samples} masks)", f"P({top.label}) after",
+               "top-1 changed", "KL (nats)"]
+    rows = [[METHOD_LABELS[e.method], describe(e.method, e.params, e.gamma, unit="cells"), pct(e.expected_drop_rate),
+             mean_se(e.drop_rate), mean_se(e.prob_of_clean_top1, 1), mean_se(e.top1_changed, 0),
+             mean_se(e.kl, percent=False)] for e in effects]
+    title = f"{name} on {first.model} {first.layer} ({c}x{h}x{w}): before, {_prediction(top)}; target drop rate {pct(first.p)}"
+    return columns(title, headers, rows, right_from=2)

@@ -1,0 +1,182 @@
+"""Option parsing shared by the commands: checks that fail in one line, shared option declarations,
+the progress bar, and the steps every figure command takes (load the image, save the figure)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, NoReturn, Optional
+
+import typer
+
+from dropblock.cli.app import error_line
+from dropblock.cli.report import note, stderr_console
+
+GAMMA_HELP = "paper (Equation 1) or exact (expected drop rate = target)."
+METHOD_HELP = "dropblock, dropout or cutout."
+BLOCK_HELP = ("DropBlock block side: in pixels of the input image \\[default: 1/8 of its shorter side]; "
+              "with --layer, in feature-map units \\[default: 7, clipped to the map].")
+
+# Options that several commands share, declared once.
+KeepProbOpt = Annotated[Optional[float], typer.Option("--keep-prob", help="Target keep probability (1 - drop rate).")]
+BlockOpt = Annotated[Optional[int], typer.Option("--block-size", "-b", help=BLOCK_HELP, show_default=False)]
+DpiOpt = Annotated[Optional[int], typer.Option(
+    "--dpi", help="Resolution of raster figures \\[default: 150; 110 with --layer, whose figure is larger].",
+    show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of the table.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed: the same seed gives the same masks.")]
+LayerOpt = Annotated[Optional[str], typer.Option(
+    "--layer", "-l", help="Work on this layer's feature maps of a pretrained CNN (see `dropblock layers`).")]
+ModelOpt = Annotated[str, typer.Option("--model", help="CNN for --layer: efficientnet-lite0, resnet18 or resnet50.")]
+WeightsOpt = Annotated[Optional[Path], typer.Option(
+    "--weights", help="State-dict file for the model (resnets: torchvision checkpoints).")]
+DownloadOpt = Annotated[bool, typer.Option("--download", help="Allow downloading missing resnet weights through torch.hub.")]
+SharedOpt = Annotated[bool, typer.Option("--shared-channels", help="With --layer: one mask for all channels.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="With --layer: cpu, cuda or auto.")]
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print one error line and exit: code 2 for usage errors, 1 for failures."""
+    error_line(message)
+    raise typer.Exit(code)
+
+
+def drop_rate_from(drop_rate: Optional[float], keep_prob: Optional[float], default: float = 0.1) -> float:
+    """The target drop rate from --drop-rate or --keep-prob (not both), checked to be in [0, 1)."""
+    if drop_rate is not None and keep_prob is not None:
+        fail("give --drop-rate or --keep-prob, not both", 2)
+    if keep_prob is not None:
+        if not 0.0 < keep_prob <= 1.0:
+            fail(f"--keep-prob must be in (0, 1], got {keep_prob:g}", 2)
+        return 1.0 - keep_prob
+    p = default if drop_rate is None else drop_rate
+    if not 0.0 <= p < 1.0:
+        fail(f"--drop-rate must be in [0, 1), got {p:g}", 2)
+    return p
+
+
+def parse_size(text: str, option: str) -> tuple[int, int]:
+    """'14' -> (14, 14); '28x14' -> (28, 14) as (height, width)."""
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        values = [int(v) for v in parts]
+    except ValueError:
+        fail(f"{option} must be N or HxW with whole numbers, e.g. 14 or 28x14; got {text!r}", 2)
+    if len(values) not in (1, 2) or min(values) < 1:
+        fail(f"{option} must be N or HxW with numbers >= 1, e.g. 14 or 28x14; got {text!r}", 2)
+    return (values[0], values[-1])
+
+
+def check_positive(value: Optional[int], option: str, minimum: int = 1) -> None:
+    """Exit 2 unless ``value`` is None or at least ``minimum``."""
+    if value is not None and value < minimum:
+        fail(f"{option} must be >= {minimum}, got {value}", 2)
+
+
+def check_gamma_mode(gamma_mode: str) -> None:
+    """Exit 2 unless --gamma is one of the library's GAMMA_MODES."""
+    from dropblock.gamma import GAMMA_MODES
+
+    if gamma_mode not in GAMMA_MODES:
+        fail(f"--gamma must be {' or '.join(GAMMA_MODES)}, got {gamma_mode!r}", 2)
+
+
+def check_figure_options(gamma_mode: str, dpi: Optional[int], seed: int, method: Optional[str] = None) -> None:
+    """The options every mask figure command takes: --gamma, --dpi, --seed and, for show, --method."""
+    from dropblock.methods import METHODS
+
+    if method is not None and method not in METHODS:
+        fail(f"--method must be one of {', '.join(METHODS)}; got {method!r}", 2)
+    check_gamma_mode(gamma_mode)
+    check_positive(dpi, "--dpi", 10)
+    check_positive(seed, "--seed", 0)
+
+
+def resolve_device(name: str) -> str:
+    """'cpu', 'cuda' or 'auto' (cuda when available) -> a torch device string; exit 2 if cuda is missing."""
+    if name not in ("cpu", "cuda", "auto"):
+        fail(f"--device must be cpu, cuda or auto, got {name!r}", 2)
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        fail("--device cuda: no CUDA device is available here; use --device cpu", 2)
+    return name
+
+
+def check_output_path(path: Path, option: str, inputs: tuple[Path, ...] = ()) -> None:
+    """Refuse an output that would overwrite an input, has an unknown extension, or has no directory."""
+    if path.suffix.lower() not in (".png", ".svg", ".pdf"):
+        fail(f"{option} {str(path)!r}: the file must end in .png, .svg or .pdf", 2)
+    if path.is_dir():
+        fail(f"{option} {str(path)!r} is a directory; give a file name", 2)
+    if not path.resolve().parent.is_dir():
+        fail(f"{option} {str(path)!r}: directory {str(path.parent)!r} does not exist", 2)
+    for i in inputs:
+        if i.exists() and path.exists() and path.resolve() == i.resolve():
+            fail(f"{option} {str(path)!r} is the input image; choose another output file", 2)
+
+
+def default_output(image: Optional[Path], suffix: str) -> Path:
+    """``./IMAGE-SUFFIX.png`` in the working directory (``dropblock-SUFFIX.png`` without an image)."""
+    stem = image.stem if image is not None else "dropblock"
+    return Path.cwd() / f"{stem}-{suffix}.png"
+
+
+def load_image_or_fail(image: Path):
+    """The image as a LoadedImage; exit 1 with one line when it cannot be read. Notes go to stderr."""
+    from dropblock.images import ImageLoadError, load_image
+
+    try:
+        loaded = load_image(image)
+    except ImageLoadError as e:
+        fail(str(e), 1)
+    for text in loaded.notes:
+        stderr_console().print(f"[dim]note: {text}[/dim]")
+    return loaded
+
+
+def save_or_fail(fig, path: Path, dpi: int = 150) -> None:
+    """Write ``fig`` atomically; exit 1 with one line when it cannot be written."""
+    from dropblock.viz import save_figure
+
+    try:
+        save_figure(fig, path, dpi=dpi)
+    except (OSError, ValueError) as e:
+        fail(f"cannot write {str(path)!r}: {e}", 1)
+
+
+def note_if_clipped(block_size: int, height: int, width: int, unit: str = "", what: str = "map") -> None:
+    """The one "block clipped" line (:func:`dropblock.gamma.clip_note`) on stderr, when the block does not fit."""
+    from dropblock.gamma import clip_note
+
+    text = clip_note(block_size, height, width, unit, what)
+    if text is not None:
+        note(text)
+
+
+class ProgressBar:
+    """A rich progress bar on stderr, shown only for work that takes more than a moment."""
+
+    def __init__(self, total: int, description: str, show: bool) -> None:
+        self.progress = None
+        if show and total > 0:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TimeRemainingColumn(), console=stderr_console(), transient=True)
+            self.task = self.progress.add_task(description, total=total)
+
+    def __enter__(self):
+        if self.progress is not None:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def advance(self, n: int) -> None:
+        """Count ``n`` more units of work done."""
+        if self.progress is not None:
+            self.progress.advance(self.task, n)
