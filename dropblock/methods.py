@@ -9,6 +9,7 @@ and sizes are in pixels: the regularizer removes regions.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 
@@ -41,10 +42,10 @@ class MaskDraw:
     expected_drop_rate: float
     params: dict = field(default_factory=dict)
 
-    @property
+    @cached_property
     def drop_rate(self) -> float:
-        """Realized fraction dropped in this draw."""
-        return 1.0 - self.keep.float().mean().item()
+        """Realized fraction dropped in this draw (counted once, without a float copy of the mask)."""
+        return 1.0 - int(torch.count_nonzero(self.keep)) / self.keep.numel()
 
 
 def draw_mask(
