@@ -84,31 +84,31 @@ def audit_gamma(
     )
 
 
-def audit_json(a: GammaAudit) -> dict:
+def audit_json(audit: GammaAudit) -> dict:
     """The audit as plain JSON-able data (None for what was not measured or is unsupported)."""
-    m = a.measured
+    measured = audit.measured
     return {
-        "drop_rate_target": a.p,
-        "keep_prob": 1.0 - a.p,
-        "feature_size": [a.height, a.width],
-        "block_size": a.block_size,
-        "block": list(a.block),
-        "gamma_mode": a.gamma_mode,
-        "gamma": a.gamma,
-        "gamma_paper": a.gamma_paper,
-        "gamma_exact": a.gamma_exact,
-        "expected_drop_rate": a.expected_drop_rate,
-        "expected_drop_rate_paper_gamma": a.expected_drop_rate_paper,
-        "empirical_drop_rate": None if m is None else m.mean,
-        "empirical_se": None if m is None else m.se,
-        "samples": 0 if m is None else m.n,
-        "conventions": {c.name: c.drop_rate for c in a.conventions},
-        "convention_gammas": {c.name: c.gamma for c in a.conventions},
-        "convention_notes": {c.name: c.note for c in a.conventions if c.note},
+        "drop_rate_target": audit.p,
+        "keep_prob": 1.0 - audit.p,
+        "feature_size": [audit.height, audit.width],
+        "block_size": audit.block_size,
+        "block": list(audit.block),
+        "gamma_mode": audit.gamma_mode,
+        "gamma": audit.gamma,
+        "gamma_paper": audit.gamma_paper,
+        "gamma_exact": audit.gamma_exact,
+        "expected_drop_rate": audit.expected_drop_rate,
+        "expected_drop_rate_paper_gamma": audit.expected_drop_rate_paper,
+        "empirical_drop_rate": None if measured is None else measured.mean,
+        "empirical_se": None if measured is None else measured.se,
+        "samples": 0 if measured is None else measured.n,
+        "conventions": {conv.name: conv.drop_rate for conv in audit.conventions},
+        "convention_gammas": {conv.name: conv.gamma for conv in audit.conventions},
+        "convention_notes": {conv.name: conv.note for conv in audit.conventions if conv.note},
         "impls": {
-            r.spec: {"empirical_drop_rate": r.measurement.mean, "empirical_se": r.measurement.se,
-                     "samples": r.measurement.n}
-            for r in a.impls
+            impl.spec: {"empirical_drop_rate": impl.measurement.mean, "empirical_se": impl.measurement.se,
+                     "samples": impl.measurement.n}
+            for impl in audit.impls
         },
     }
 

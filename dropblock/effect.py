@@ -272,8 +272,8 @@ def _predictions_json(predictions: list[Prediction]) -> list[dict]:
     return [{"index": q.index, "label": q.label, "prob": q.prob} for q in predictions]
 
 
-def effect_json(e: LayerEffect) -> dict:
-    """A JSON-ready dict of ``e`` (no arrays; the CLI adds ``seed``).
+def effect_json(effect: LayerEffect) -> dict:
+    """A JSON-ready dict of ``effect`` (no arrays; the CLI adds ``seed``).
 
     Keys: method, params, drop_rate_target, gamma, expected_drop_rate, realized_drop_rate,
     scale, model, layer, feature_shape [C, H, W], predictions_before, predictions_after (lists
@@ -282,27 +282,27 @@ def effect_json(e: LayerEffect) -> dict:
     top1_before_prob_after_stats, top1_changed_fraction_stats, top1_after_prob_stats.
     """
     out = {
-        "method": e.method,
-        "params": dict(e.params),
-        "drop_rate_target": e.p,
-        "gamma": e.gamma,
-        "expected_drop_rate": e.expected_drop_rate,
-        "realized_drop_rate": e.realized_drop_rate,
-        "scale": e.scale,
-        "model": e.model,
-        "layer": e.layer,
-        "feature_shape": list(e.feature_shape),
-        "predictions_before": _predictions_json(e.predictions_before),
-        "predictions_after": _predictions_json(e.predictions_after),
-        "kl_divergence": e.kl_divergence,
-        "samples": e.samples,
+        "method": effect.method,
+        "params": dict(effect.params),
+        "drop_rate_target": effect.p,
+        "gamma": effect.gamma,
+        "expected_drop_rate": effect.expected_drop_rate,
+        "realized_drop_rate": effect.realized_drop_rate,
+        "scale": effect.scale,
+        "model": effect.model,
+        "layer": effect.layer,
+        "feature_shape": list(effect.feature_shape),
+        "predictions_before": _predictions_json(effect.predictions_before),
+        "predictions_after": _predictions_json(effect.predictions_after),
+        "kl_divergence": effect.kl_divergence,
+        "samples": effect.samples,
     }
-    if e.samples > 1:
+    if effect.samples > 1:
         out.update({
-            "realized_drop_rate_stats": e.drop_rate.as_dict(),
-            "kl_divergence_stats": e.kl.as_dict(),
-            "top1_before_prob_after_stats": e.prob_of_clean_top1.as_dict(),
-            "top1_changed_fraction_stats": e.top1_changed.as_dict(),
-            "top1_after_prob_stats": e.prob_of_top1_after.as_dict(),
+            "realized_drop_rate_stats": effect.drop_rate.as_dict(),
+            "kl_divergence_stats": effect.kl.as_dict(),
+            "top1_before_prob_after_stats": effect.prob_of_clean_top1.as_dict(),
+            "top1_changed_fraction_stats": effect.top1_changed.as_dict(),
+            "top1_after_prob_stats": effect.prob_of_top1_after.as_dict(),
         })
     return out

@@ -197,8 +197,8 @@ def figure_compare(
     return fig
 
 
-def _seed_centres(d) -> np.ndarray | None:
-    return None if d.centres is None or d.method != "dropblock" else d.centres.cpu().numpy()
+def _seed_centres(draw) -> np.ndarray | None:
+    return None if draw.centres is None or draw.method != "dropblock" else draw.centres.cpu().numpy()
 
 
 def show_figure(image: np.ndarray, name: str, draw, p: float, dpi: float = DEFAULT_DPI) -> Figure:

@@ -107,12 +107,12 @@ def check_keep(keep: np.ndarray, shape: tuple[int, int], what: str = "keep") -> 
     return keep.astype(bool, copy=False)
 
 
-def check_map(a: np.ndarray, what: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
-    a = np.asarray(a, dtype=np.float64)
-    if a.ndim != 2 or (shape is not None and a.shape != tuple(shape)):
+def check_map(values: np.ndarray, what: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 2 or (shape is not None and values.shape != tuple(shape)):
         want = f"{tuple(shape)}" if shape is not None else "(h, w)"
-        raise ValueError(f"{what} must be {want}, got {a.shape}")
-    return a
+        raise ValueError(f"{what} must be {want}, got {values.shape}")
+    return values
 
 
 def check_seeds(seeds: np.ndarray | None) -> np.ndarray | None:
