@@ -1,0 +1,170 @@
+"""dropblock.models.hooks (via forward_many): editing any module's output of any model.
+
+The hook path must give what a plain forward hook gives, whether or not it reuses the prefix,
+and the same logits as the built-ins' stepped path.
+"""
+
+import pytest
+import torch
+from torch import nn
+
+import dropblock.models as M
+import dropblock.models.hooks as H
+from dropblock.models.errors import LayerError, ModelLoadError
+
+
+def masker(seed: int, p: float = 0.5):
+    def edit(f):
+        g = torch.Generator().manual_seed(seed)
+        keep = (torch.rand(f.shape[-2:], generator=g) > p).to(f.dtype)
+        return f * keep / (1 - p)
+    return edit
+
+
+@pytest.fixture(scope="module")
+def r18():
+    torch.manual_seed(0)
+    return M.build_model("resnet18")
+
+
+@pytest.fixture(scope="module")
+def lite():
+    return M.load_model("efficientnet-lite0")  # pretrained: random init barely reacts to edits
+
+
+@pytest.fixture(scope="module")
+def x():
+    return torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(1))
+
+
+def hooked_logits(model, x, layer, edit):
+    """The reference: a forward hook returning edit(output), one image at a time."""
+    handle = model.get_submodule(layer).register_forward_hook(lambda m, a, out: edit(out))
+    try:
+        with torch.no_grad():
+            return model(x)
+    finally:
+        handle.remove()
+
+
+@pytest.fixture
+def reruns(monkeypatch):
+    """Records, per batch, whether the rerun reused the prefix."""
+    seen = []
+    real = H._rerun
+
+    def spy(model, x, target, edited, reuse):
+        seen.append(bool(reuse))
+        return real(model, x, target, edited, reuse)
+
+    monkeypatch.setattr(H, "_rerun", spy)
+    return seen
+
+
+@pytest.mark.parametrize("model_name,layer", [
+    ("efficientnet-lite0", "stem"), ("efficientnet-lite0", "blocks.3"),
+    ("efficientnet-lite0", "blocks.11"), ("efficientnet-lite0", "head"),
+    ("resnet18", "stem"), ("resnet18", "layer2"), ("resnet18", "layer3.1"), ("resnet18", "layer4"),
+])
+def test_hooks_and_steps_agree_on_the_builtins(model_name, layer, lite, r18, x, reruns):
+    model = lite if model_name == "efficientnet-lite0" else r18
+    edits = [masker(s) for s in range(5)]
+    steps = M.forward_many(model, x, layer, edits, batch_size=3, via="steps", keep_features=True)
+    hooks = M.forward_many(model, x, layer, edits, batch_size=3, via="hooks", keep_features=True)
+    assert hooks.layer == steps.layer == layer
+    assert torch.equal(hooks.feature_before, steps.feature_before)
+    assert torch.equal(hooks.features_after, steps.features_after)
+    assert torch.allclose(hooks.logits_before, steps.logits_before, atol=1e-6, rtol=1e-6)
+    assert torch.allclose(hooks.logits_after, steps.logits_after, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(hooks.logits_after[0], hooks.logits_before[0], atol=1e-4)
+    assert reruns == [True, True]  # both batches reused the prefix
+
+
+@pytest.mark.parametrize("layer", [
+    "layer3.0.conv2",            # a convolution inside a residual block
+    "layer3.0.bn1",              # followed by an in-place ReLU
+    "layer3.0.downsample",       # the skip connection
+    "layer2.1.bn2", "maxpool", "conv1",
+])
+def test_any_module_equals_a_forward_hook(r18, x, layer, reruns):
+    edits = [masker(s) for s in range(4)]
+    run = M.forward_many(r18, x, layer, edits, batch_size=4)
+    assert run.layer == layer and reruns == [layer != "conv1"]  # the first module: nothing to reuse
+    for i, edit in enumerate(edits):
+        want = hooked_logits(r18, x, layer, edit)
+        assert torch.allclose(run.logits_after[i], want[0], atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        assert torch.allclose(run.logits_before, r18(x), atol=1e-6, rtol=1e-6)
+
+
+class InPlaceOnReused(nn.Module):
+    """Edits a finished module's output in place after the target ran: reuse must not see it."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = nn.Conv2d(3, 4, 3, padding=1)
+        self.target = nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x):
+        a = self.a(x)
+        t = self.target(a)
+        a.mul_(2)   # in place on a map the rerun would reuse as a stride-0 view
+        return self.fc(torch.cat([a, t], 1).mean((2, 3)))
+
+
+def test_in_place_edit_of_a_reused_map_falls_back_to_a_plain_rerun(reruns):
+    model = InPlaceOnReused().eval()
+    x = torch.randn(1, 3, 8, 8)
+    edits = [masker(s) for s in range(3)]
+    run = M.forward_many(model, x, "target", edits)
+    assert reruns == [True, False]  # reuse raised, the plain rerun answered
+    for i, edit in enumerate(edits):
+        assert torch.allclose(run.logits_after[i], hooked_logits(model, x, "target", edit)[0],
+                              atol=1e-6)
+
+
+class SharedAct(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.c1, self.c2 = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3)
+        self.act = nn.ReLU()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(self.act(self.c2(self.act(self.c1(x)))).mean((2, 3)))
+
+
+def test_layer_errors_name_nearby_layers():
+    model = SharedAct().eval()
+    x = torch.randn(1, 3, 10, 10)
+    with pytest.raises(LayerError) as exc:
+        M.forward_many(model, x, "act", [lambda f: f])
+    assert "runs 2 times in one forward pass" in str(exc.value)
+    assert "layers near it that run once: c1, c2" in str(exc.value)
+    with pytest.raises(LayerError, match=r"'fc' of SharedAct outputs shape \(1, 3\), not an"):
+        M.forward_many(model, x, "fc", [lambda f: f])
+    with pytest.raises(M.UnknownNameError) as exc:
+        M.forward_many(model, x, "c22", [lambda f: f])
+    assert exc.value.close == ["c2"]
+
+
+def test_not_logits_and_bad_edits():
+    with pytest.raises(ModelLoadError, match=r"returns shape \(1, 4, 8, 8\) for one image"):
+        M.forward_many(nn.Sequential(nn.Conv2d(3, 4, 3)), torch.randn(1, 3, 10, 10), "0",
+                       [lambda f: f])
+    model = SharedAct().eval()
+    with pytest.raises(ValueError, match="edit must return"):
+        M.forward_many(model, torch.randn(1, 3, 10, 10), "c1", [lambda f: f[:, :2]])
+    with pytest.raises(ValueError, match="via='steps' needs a built-in"):
+        M.forward_many(model, torch.randn(1, 3, 10, 10), "c1", [lambda f: f], via="steps")
+
+
+def test_model_mode_restored_and_loaded_model_accepted(tmp_path):
+    model = SharedAct().train()
+    loaded = M.LoadedModel(model, "shared", M.Preprocessing(12, 10, 2, 255.0, (0, 0, 0), (1, 1, 1)),
+                           ("a", "b", "c"), "own code")
+    run = M.forward_many(loaded, torch.randn(1, 3, 10, 10), "c2", [lambda f: f * 0])
+    assert model.training and run.logits_after.shape == (1, 3)
