@@ -98,11 +98,13 @@ def test_any_module_equals_a_forward_hook(r18, x, layer, reruns):
 
 
 class InPlaceOnReused(nn.Module):
-    """Edits a finished module's output in place after the target ran: reuse must not see it."""
+    """Edits a finished module's output in place after the target ran (always, or only in
+    batches, where the reused map is a stride-0 view that cannot be written)."""
 
-    def __init__(self):
+    def __init__(self, batched_only: bool):
         super().__init__()
         torch.manual_seed(0)
+        self.batched_only = batched_only
         self.a = nn.Conv2d(3, 4, 3, padding=1)
         self.target = nn.Conv2d(4, 4, 3, padding=1)
         self.fc = nn.Linear(8, 5)
@@ -110,19 +112,23 @@ class InPlaceOnReused(nn.Module):
     def forward(self, x):
         a = self.a(x)
         t = self.target(a)
-        a.mul_(2)   # in place on a map the rerun would reuse as a stride-0 view
+        if x.shape[0] > 1 or not self.batched_only:
+            a.mul_(2)
         return self.fc(torch.cat([a, t], 1).mean((2, 3)))
 
 
-def test_in_place_edit_of_a_reused_map_falls_back_to_a_plain_rerun(reruns):
-    model = InPlaceOnReused().eval()
+@pytest.mark.parametrize("batched_only,used", [(False, [False]), (True, [True, False])])
+def test_in_place_edits_of_finished_maps_stay_exact(batched_only, used, reruns):
+    """Edited in the clean pass too: not reused. Edited only in batches: the reuse raises and the
+    batch is rerun without it."""
+    model = InPlaceOnReused(batched_only).eval()
     x = torch.randn(1, 3, 8, 8)
     edits = [masker(s) for s in range(3)]
     run = M.forward_many(model, x, "target", edits)
-    assert reruns == [True, False]  # reuse raised, the plain rerun answered
+    assert reruns == used
     for i, edit in enumerate(edits):
-        assert torch.allclose(run.logits_after[i], hooked_logits(model, x, "target", edit)[0],
-                              atol=1e-6)
+        want = hooked_logits(model, x.repeat(2, 1, 1, 1), "target", edit)[0]  # a batch, as the run
+        assert torch.allclose(run.logits_after[i], want, atol=1e-6)
 
 
 class SharedAct(nn.Module):
@@ -168,3 +174,37 @@ def test_model_mode_restored_and_loaded_model_accepted(tmp_path):
                            ("a", "b", "c"), "own code")
     run = M.forward_many(loaded, torch.randn(1, 3, 10, 10), "c2", [lambda f: f * 0])
     assert model.training and run.logits_after.shape == (1, 3)
+
+
+class StemWithGlue(nn.Module):
+    """bn then an in-place ReLU, with (read_between) or without code reading bn's map in between."""
+
+    def __init__(self, read_between: bool):
+        super().__init__()
+        torch.manual_seed(0)
+        self.read_between = read_between
+        self.conv, self.bn, self.relu = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(inplace=True)
+        self.bn.running_mean.fill_(0.3)  # so the ReLU changes something
+        self.target = nn.Conv2d(4, 4, 3)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        y = self.bn(self.conv(x))
+        side = y.mean((2, 3)) if self.read_between else x.new_zeros(x.shape[0], 4)
+        y = self.relu(y)
+        return self.fc(torch.cat([self.target(y).mean((2, 3)), side], 1))
+
+
+@pytest.mark.parametrize("read_between", [False, True])
+def test_a_map_edited_in_place_by_the_next_call_is_reused_only_if_unread(read_between):
+    model = StemWithGlue(read_between).eval()
+    x = torch.randn(1, 3, 10, 10)
+    with torch.no_grad():
+        clean = H.clean_pass(model, x, "target", "m")
+    assert sorted(name for name, _ in clean.reuse) == (["conv", "relu"] if read_between
+                                                      else ["bn", "conv", "relu"])
+    edits = [masker(s) for s in range(3)]
+    run = M.forward_many(model, x, "target", edits)
+    for i, edit in enumerate(edits):
+        assert torch.allclose(run.logits_after[i], hooked_logits(model, x, "target", edit)[0],
+                              atol=1e-6)

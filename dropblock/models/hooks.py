@@ -1,9 +1,10 @@
 """Editing one module's output in any model, N edits at a time, through forward hooks.
 
-A clean pass runs the model once on the image, records every module call
-(:class:`~dropblock.models.trace.CallRecorder`), keeps the target module's output and, at the
-moment the target starts, a copy of the output of each finished call that fed it: the outermost
-calls, inside the target's ancestors, that returned a (1, C, H, W) map not edited in place since.
+A clean pass runs the model once on the image, records the calls of the target, its ancestors
+and their children (:class:`~dropblock.models.trace.CallRecorder`), keeps the target module's
+output and, at the moment the target starts, a copy of the output of each finished call that fed
+it: the outermost recorded calls, inside the target's ancestors, that returned a (1, C, H, W) map
+not edited in place since.
 
 Each batch of N edited maps then reruns the model on N copies of the image (the batch dimension
 of a stride-0 view) with the target's ``forward`` replaced by "return the edited maps" and each
@@ -22,9 +23,11 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_leaves
 
 from .errors import ModelLoadError, one_line
-from .layers import check_logits, not_a_map, trace_of
+from .layers import check_logits, not_a_map, trace_model
 from .trace import Call, CallRecorder, is_map
 
 
@@ -35,7 +38,7 @@ class CleanPass:
     Attributes:
         logits: (1, K) output.
         feature: (1, C, H, W) copy of the target's output.
-        reuse: (module name, call index) -> (saved (1, C, H, W) output, calls nested inside).
+        reuse: (module name, call index) -> (its (1, C, H, W) output, calls nested inside).
         totals: calls per module name in the whole pass.
     """
 
@@ -46,8 +49,56 @@ class CleanPass:
 
 
 def _reusable(call: Call) -> bool:
+    """The call's map is as it returned it, or as the in-place call that absorbed it left it
+    (``bn`` then ``ReLU(inplace=True)``: both stand in with the ReLU's map)."""
     out = call.output
-    return call.done and is_map(out) and out._version == call.version
+    if not (call.done and is_map(out)):
+        return False
+    if out._version == call.version:
+        return True
+    taker = call.absorbed_by
+    return taker is not None and taker.output is out and out._version == taker.version
+
+
+class _Reads(TorchFunctionMode):
+    """Records the ids of the tensors that torch functions get while it is on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[int] = set()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        kwargs = kwargs or {}
+        self.seen.update(id(t) for t in tree_leaves((args, kwargs)) if torch.is_tensor(t))
+        return func(*args, **kwargs)
+
+
+class _Glue:
+    """Watches the code between one recorded call's return and the next call's start, to find
+    a map that the next call edits in place with nothing else reading it first."""
+
+    def __init__(self) -> None:
+        self.owner: Call | None = None
+        self.reads: _Reads | None = None
+        self.taker: tuple[Call, Call] | None = None  # (owner, the call right after it)
+
+    def close(self, starting: Call | None) -> None:
+        if self.reads is not None:
+            self.reads.__exit__(None, None, None)
+            if starting is not None and id(self.owner.output) not in self.reads.seen:
+                self.taker = (self.owner, starting)
+        self.owner = self.reads = None
+
+    def ended(self, call: Call, output: object) -> None:
+        self.close(None)
+        if self.taker is not None and self.taker[1] is call:
+            owner = self.taker[0]
+            if output is owner.output:
+                owner.absorbed_by = call
+        self.taker = None
+        if call.output is not None and is_map(call.output):
+            self.owner, self.reads = call, _Reads()
+            self.reads.__enter__()
 
 
 def _plan(stack: Sequence[Call]) -> dict[tuple[str, int], tuple[torch.Tensor, Counter[str]]]:
@@ -58,40 +109,68 @@ def _plan(stack: Sequence[Call]) -> dict[tuple[str, int], tuple[torch.Tensor, Co
         call = todo.pop()
         if _reusable(call):
             nested = Counter(c.name for c in call.descendants())
-            reuse[(call.name, call.index)] = (call.output.clone(), nested)
+            reuse[(call.name, call.index)] = (call.output, nested)
         else:
             todo.extend(call.children)
     return reuse
 
 
+def _watch(model: nn.Module, target: str) -> set[str]:
+    """The modules worth recording: the target, its ancestors by name, and their children (the
+    children of a ModuleList/ModuleDict, which is never called itself, count as its parent's)."""
+    parts = target.split(".")
+    ancestors = {".".join(parts[:i]) for i in range(len(parts) + 1)}
+    watch = set(ancestors)
+    todo = [(name, model.get_submodule(name)) for name in ancestors if name != target]
+    while todo:
+        name, module = todo.pop()
+        for child, sub in module.named_children():
+            full = f"{name}.{child}" if name else child
+            watch.add(full)
+            if isinstance(sub, (nn.ModuleList, nn.ModuleDict)):
+                todo.append((full, sub))
+    return watch
+
+
 def clean_pass(model: nn.Module, x: torch.Tensor, target: str, model_name: str) -> CleanPass:
-    """Run ``model`` (eval mode, no grad: the caller's job) on ``x`` (1, 3, H, W) once.
+    """Run ``model`` (eval mode, no grad: the caller's job) on ``x`` (1, 3, H, W) once, recording
+    the calls of the target, its ancestors and their children (see :func:`_watch`).
 
     Raises:
         LayerError: the target does not run exactly once or its output is not a (1, C, H, W) map.
         ModelLoadError: the forward pass raised, or its output is not (1, classes) logits.
     """
     found: dict[str, object] = {}
+    glue = _Glue()
 
     def on_start(call: Call) -> None:
+        glue.close(call if rec.keep_outputs else None)
         if call.name == target and call.index == 0:
             found["reuse"] = _plan(rec.stack)
+            found["versions"] = {k: v[0]._version for k, v in found["reuse"].items()}
             rec.drop_all_outputs()
 
     def on_end(call: Call, output: object) -> None:
+        if rec.keep_outputs:
+            glue.ended(call, output)
         if call.name == target and call.index == 0 and is_map(output):
             found["feature"] = output.clone()
 
-    with CallRecorder(model, keep_outputs=True, on_start=on_start, on_end=on_end) as rec:
+    with CallRecorder(model, keep_outputs=True, names=_watch(model, target), on_start=on_start,
+                      on_end=on_end) as rec:
         try:
             logits = model(x)
         except Exception as exc:
             raise ModelLoadError(f"a forward pass of {model_name} failed: {one_line(exc)}") from exc
+        finally:
+            glue.close(None)
     if rec.counts[target] != 1 or "feature" not in found:
-        raise not_a_map(target, trace_of(rec, logits), model_name)
+        raise not_a_map(target, trace_model(model, x.shape[-1]), model_name)
     check_logits(tuple(logits.shape) if torch.is_tensor(logits) else None,
                  type(logits).__name__, model_name)
-    return CleanPass(logits, found["feature"], found["reuse"], rec.counts.copy())
+    versions = found["versions"]  # a map edited in place after the target ran is not reused
+    reuse = {k: v for k, v in found["reuse"].items() if v[0]._version == versions[k]}
+    return CleanPass(logits, found["feature"], reuse, rec.counts.copy())
 
 
 class _Patched:

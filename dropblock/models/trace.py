@@ -31,6 +31,8 @@ class Call:
         output_type: the output's type name (``"Tensor"``, ``"tuple"`` ...).
         output: the output itself, kept only while the recorder keeps outputs.
         version: the output tensor's version counter at return (in-place edits bump it).
+        absorbed_by: the next recorded call, when it edited this output in place and returned
+            it, and no torch op read it in between (set by :mod:`dropblock.models.hooks`).
     """
 
     name: str
@@ -43,6 +45,7 @@ class Call:
     output_type: str = ""
     output: object = None
     version: int | None = None
+    absorbed_by: Call | None = None
 
     def descendants(self) -> list[Call]:
         """Every call nested inside this one."""
@@ -65,16 +68,19 @@ class CallRecorder:
 
     Args:
         model: any module.
+        names: hook only these ``named_modules`` names (None: all). Calls of other modules go
+            unrecorded; a recorded call's parent is then the innermost recorded call around it.
         keep_outputs: keep references to outputs of calls (dropped again for the children of a
             call that returned a (1, C, H, W) map, so only the outermost such maps stay).
         on_start: called with each call as it starts (already in ``calls`` and ``stack``).
         on_end: called with each call as it returns (``shape``/``output`` filled in).
     """
 
-    def __init__(self, model: nn.Module, keep_outputs: bool = False,
+    def __init__(self, model: nn.Module, keep_outputs: bool = False, names: set[str] | None = None,
                  on_start: Callable[[Call], None] | None = None,
                  on_end: Callable[[Call, object], None] | None = None) -> None:
         self.model = model
+        self.names = names
         self.keep_outputs = keep_outputs
         self.on_start, self.on_end = on_start, on_end
         self.calls: list[Call] = []
@@ -84,6 +90,8 @@ class CallRecorder:
 
     def __enter__(self) -> CallRecorder:
         for name, module in self.model.named_modules():
+            if self.names is not None and name not in self.names:
+                continue
             self._handles.append(module.register_forward_pre_hook(self._pre(name)))
             self._handles.append(module.register_forward_hook(self._post()))
         return self
