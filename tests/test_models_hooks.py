@@ -6,19 +6,12 @@ and the same logits as the built-ins' stepped path.
 
 import pytest
 import torch
+from edits import hooked_logits, masker
 from torch import nn
 
 import dropblock.models as M
 import dropblock.models.hooks as H
 from dropblock.models.errors import LayerError, ModelLoadError
-
-
-def masker(seed: int, p: float = 0.5):
-    def edit(f):
-        g = torch.Generator().manual_seed(seed)
-        keep = (torch.rand(f.shape[-2:], generator=g) > p).to(f.dtype)
-        return f * keep / (1 - p)
-    return edit
 
 
 @pytest.fixture(scope="module")
@@ -35,16 +28,6 @@ def lite():
 @pytest.fixture(scope="module")
 def x():
     return torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(1))
-
-
-def hooked_logits(model, x, layer, edit):
-    """The reference: a forward hook returning edit(output), one image at a time."""
-    handle = model.get_submodule(layer).register_forward_hook(lambda m, a, out: edit(out))
-    try:
-        with torch.no_grad():
-            return model(x)
-    finally:
-        handle.remove()
 
 
 @pytest.fixture

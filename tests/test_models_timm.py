@@ -6,6 +6,7 @@ Random-init models with saved state dicts stand in for pretrained weights, so no
 import pytest
 import torch
 
+from edits import hooked_logits
 from integration import require
 
 timm = require("timm")
@@ -62,10 +63,7 @@ def test_edits_and_paper_placement(r18, tmp_path):
     x = torch.randn(1, 3, 64, 64)
     edit = lambda f: f.flip(-1)  # noqa: E731
     run = M.forward_many(loaded, x, "layer2.0.conv1", [edit])
-    handle = r18.layer2[0].conv1.register_forward_hook(lambda m, a, out: edit(out))
-    with torch.no_grad():
-        want = r18(x)
-    handle.remove()
+    want = hooked_logits(r18, x, "layer2.0.conv1", edit)
     assert torch.allclose(run.logits_after, want, atol=1e-5, rtol=1e-5)
     blocks = add_dropblock(loaded.module, ["layer[34].*.bn[12]", "layer[34].*.downsample"],
                            p=0.2, block_size=3)

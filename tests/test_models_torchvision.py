@@ -8,6 +8,7 @@ import pathlib
 import pytest
 import torch
 
+from edits import hooked_logits
 from integration import require
 
 torchvision = require("torchvision")
@@ -56,10 +57,7 @@ def test_safetensors_and_editing_inside_a_residual_block(r18, tmp_path):
     x = torch.randn(1, 3, 64, 64)
     edit = lambda f: f * (torch.arange(f.shape[-1]) % 2).to(f.dtype)  # noqa: E731
     run = M.forward_many(loaded, x, "layer3.0.conv2", [edit, lambda f: f])
-    handle = r18.layer3[0].conv2.register_forward_hook(lambda m, a, out: edit(out))
-    with torch.no_grad():
-        want = r18(x)
-    handle.remove()
+    want = hooked_logits(r18, x, "layer3.0.conv2", edit)
     assert torch.allclose(run.logits_after[0], want[0], atol=1e-5, rtol=1e-5)
     assert torch.allclose(run.logits_after[1], run.logits_before[0], atol=1e-5, rtol=1e-5)
     assert loaded.layer("layer3.0.conv2").shape == (256, 4, 4)
