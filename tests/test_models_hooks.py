@@ -191,3 +191,21 @@ def test_a_map_edited_in_place_by_the_next_call_is_reused_only_if_unread(read_be
     for i, edit in enumerate(edits):
         assert torch.allclose(run.logits_after[i], hooked_logits(model, x, "target", edit)[0],
                               atol=1e-6)
+
+
+class OneImageOnly(SharedAct):
+    def forward(self, x):
+        if x.shape[0] > 1:
+            raise RuntimeError("batches not supported")
+        return super().forward(x)
+
+
+def test_forwards_are_restored_even_when_the_rerun_fails():
+    model = OneImageOnly().eval()
+    forwards = {name: m.forward for name, m in model.named_modules()}
+    with pytest.raises(ZeroDivisionError):  # an edit's own error reaches the caller
+        M.forward_many(model, torch.randn(1, 3, 10, 10), "c2", [lambda f: 1 / 0 * f])
+    with pytest.raises(ModelLoadError, match="with c2 edited failed: RuntimeError: batches not"):
+        M.forward_many(model, torch.randn(1, 3, 10, 10), "c2", [lambda f: f, lambda f: f])
+    assert all("forward" not in m.__dict__ for m in model.modules())
+    assert {name: m.forward for name, m in model.named_modules()} == forwards

@@ -180,18 +180,26 @@ class _Patched:
                  make: Callable[[str, Callable], Callable]) -> None:
         self.modules, self.make = modules, make
         self.saved: dict[str, object] = {}
+        self.patched: list[str] = []
 
     def __enter__(self) -> None:
-        for name, module in self.modules.items():
-            if "forward" in module.__dict__:
-                self.saved[name] = module.__dict__["forward"]
-            module.forward = self.make(name, module.forward)
+        try:
+            for name, module in self.modules.items():
+                if "forward" in module.__dict__:
+                    self.saved[name] = module.__dict__["forward"]
+                module.forward = self.make(name, module.forward)
+                self.patched.append(name)
+        except BaseException:
+            self.__exit__()
+            raise
 
     def __exit__(self, *exc: object) -> None:
-        for name, module in self.modules.items():
+        for name in self.patched:
+            module = self.modules[name]
             del module.forward
             if name in self.saved:
                 module.forward = self.saved[name]
+        self.patched.clear()
 
 
 def _rerun(model: nn.Module, x: torch.Tensor, target: str, edited: torch.Tensor,

@@ -8,7 +8,7 @@ torchvision, timm and safetensors are imported only when a spec or file needs th
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -37,10 +37,10 @@ class LoadedModel:
         weights: where its weights came from: a file, ``"default"`` or ``"random init"``.
     """
 
-    module: nn.Module
+    module: nn.Module = field(repr=False)
     spec: str
     preprocessing: Preprocessing
-    class_names: tuple[str, ...]
+    class_names: tuple[str, ...] = field(repr=False)
     weights: str
 
     @property
