@@ -18,6 +18,7 @@ _EXPORTS = {
     "Dropout": "dropblock.modules",
     "SpatialDropout2d": "dropblock.modules",
     "Cutout": "dropblock.modules",
+    "add_dropblock": "dropblock.placement",
     # functional forms
     "drop_block2d": "dropblock.functional",
     "dropout": "dropblock.functional",

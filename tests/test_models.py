@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from edits import masker
 from PIL import Image
 
 import dropblock.models as M
@@ -423,14 +424,6 @@ def test_zero_edit_changes_logits(eff, coffee_x):
     assert int(run.logits_before.argmax()) == 967
 
 
-def _masker(seed: int, p: float = 0.5):
-    def edit(f):
-        g = torch.Generator().manual_seed(seed)
-        keep = (torch.rand(f.shape[-2:], generator=g) > p).to(f.dtype)
-        return f * keep / (1 - p)
-    return edit
-
-
 @pytest.mark.parametrize("model_name,layer", [
     (EFF, "stem"), (EFF, "blocks.8"), (EFF, "head"),
     ("resnet18", "stem"), ("resnet18", "layer3"), ("resnet18", "layer3.0"),
@@ -438,7 +431,7 @@ def _masker(seed: int, p: float = 0.5):
 def test_edit_equals_forward_hook(model_name, layer, eff, r18, coffee_x):
     """The suffix run agrees with replacing the layer's output by a forward hook."""
     model, x = (eff, coffee_x) if model_name == EFF else (r18, coffee_x[..., :128, :128])
-    edit = _masker(3)
+    edit = masker(3)
     run = M.forward_with_edit(model, x, layer, edit)
     handle = M.layer_module(model, layer).register_forward_hook(lambda m, a, out: edit(out))
     try:
@@ -451,7 +444,7 @@ def test_edit_equals_forward_hook(model_name, layer, eff, r18, coffee_x):
 
 
 def test_forward_many_matches_single_runs(eff, coffee_x):
-    edits = [_masker(s) for s in range(5)]
+    edits = [masker(s) for s in range(5)]
     many = M.forward_many(eff, coffee_x, "blocks.10", edits, batch_size=2, keep_features=True)
     assert many.layer == "blocks.10"
     assert many.logits_after.shape == (5, 1000) and many.features_after.shape == (5, 112, 14, 14)

@@ -1,7 +1,8 @@
-"""Pretrained ImageNet CNNs (EfficientNet-Lite0, ResNet-18/50) in the project's own torch code,
-their weights, preprocessing, layer tables and feature-map editing.
+"""Image classifiers: the built-in ImageNet CNNs (EfficientNet-Lite0, ResNet-18/50) in the
+project's own torch code, any torchvision or timm model, or the user's own model code; their
+weights, preprocessing, class names, layer tables and feature-map editing.
 
-Names, errors and class names load without torch; the rest loads lazily on first use, so
+Names, specs, errors and class names load without torch; the rest loads lazily on first use, so
 ``import dropblock.models`` stays cheap (e.g. for a CLI's ``--help``).
 """
 
@@ -11,11 +12,19 @@ import importlib
 from typing import Any
 
 from .classes import class_names
-from .errors import UnknownNameError, WeightsError
+from .errors import (LayerError, ModelLoadError, ModelSpecError, UnknownModelError,
+                     UnknownNameError, WeightsError)
 from .names import DEFAULT_MODEL, MODEL_NAMES, layer_names, resolve_layer, resolve_model
+from .spec import ModelSpec, parse_spec
 
 _LAZY = {
-    "LayerInfo": "registry",
+    "LoadedModel": "loaded",
+    "load_classifier": "loaded",
+    "load_structure": "loaded",
+    "read_class_names": "loaded",
+    "Preprocessing": "preprocessing",
+    "filter_layers": "layers",
+    "LayerInfo": "layers",
     "build_model": "registry",
     "load_model": "registry",
     "layer_table": "registry",
@@ -33,7 +42,8 @@ _LAZY = {
 
 __all__ = sorted(
     [*_LAZY, "class_names", "UnknownNameError", "WeightsError", "DEFAULT_MODEL", "MODEL_NAMES",
-     "layer_names", "resolve_layer", "resolve_model"]
+     "layer_names", "resolve_layer", "resolve_model", "LayerError", "ModelLoadError",
+     "ModelSpecError", "UnknownModelError", "ModelSpec", "parse_spec"]
 )
 
 

@@ -1,4 +1,12 @@
-"""Exceptions of dropblock.models; each message is one line, fit to show a user as is."""
+"""Exceptions of dropblock.models; each message is one line, fit to show a user as is.
+
+Two families, so that a command line can map them to exit codes:
+
+- usage errors, all ``ValueError``: :class:`UnknownNameError` (and :class:`UnknownModelError`),
+  :class:`ModelSpecError`, :class:`LayerError`. What the user typed is wrong (exit 2).
+- failures: :class:`WeightsError`, :class:`ModelLoadError`. What was asked for could not be
+  done: weights missing or unfit, the user's code raised, an extra is not installed (exit 1).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +16,20 @@ from collections.abc import Sequence
 
 class WeightsError(Exception):
     """Weights could not be found, read, or fitted to the model (one-line message)."""
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be built or run: its code raised, it returned something other than an
+    ``nn.Module`` or than (1, classes) logits, or torchvision/timm is not installed."""
+
+
+class ModelSpecError(ValueError):
+    """A model spec (``--model``) that names no model: bad form, missing file or module."""
+
+
+class LayerError(ValueError):
+    """A layer that exists but cannot be edited: its output is not one (N, C, H, W) map, it
+    does not run in a forward pass, or it runs more than once."""
 
 
 class UnknownNameError(ValueError):
@@ -20,13 +42,27 @@ class UnknownNameError(ValueError):
         close: the close matches alone (may be empty).
     """
 
-    def __init__(self, kind: str, name: str, valid: Sequence[str], context: str = "") -> None:
+    def __init__(self, kind: str, name: str, valid: Sequence[str], context: str = "",
+                 hint: str | None = None) -> None:
+        """``hint`` replaces the closing list of every valid name (for long lists)."""
         self.kind = kind
         self.name = name
         self.close = difflib.get_close_matches(name, list(valid), n=3, cutoff=0.6)
         self.choices = self.close + [v for v in valid if v not in self.close]
         where = f" for {context}" if context else ""
         close = f"close matches: {', '.join(self.close)}; " if self.close else ""
-        super().__init__(
-            f"unknown {kind} {name!r}{where}; {close}all {kind}s: {', '.join(valid)}"
-        )
+        tail = hint if hint is not None else f"all {kind}s: {', '.join(valid)}"
+        super().__init__(f"unknown {kind} {name!r}{where}; {close}{tail}")
+
+
+class UnknownModelError(UnknownNameError, ModelSpecError):
+    """A model name that a source (the built-ins, torchvision, timm) does not have."""
+
+
+def one_line(exc: BaseException, limit: int = 160) -> str:
+    """``"TypeName: first line of the message"``, cut to ``limit`` characters."""
+    text = str(exc).strip().splitlines()
+    first = text[0].strip() if text else ""
+    if len(first) > limit:
+        first = first[: limit - 3] + "..."
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

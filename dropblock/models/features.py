@@ -1,11 +1,17 @@
 """Running a network with one layer's activation replaced by an edited copy.
 
-The activation is computed once; the rest of the network (the "suffix") then runs on the
-original and on each edited copy. The suffix is the same code as the model's ``forward``, so
-``logits_before`` equals a plain forward pass exactly, and an edit equals what a forward hook
-that returns ``edit(output)`` on :func:`~dropblock.models.registry.layer_module` would give.
-Models run in eval mode (restored afterwards) under ``torch.inference_mode()``; returned
-tensors are inference tensors on the model's device.
+Two ways, same results (a test checks that they agree):
+
+- the built-in networks at their short layer names (``blocks.5``, ``layer3``) are split into
+  steps: the activation is computed once and the rest of the network (the "suffix") runs on the
+  original and on each edited copy. Under ``torch.inference_mode()``.
+- any module of any model (``layer3.1.conv2`` of a torchvision ResNet, ``stages.2`` of a timm
+  model): through forward hooks, reusing the unedited prefix where it can
+  (:mod:`dropblock.models.hooks`). Under ``torch.no_grad()``.
+
+``logits_before`` equals a plain forward pass, and an edit equals what a forward hook that returns
+``edit(output)`` on :func:`~dropblock.models.registry.layer_module` would give. Models run in eval
+mode (restored afterwards); returned tensors are on the model's device.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import torch
 from torch import nn
 
 from .base import SteppedNet
+from .hooks import clean_pass, edited_logits
+from .layers import layer_path, trace_model, unknown_layer
 from .names import resolve_layer
 from .registry import as_stepped
 
@@ -48,8 +56,8 @@ class FeatureBatchRun:
 
     Attributes:
         layer: canonical layer name.
-        logits_before: (1, 1000) logits of the unedited network.
-        logits_after: (N, 1000) logits, row i with the layer's output replaced by ``edits[i]``.
+        logits_before: (1, K) logits of the unedited network (K classes).
+        logits_after: (N, K) logits, row i with the layer's output replaced by ``edits[i]``.
         feature_before: (1, C, H, W) the layer's output.
         features_after: (N, C, H, W) the edited maps, or None unless ``keep_features``.
     """
@@ -116,32 +124,71 @@ def forward_with_edit(model: nn.Module, x: torch.Tensor, layer: str,
         return FeatureRun(name, logits, net.forward_range(edited, step + 1), feature, edited)
 
 
-def forward_many(model: nn.Module, x: torch.Tensor, layer: str, edits: Iterable[Edit],
-                 batch_size: int = 32, keep_features: bool = False) -> FeatureBatchRun:
-    """Like :func:`forward_with_edit` for N edits of one image's activation, batched.
+VIA: tuple[str, ...] = ("auto", "steps", "hooks")
 
-    The layer's activation is computed once; the edited copies go through the rest of the
-    network ``batch_size`` at a time (row i of ``logits_after`` is ``edits[i]``). Batching can
-    change logits in the last float bits versus one-at-a-time runs.
+
+def forward_many(model: nn.Module, x: torch.Tensor, layer: str, edits: Iterable[Edit],
+                 batch_size: int = 32, keep_features: bool = False, *,
+                 via: str = "auto") -> FeatureBatchRun:
+    """N edits of one image's activation at ``layer``, batched (row i of ``logits_after`` is
+    ``edits[i]``). Batching can change logits in the last float bits versus one-at-a-time runs.
 
     Args:
-        x: (1, 3, 224, 224) preprocessed input.
+        model: any classifier returning (1, K) logits for one image, or a
+            :class:`~dropblock.models.loaded.LoadedModel`.
+        x: (1, 3, H, W) preprocessed input (moved to the model's device and dtype).
+        layer: a ``named_modules`` name whose output is one (1, C, h, w) map, or a built-in
+            network's short layer name.
         edits: callables as in :func:`forward_with_edit`; at least one.
-        batch_size: edited maps per suffix pass (bounds memory).
-        keep_features: also return the (N, C, H, W) edited maps.
+        batch_size: edited maps per pass (bounds memory).
+        keep_features: also return the (N, C, h, w) edited maps.
+        via: ``"auto"``: steps for a built-in network's short layer names, hooks otherwise;
+            ``"steps"`` or ``"hooks"`` to choose.
 
     Raises:
-        UnknownNameError, ValueError: as :func:`forward_with_edit`; also for B != 1, no
-            edits, or batch_size < 1.
+        UnknownNameError: unknown layer (close matches first in ``.choices``).
+        LayerError: the layer's output is not one (1, C, h, w) map.
+        ModelLoadError: the model fails, or does not return (1, K) logits.
+        ValueError: bad ``x``, batch_size, via, no edits, or an edit returning another shape.
     """
     edits = list(edits)
     if not edits:
         raise ValueError("forward_many needs at least one edit")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    net, name, step, x = _prepare(model, x, layer)
+    if via not in VIA:
+        raise ValueError(f"via must be one of {', '.join(VIA)}; got {via!r}")
+    net = getattr(model, "module", model)
+    name = str(getattr(model, "spec", "") or getattr(net, "arch", "") or type(net).__name__)
+    x = _check_image(net, x)
+    found = layer_path(net, layer)
+    if found is None:
+        if isinstance(net, SteppedNet):
+            resolve_layer(net.arch, layer)  # raises, listing the short names
+        raise unknown_layer(layer, trace_model(net, x.shape[-1]), name)
+    display, path = found
+    stepped = isinstance(net, SteppedNet) and display in net.layer_steps
+    if via == "steps" and not stepped:
+        raise ValueError(f"via='steps' needs a built-in network and one of its short layer "
+                         f"names, got {layer!r} of {name}")
+    if stepped and via != "hooks":
+        return _many_by_steps(net, x, display, edits, batch_size, keep_features)
+    return _many_by_hooks(net, x, (display, path), edits, batch_size, keep_features, name)
+
+
+def _check_image(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    if not torch.is_tensor(x) or x.ndim != 4 or x.shape[1] != 3:
+        shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+        raise ValueError(f"expected x of shape (B, 3, H, W), got {shape}")
     if x.shape[0] != 1:
         raise ValueError(f"forward_many takes one image, got a batch of {x.shape[0]}")
+    param = next(net.parameters(), None)
+    return x if param is None else x.to(device=param.device, dtype=param.dtype)
+
+
+def _many_by_steps(net: SteppedNet, x: torch.Tensor, layer: str, edits: list[Edit],
+                   batch_size: int, keep_features: bool) -> FeatureBatchRun:
+    step = net.layer_steps[layer]
     logits_after, kept = [], []
     with _EvalMode(net), torch.inference_mode():
         feature = net.forward_range(x, 0, step + 1)
@@ -152,5 +199,20 @@ def forward_many(model: nn.Module, x: torch.Tensor, layer: str, edits: Iterable[
             if keep_features:
                 kept.append(chunk)
     return FeatureBatchRun(
-        name, logits, torch.cat(logits_after), feature, torch.cat(kept) if keep_features else None
+        layer, logits, torch.cat(logits_after), feature, torch.cat(kept) if keep_features else None
     )
+
+
+def _many_by_hooks(net: nn.Module, x: torch.Tensor, layer: tuple[str, str], edits: list[Edit],
+                   batch_size: int, keep_features: bool, name: str) -> FeatureBatchRun:
+    display, path = layer
+    logits_after, kept = [], []
+    with _EvalMode(net), torch.no_grad():
+        clean = clean_pass(net, x, path, name)
+        for start in range(0, len(edits), batch_size):
+            chunk = torch.cat([_apply(e, clean.feature) for e in edits[start:start + batch_size]])
+            logits_after.append(edited_logits(net, x, path, chunk, clean, name))
+            if keep_features:
+                kept.append(chunk)
+    return FeatureBatchRun(display, clean.logits, torch.cat(logits_after), clean.feature,
+                           torch.cat(kept) if keep_features else None)

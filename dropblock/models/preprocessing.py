@@ -1,8 +1,14 @@
-"""Turning an RGB image into the normalized 224x224 network input of each model."""
+"""Turning an RGB image into a model's normalized square network input.
+
+A :class:`Preprocessing` is resize, centre crop and per-channel normalization, as torchvision's
+weights transforms and timm's ``pretrained_cfg`` describe them; the built-ins have their own.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -10,11 +16,23 @@ from PIL import Image
 
 from .names import resolve_model
 
+MODES: tuple[str, ...] = ("center", "squash", "border")
+RESAMPLE: dict[str, Image.Resampling] = {
+    "nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX, "hamming": Image.Resampling.HAMMING,
+}
+
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """Resize the short side to ``resize`` px (Pillow, ``resample``), centre-crop ``crop`` px,
-    then per channel ``(pixel / divisor - mean) / std`` with pixels in 0..255."""
+    """Resize to ``resize`` px (Pillow, ``resample``), centre-crop ``crop`` x ``crop`` px, then per
+    channel ``(pixel / divisor - mean) / std`` with pixels in 0..255.
+
+    ``mode`` says how the resize treats the aspect ratio: ``"center"`` scales the short side to
+    ``resize``; ``"squash"`` scales both sides to ``resize``; ``"border"`` scales the long side to
+    ``resize`` and pads the crop with the mean colour (timm's three ``crop_mode``s).
+    """
 
     resize: int
     crop: int
@@ -22,9 +40,56 @@ class Preprocessing:
     divisor: float
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    mode: str = "center"
+
+    @property
+    def input_size(self) -> int:
+        """Side of the square network input, px."""
+        return self.crop
+
+    def with_overrides(self, input_size: int | None = None, mean: Sequence[float] | None = None,
+                       std: Sequence[float] | None = None) -> Preprocessing:
+        """A copy with another input size (the resize keeps its ratio to the crop) and/or mean and
+        std, given in 0..1 pixel units as torchvision and timm write them.
+
+        Raises:
+            ValueError: input_size < 1, or mean/std not 3 finite numbers (std > 0).
+        """
+        out = self
+        if input_size is not None:
+            if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1:
+                raise ValueError(f"input_size must be an integer >= 1, got {input_size!r}")
+            resize = max(input_size, math.floor(input_size * self.resize / self.crop))
+            out = replace(out, crop=input_size, resize=resize)
+        scale = 255.0 / self.divisor
+        if mean is not None:
+            out = replace(out, mean=tuple(v * scale for v in _triple(mean, "mean", False)))
+        if std is not None:
+            out = replace(out, std=tuple(v * scale for v in _triple(std, "std", True)))
+        return out
 
 
-_IMAGENET = dict(divisor=255.0, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+def _triple(values: Sequence[float], name: str, positive: bool) -> tuple[float, float, float]:
+    try:
+        out = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be 3 numbers (R, G, B), got {values!r}") from None
+    if len(out) != 3 or not all(math.isfinite(v) for v in out):
+        raise ValueError(f"{name} must be 3 finite numbers (R, G, B), got {values!r}")
+    if positive and min(out) <= 0:
+        raise ValueError(f"{name} must be > 0, got {values!r}")
+    return out  # type: ignore[return-value]
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_IMAGENET = dict(divisor=255.0, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+
+def imagenet_preprocessing(size: int = 224) -> Preprocessing:
+    """ImageNet defaults: short side to ``size / 0.875``, bilinear, centre crop ``size``."""
+    return Preprocessing(math.floor(size / 0.875), size, Image.Resampling.BILINEAR, **_IMAGENET)
+
 
 PREPROCESSING: dict[str, Preprocessing] = {
     "efficientnet-lite0": Preprocessing(
@@ -35,40 +100,66 @@ PREPROCESSING: dict[str, Preprocessing] = {
 }
 
 
-def resize_and_crop(image: np.ndarray, resize: int, crop: int,
-                    resample: Image.Resampling) -> np.ndarray:
-    """(H, W, 3) uint8 -> (crop, crop, 3) uint8: short side to ``resize`` (long side
-    ``int(resize * long / short)``), then the centre ``crop`` square, as torchvision's
-    ``Resize`` + ``CenterCrop`` do on a PIL image."""
-    h, w = image.shape[:2]
+def _resized_size(h: int, w: int, resize: int, mode: str) -> tuple[int, int]:
+    """(new_w, new_h) of the resize step."""
+    if mode == "squash":
+        return resize, resize
+    if mode == "border":  # the long side to resize (timm ResizeKeepRatio, longest=1)
+        ratio = max(h, w) / resize
+        return round(w / ratio), round(h / ratio)
     if w <= h:
-        new_w, new_h = resize, int(resize * h / w)
-    else:
-        new_w, new_h = int(resize * w / h), resize
+        return resize, int(resize * h / w)
+    return int(resize * w / h), resize
+
+
+def resize_and_crop(image: np.ndarray, resize: int, crop: int, resample: Image.Resampling,
+                    mode: str = "center", fill: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
+    """(H, W, 3) uint8 -> (crop, crop, 3) uint8: resize as ``mode`` says (``"center"``: short side
+    to ``resize``, long side ``int(resize * long / short)``), pad with ``fill`` where the image is
+    smaller than the crop, then the centre ``crop`` square, as torchvision's ``Resize`` +
+    ``CenterCrop`` (and timm's ``CenterCropOrPad``) do on a PIL image."""
+    h, w = image.shape[:2]
+    new_w, new_h = _resized_size(h, w, resize, mode)
     pil = Image.fromarray(image, mode="RGB")
     if (new_w, new_h) != (w, h):
         pil = pil.resize((new_w, new_h), resample=resample)
+    if new_w < crop or new_h < crop:
+        canvas = Image.new("RGB", (max(new_w, crop), max(new_h, crop)), fill)
+        canvas.paste(pil, ((canvas.width - new_w) // 2, (canvas.height - new_h) // 2))
+        pil, new_w, new_h = canvas, canvas.width, canvas.height
     top = int(round((new_h - crop) / 2.0))
     left = int(round((new_w - crop) / 2.0))
     return np.asarray(pil.crop((left, top, left + crop, top + crop)), dtype=np.uint8).copy()
 
 
-def preprocess(model_name: str, image: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
-    """Network input for ``model_name`` from an RGB image.
+def _spec_of(model: object) -> Preprocessing:
+    if isinstance(model, Preprocessing):
+        return model
+    if isinstance(model, str):
+        return PREPROCESSING[resolve_model(model)]
+    spec = getattr(model, "preprocessing", None)
+    if isinstance(spec, Preprocessing):
+        return spec
+    raise TypeError(f"expected a model name, a LoadedModel or a Preprocessing, got {type(model).__name__}")
+
+
+def preprocess(model: object, image: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+    """Network input for ``model`` from an RGB image.
 
     Args:
-        model_name: a registered model name.
+        model: a built-in model name, a :class:`~dropblock.models.loaded.LoadedModel` or a
+            :class:`Preprocessing`.
         image: (H, W, 3) uint8 RGB.
 
     Returns:
-        ``(x, crop)``: x is (1, 3, 224, 224) float32 on the CPU; crop is the (224, 224, 3)
-        uint8 RGB region the network sees (for overlays).
+        ``(x, crop)``: x is (1, 3, S, S) float32 on the CPU (S = the input size, 224 for the
+        built-ins); crop is the (S, S, 3) uint8 RGB region the network sees (for overlays).
 
     Raises:
         UnknownNameError: unknown model name.
         ValueError: ``image`` is not (H, W, 3) uint8.
     """
-    spec = PREPROCESSING[resolve_model(model_name)]
+    spec = _spec_of(model)
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(
@@ -76,7 +167,9 @@ def preprocess(model_name: str, image: np.ndarray) -> tuple[torch.Tensor, np.nda
         )
     if min(image.shape[:2]) < 1:
         raise ValueError(f"empty image of shape {image.shape}")
-    crop = resize_and_crop(np.ascontiguousarray(image), spec.resize, spec.crop, spec.resample)
+    fill = tuple(int(round(min(255.0, max(0.0, m * spec.divisor)))) for m in spec.mean)
+    crop = resize_and_crop(np.ascontiguousarray(image), spec.resize, spec.crop, spec.resample,
+                           spec.mode, fill)
     x = torch.from_numpy(crop.copy()).permute(2, 0, 1).to(torch.float32)
     if spec.divisor != 1.0:
         x = x / spec.divisor

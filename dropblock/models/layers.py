@@ -1,0 +1,184 @@
+"""Layer tables of any model: every module whose output is an (N, C, H, W) feature map.
+
+A layer is a module by its ``named_modules`` name (``layer3.1.conv2``, ``features.6``), with
+its type and its output shape from one forward pass of a (1, 3, S, S) zero image at the model's
+input size S. The built-in networks also accept their short names (``stem``, ``blocks.5``).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .base import SteppedNet
+from .errors import LayerError, ModelLoadError, UnknownNameError, one_line
+from .names import resolve_layer
+from .trace import CallRecorder
+
+NEAR = 3  # how many 4-D layers on each side an error names
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """A layer a user can pick.
+
+    Attributes:
+        name: user-facing name, e.g. ``"blocks.5"``, ``"layer3.1"`` or ``"layer3.1.conv2"``.
+        type: class name of the module producing it, e.g. ``"MBConvBlock"``, ``"Conv2d"``.
+        shape: (C, H, W) of its output for one image at the model's input size.
+        dropblock_ok: the map is larger than 1x1, so spatial blocks make sense.
+        calls: how many times the module runs in one forward pass (a shared activation
+            module runs more than once; only a layer that runs once can be edited).
+    """
+
+    name: str
+    type: str
+    shape: tuple[int, int, int]
+    dropblock_ok: bool
+    calls: int = 1
+
+
+@dataclass(frozen=True)
+class ModuleRun:
+    """A module's first call in a forward pass: name, type, output shape (None if not a
+    tensor), output type name and number of calls."""
+
+    name: str
+    type: str
+    shape: tuple[int, ...] | None
+    output_type: str
+    calls: int
+
+
+@dataclass(frozen=True)
+class Trace:
+    """What one forward pass showed: every module that ran (in call order) and the output."""
+
+    runs: tuple[ModuleRun, ...]
+    output_shape: tuple[int, ...] | None
+    output_type: str
+
+    def layers(self) -> tuple[LayerInfo, ...]:
+        """The modules whose (first) output is a 4-D map, in call order."""
+        return tuple(
+            LayerInfo(r.name, r.type, r.shape[1:], r.shape[2] * r.shape[3] > 1, r.calls)
+            for r in self.runs if r.shape is not None and len(r.shape) == 4
+        )
+
+    def near(self, name: str, once: bool = False) -> list[str]:
+        """Up to NEAR 4-D layers on each side of ``name`` in call order (``once``: only layers
+        that run once)."""
+        names = [r.name for r in self.runs]
+        ok = {li.name for li in self.layers() if li.calls == 1 or not once}
+        at = names.index(name) if name in names else len(names)
+        before = [n for n in names[:at] if n in ok][-NEAR:]
+        after = [n for n in names[at + 1:] if n in ok][:NEAR]
+        return before + after
+
+
+def probe_input(model: nn.Module, size: int) -> torch.Tensor:
+    """A (1, 3, size, size) zero image on the device and in the float dtype of ``model``."""
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    return torch.zeros(1, 3, size, size, device=device, dtype=dtype)
+
+
+def trace_model(model: nn.Module, size: int) -> Trace:
+    """Run ``model`` once (eval mode, no grad) on a zero (1, 3, size, size) image and record
+    every module call.
+
+    Raises:
+        ModelLoadError: the forward pass raised.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with CallRecorder(model) as rec, torch.no_grad():
+            out = model(probe_input(model, size))
+    except Exception as exc:
+        raise ModelLoadError(f"a forward pass of a 1x3x{size}x{size} image failed: "
+                             f"{one_line(exc)}") from exc
+    finally:
+        model.train(was_training)
+    return trace_of(rec, out)
+
+
+def trace_of(rec: CallRecorder, out: object) -> Trace:
+    """The :class:`Trace` of a recorded forward pass that returned ``out``."""
+    runs: dict[str, ModuleRun] = {}
+    for call in rec.calls:
+        if call.name and call.name not in runs:
+            runs[call.name] = ModuleRun(call.name, type(call.module).__name__, call.shape,
+                                        call.output_type, rec.counts[call.name])
+    shape = tuple(out.shape) if torch.is_tensor(out) else None
+    return Trace(tuple(runs.values()), shape, type(out).__name__)
+
+
+def filter_layers(layers: Sequence[LayerInfo], patterns: str | Sequence[str] | None) -> list[LayerInfo]:
+    """The layers whose name matches any glob in ``patterns`` (fnmatch, case-sensitive;
+    ``*`` also matches dots: ``layer3.*.conv2``); all of them for None."""
+    if patterns is None:
+        return list(layers)
+    patterns = [patterns] if isinstance(patterns, str) else list(patterns)
+    return [li for li in layers if any(fnmatch.fnmatchcase(li.name, p) for p in patterns)]
+
+
+def layer_path(model: nn.Module, layer: str) -> tuple[str, str] | None:
+    """``(display name, named_modules name)`` of ``layer`` in ``model``, or None if unknown.
+
+    A built-in network's short names (``stem``, ``blocks.5``, ``layer3``) are tried first.
+    """
+    if isinstance(model, SteppedNet):
+        try:
+            alias = resolve_layer(model.arch, layer)
+            return alias, model.layer_paths[alias]
+        except UnknownNameError:
+            pass
+    key = str(layer).strip()
+    if key and key in dict(model.named_modules()):
+        return key, key
+    return None
+
+
+def unknown_layer(layer: str, trace: Trace, model_name: str) -> UnknownNameError:
+    """The error for a layer name that no module has: close matches among the 4-D layers."""
+    names = [li.name for li in trace.layers()]
+    return UnknownNameError("layer", str(layer), names, context=model_name,
+                            hint=f"{len(names)} layers in all (`dropblock layers` lists them)")
+
+
+def not_a_map(name: str, trace: Trace, model_name: str) -> LayerError:
+    """The error for a module that cannot be edited, naming the editable layers near it."""
+    run = next((r for r in trace.runs if r.name == name), None)
+    if run is None:
+        what = "does not run in a forward pass"
+    elif run.calls > 1:
+        near = ", ".join(trace.near(name, once=True)) or "none"
+        return LayerError(f"layer {name!r} of {model_name} runs {run.calls} times in one forward "
+                          f"pass, so its output is not one map; layers near it that run once: {near}")
+    elif run.shape is None:
+        what = f"outputs a {run.output_type}, not a tensor"
+    else:
+        what = f"outputs shape {run.shape}, not an (N, C, H, W) map"
+    near = ", ".join(trace.near(name)) or "none"
+    return LayerError(f"layer {name!r} of {model_name} {what}; 4-D layers near it: {near}")
+
+
+def check_logits(shape: tuple[int, ...] | None, output_type: str, model_name: str) -> int:
+    """The class count of a (1, classes) logits output.
+
+    Raises:
+        ModelLoadError: the output is not a tensor of shape (1, classes).
+    """
+    if shape is None:
+        raise ModelLoadError(f"{model_name} returns a {output_type}, expected (1, classes) logits "
+                             f"for one image")
+    if len(shape) != 2 or shape[0] != 1 or shape[1] < 1:
+        raise ModelLoadError(f"{model_name} returns shape {shape} for one image, expected "
+                             f"(1, classes) logits")
+    return int(shape[1])

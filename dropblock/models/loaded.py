@@ -1,0 +1,195 @@
+"""One loaded classifier: the module with its preprocessing, class names and layers.
+
+:func:`load_classifier` takes any model spec (see :mod:`dropblock.models.spec`): a built-in,
+``torchvision:NAME``, ``timm:NAME``, ``module.path:function`` or ``path/to/file.py:function``.
+torchvision, timm and safetensors are imported only when a spec or file needs them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .classes import NUM_CLASSES, class_names
+from .errors import ModelLoadError, ModelSpecError
+from .layers import (LayerInfo, Trace, check_logits, layer_path, not_a_map, trace_model,
+                     unknown_layer)
+from .preprocessing import Preprocessing
+from .registry import check_device
+from .sources import Built, build_builtin, build_timm, build_torchvision, build_user
+from .spec import ModelSpec, parse_spec
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """A classifier ready to run on one image.
+
+    Attributes:
+        module: the ``nn.Module``, in eval mode, mapping (1, 3, S, S) to (1, K) logits.
+        spec: the model spec it was loaded from, e.g. ``"torchvision:resnet50"``.
+        preprocessing: how an image becomes its input (S = ``preprocessing.crop``).
+        class_names: K names, one per output.
+        weights: where its weights came from: a file, ``"default"`` or ``"random init"``.
+    """
+
+    module: nn.Module = field(repr=False)
+    spec: str
+    preprocessing: Preprocessing
+    class_names: tuple[str, ...] = field(repr=False)
+    weights: str
+
+    @property
+    def num_classes(self) -> int:
+        """K, the number of outputs."""
+        return len(self.class_names)
+
+    @property
+    def input_size(self) -> int:
+        """S, the side of the square input in pixels."""
+        return self.preprocessing.crop
+
+    @cached_property
+    def trace(self) -> Trace:
+        """Every module that runs for a zero image at the input size (one forward pass, once)."""
+        trace = trace_model(self.module, self.input_size)
+        classes = check_logits(trace.output_shape, trace.output_type, self.spec)
+        if classes != self.num_classes:
+            raise ModelLoadError(f"{self.spec} returns {classes} logits but has "
+                                 f"{self.num_classes} class names")
+        return trace
+
+    @cached_property
+    def layers(self) -> tuple[LayerInfo, ...]:
+        """Every module whose output is an (N, C, H, W) map, in call order."""
+        return self.trace.layers()
+
+    def layer(self, name: str) -> LayerInfo:
+        """The layer called ``name`` (a ``named_modules`` name or a built-in's short name).
+
+        Raises:
+            UnknownNameError: no module of that name (close matches first).
+            LayerError: its output is not one (N, C, H, W) map.
+        """
+        found = layer_path(self.module, name)
+        if found is None:
+            raise unknown_layer(name, self.trace, self.spec)
+        display, path = found
+        info = next((li for li in self.layers if li.name == path), None)
+        if info is None or info.calls != 1:
+            raise not_a_map(path, self.trace, self.spec)
+        return LayerInfo(display, info.type, info.shape, info.dropblock_ok, info.calls)
+
+
+def read_class_names(path: str | Path) -> tuple[str, ...]:
+    """One class name per line (blank lines at the end ignored).
+
+    Raises:
+        ModelSpecError: the file is missing, unreadable or empty.
+    """
+    path = Path(path).expanduser()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelSpecError(f"cannot read class names file {path}: {exc.__class__.__name__}: "
+                             f"{exc}".splitlines()[0]) from None
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines:
+        raise ModelSpecError(f"class names file {path} is empty; write one name per line")
+    return tuple(line.strip() for line in lines)
+
+
+def _names_for(classes: int, known: tuple[str, ...] | None) -> tuple[str, ...]:
+    if known is not None and len(known) == classes:
+        return known
+    if classes == NUM_CLASSES:
+        return tuple(class_names())
+    return tuple(f"class {i}" for i in range(classes))
+
+
+def _given_names(names: str | Path | Sequence[str], classes: int, spec: str) -> tuple[str, ...]:
+    if isinstance(names, (str, Path)):
+        given, where = read_class_names(names), f"class names file {names}"
+    else:
+        given, where = tuple(str(n) for n in names), "class_names"
+    if len(given) != classes:
+        raise ModelSpecError(f"{where} has {len(given)} names but {spec} has {classes} outputs")
+    return given
+
+
+def _build(spec: ModelSpec, weights: str | Path | None, pretrained: bool, download: bool,
+           meta: bool, input_size: int | None) -> Built:
+    if spec.kind == "builtin":
+        return build_builtin(spec, weights, pretrained, download, meta)
+    if spec.kind == "torchvision":
+        return build_torchvision(spec, weights, pretrained, download, meta)
+    if spec.kind == "timm":
+        return build_timm(spec, weights, pretrained, download, meta)
+    return build_user(spec, weights, input_size or 224)
+
+
+def load_classifier(
+    spec: str | ModelSpec, *, weights: str | Path | None = None, download: bool = False,
+    pretrained: bool = True, device: str | torch.device = "cpu", input_size: int | None = None,
+    mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+    class_names: str | Path | Sequence[str] | None = None,
+) -> LoadedModel:
+    """Load the classifier a model spec names (see :mod:`dropblock.models.spec`).
+
+    Args:
+        spec: ``efficientnet-lite0``, ``torchvision:resnet50``, ``timm:resnet50.a1_in1k``,
+            ``pkg.models:build``, ``path/to/model.py:build``.
+        weights: a state dict file (``.pt``, ``.pth`` or ``.safetensors``) for any form; a file
+            whose output layer has another number of classes gets a torchvision/timm model
+            built for them.
+        download: let torchvision/timm/ResNet default weights be fetched when not cached.
+        pretrained: False: random init, no weights read (enough for layer tables); user code
+            keeps the weights its function gives.
+        device: where the model goes; ``"meta"`` (no data) needs ``pretrained=False``.
+        input_size, mean, std: override the preprocessing (mean/std in 0..1 pixel units).
+        class_names: a file with one name per line, or the names; one per output.
+
+    Raises:
+        ModelSpecError, UnknownNameError: the spec names no model (exit 2 on the CLI).
+        WeightsError, ModelLoadError: weights or model could not be had (exit 1).
+        ValueError: a bad device, input size, mean or std, or weights with pretrained=False.
+    """
+    parsed = spec if isinstance(spec, ModelSpec) else parse_spec(spec)
+    if weights is not None and not pretrained:
+        raise ValueError(f"weights {str(weights)!r} given with pretrained=False")
+    meta = str(device) == "meta"
+    if meta and pretrained:
+        raise ValueError("device 'meta' holds no data: pass pretrained=False")
+    target = torch.device("meta") if meta else check_device(device)
+    built = _build(parsed, weights, pretrained, download, meta, input_size)
+    prep = built.preprocessing.with_overrides(input_size, mean, std)
+    names = (_given_names(class_names, built.classes, str(parsed)) if class_names is not None
+             else _names_for(built.classes, built.names))
+    loaded = LoadedModel(built.module.to(target).eval(), str(parsed), prep, names, built.weights)
+    if built.trace is not None:
+        loaded.__dict__["trace"] = built.trace  # fills the cached property
+    return loaded
+
+
+def load_structure(spec: str | ModelSpec, *, input_size: int | None = None,
+                   class_names: str | Path | Sequence[str] | None = None) -> LoadedModel:
+    """A model with random weights, for its layer table (``.layers``): on the meta device (no
+    data, no compute) where its forward pass runs there, else on the CPU. User code runs on the
+    CPU with its own weights. ``.trace`` is filled.
+
+    Raises:
+        as :func:`load_classifier`.
+    """
+    kwargs = dict(pretrained=False, input_size=input_size, class_names=class_names)
+    loaded = load_classifier(spec, device="meta", **kwargs)
+    try:
+        loaded.trace
+    except ModelLoadError:  # an op without a meta kernel, or data-dependent code
+        loaded = load_classifier(spec, device="cpu", **kwargs)
+        loaded.trace
+    return loaded

@@ -1,0 +1,145 @@
+"""Putting DropBlock into any model for training: :func:`add_dropblock`.
+
+Each DropBlock goes *after* a named module: the module's output is replaced by
+``dropblock(output)`` through a forward hook, and the DropBlock is registered as the module's
+child ``dropblock`` (so ``train()``/``eval()``, ``.to()`` and ``state_dict()`` reach it). An
+``nn.Sequential`` gets the DropBlock appended instead (a Sequential runs all its children). An
+empty slot, an attribute that is None such as ``layer3.1.downsample`` in a torchvision or timm
+ResNet block, gets the DropBlock itself: the block then applies it to its identity shortcut.
+
+The paper's placement, ResNet-50 groups 3 and 4 after every convolution's BatchNorm and on every
+skip connection::
+
+    add_dropblock(model, ["layer[34].*.bn[123]", "layer[34].*.downsample"], p=0.1, block_size=7)
+
+Names are ``named_modules`` names or fnmatch globs (``*`` also matches dots). Empty slots are
+matched only by a literal last part (``*.downsample``, not ``layer3.1.*``).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Sequence
+from typing import Any
+
+from torch import nn
+
+from dropblock.modules import DropBlock2d, ScheduledDropBlock2d
+
+CHILD = "dropblock"
+_WILD = set("*?[")
+
+
+def _apply_dropblock(module: nn.Module, args: tuple, output: Any) -> Any:
+    """Forward hook: the module's output through its ``dropblock`` child."""
+    return getattr(module, CHILD)(output)
+
+
+def _slots(model: nn.Module) -> list[str]:
+    """``parent.attr`` for every attribute or registered child of a module that is None."""
+    out = []
+    for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
+        empty = [k for k, v in vars(module).items() if v is None and not k.startswith("_")]
+        empty += [k for k, v in module._modules.items() if v is None]
+        out.extend(prefix + k for k in dict.fromkeys(empty))
+    return out
+
+
+def _matches(pattern: str, names: list[str], slots: list[str]) -> list[str]:
+    if not _WILD & set(pattern):
+        return [pattern] if pattern in names or pattern in slots else []
+    found = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+    if not _WILD & set(pattern.rsplit(".", 1)[-1]):
+        found += [s for s in slots if fnmatch.fnmatchcase(s, pattern)]
+    return found
+
+
+def resolve_targets(model: nn.Module, layers: str | Sequence[str]) -> list[str]:
+    """The module names and empty slots that ``layers`` (names or globs) pick, in model order.
+
+    Raises:
+        UnknownNameError: a name or glob that picks nothing (close matches first).
+        ValueError: no layers given.
+    """
+    from dropblock.models.errors import UnknownNameError
+
+    patterns = [layers] if isinstance(layers, str) else list(layers)
+    if not patterns:
+        raise ValueError("add_dropblock needs at least one layer name or glob")
+    names = [n for n, _ in model.named_modules() if n]
+    slots = _slots(model)
+    picked: set[str] = set()
+    for pattern in patterns:
+        found = _matches(str(pattern), names, slots)
+        if not found:
+            raise UnknownNameError("layer", str(pattern), names,
+                                   hint=f"{len(names)} modules in all: model.named_modules()")
+        picked.update(found)
+    order = {n: i for i, n in enumerate(names + slots)}
+    return sorted(picked, key=order.__getitem__)
+
+
+def _make(p: float, block_size: int, schedule_steps: int | None, options: dict[str, Any],
+          index: int) -> DropBlock2d:
+    options = dict(options)
+    if options.get("seed") is not None:
+        options["seed"] = int(options["seed"]) + index
+    if schedule_steps is None:
+        return DropBlock2d(p, block_size, **options)
+    return ScheduledDropBlock2d(p, block_size, schedule_steps, **options)
+
+
+def _insert(model: nn.Module, target: str, block: DropBlock2d) -> None:
+    parent_name, _, attr = target.rpartition(".")
+    parent = model.get_submodule(parent_name)
+    current = getattr(parent, attr)
+    block.train((parent if current is None else current).training)
+    if current is None:
+        if attr in parent.__dict__:
+            del parent.__dict__[attr]
+        parent.add_module(attr, block)
+    elif type(current).forward is nn.Sequential.forward:
+        if len(current) and isinstance(current[-1], DropBlock2d):
+            raise ValueError(f"{target} already ends with a DropBlock2d")
+        current.append(block)
+    elif isinstance(current, (nn.ModuleList, nn.ModuleDict)):
+        raise ValueError(f"cannot put a DropBlock after {target}: a {type(current).__name__} "
+                         f"runs its children itself; pick a module inside or after it")
+    else:
+        if hasattr(current, CHILD):
+            raise ValueError(f"{target} already has a {CHILD!r} attribute (a DropBlock after it?)")
+        current.add_module(CHILD, block)
+        current.register_forward_hook(_apply_dropblock)
+
+
+def add_dropblock(model: nn.Module, layers: str | Sequence[str], p: float = 0.1,
+                  block_size: int = 7, schedule_steps: int | None = None,
+                  **options: Any) -> list[DropBlock2d]:
+    """Put a DropBlock after each module that ``layers`` names, in place; returns them.
+
+    Args:
+        model: any ``nn.Module``; it stays one (state_dict, eval/train, ``torch.compile``).
+        layers: ``named_modules`` names, fnmatch globs, or empty slots (see module docstring).
+        p: drop rate (the paper's 1 - keep_prob), in [0, 1).
+        block_size: block side in feature-map units.
+        schedule_steps: a :class:`~dropblock.modules.ScheduledDropBlock2d` whose keep_prob falls
+            linearly from 1 to ``1 - p`` over this many ``step()`` calls; None: a fixed
+            :class:`~dropblock.modules.DropBlock2d`.
+        **options: passed to each DropBlock (``gamma``, ``rescale``, ``shared_channels``,
+            ``generator``, ``start_keep_prob`` ...); ``seed=s`` gives the i-th one seed s + i.
+
+    Returns:
+        The inserted modules in model order (step their schedules once per training step).
+
+    Raises:
+        UnknownNameError: a name or glob that picks nothing.
+        ValueError: bad p/block_size/options, or a module that already has a DropBlock after it.
+    """
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    targets = resolve_targets(model, layers)
+    blocks = [_make(p, block_size, schedule_steps, options, i) for i in range(len(targets))]
+    for target, block in zip(targets, blocks):
+        _insert(model, target, block)
+    return blocks

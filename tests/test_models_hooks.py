@@ -1,0 +1,211 @@
+"""dropblock.models.hooks (via forward_many): editing any module's output of any model.
+
+The hook path must give what a plain forward hook gives, whether or not it reuses the prefix,
+and the same logits as the built-ins' stepped path.
+"""
+
+import pytest
+import torch
+from edits import hooked_logits, masker
+from torch import nn
+
+import dropblock.models as M
+import dropblock.models.hooks as H
+from dropblock.models.errors import LayerError, ModelLoadError
+
+
+@pytest.fixture(scope="module")
+def r18():
+    torch.manual_seed(0)
+    return M.build_model("resnet18")
+
+
+@pytest.fixture(scope="module")
+def lite():
+    return M.load_model("efficientnet-lite0")  # pretrained: random init barely reacts to edits
+
+
+@pytest.fixture(scope="module")
+def x():
+    return torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture
+def reruns(monkeypatch):
+    """Records, per batch, whether the rerun reused the prefix."""
+    seen = []
+    real = H._rerun
+
+    def spy(model, x, target, edited, reuse):
+        seen.append(bool(reuse))
+        return real(model, x, target, edited, reuse)
+
+    monkeypatch.setattr(H, "_rerun", spy)
+    return seen
+
+
+@pytest.mark.parametrize("model_name,layer", [
+    ("efficientnet-lite0", "stem"), ("efficientnet-lite0", "blocks.3"),
+    ("efficientnet-lite0", "blocks.11"), ("efficientnet-lite0", "head"),
+    ("resnet18", "stem"), ("resnet18", "layer2"), ("resnet18", "layer3.1"), ("resnet18", "layer4"),
+])
+def test_hooks_and_steps_agree_on_the_builtins(model_name, layer, lite, r18, x, reruns):
+    model = lite if model_name == "efficientnet-lite0" else r18
+    edits = [masker(s) for s in range(5)]
+    steps = M.forward_many(model, x, layer, edits, batch_size=3, via="steps", keep_features=True)
+    hooks = M.forward_many(model, x, layer, edits, batch_size=3, via="hooks", keep_features=True)
+    assert hooks.layer == steps.layer == layer
+    assert torch.equal(hooks.feature_before, steps.feature_before)
+    assert torch.equal(hooks.features_after, steps.features_after)
+    assert torch.allclose(hooks.logits_before, steps.logits_before, atol=1e-6, rtol=1e-6)
+    assert torch.allclose(hooks.logits_after, steps.logits_after, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(hooks.logits_after[0], hooks.logits_before[0], atol=1e-4)
+    assert reruns == [True, True]  # both batches reused the prefix
+
+
+@pytest.mark.parametrize("layer", [
+    "layer3.0.conv2",            # a convolution inside a residual block
+    "layer3.0.bn1",              # followed by an in-place ReLU
+    "layer3.0.downsample",       # the skip connection
+    "layer2.1.bn2", "maxpool", "conv1",
+])
+def test_any_module_equals_a_forward_hook(r18, x, layer, reruns):
+    edits = [masker(s) for s in range(4)]
+    run = M.forward_many(r18, x, layer, edits, batch_size=4)
+    assert run.layer == layer and reruns == [layer != "conv1"]  # the first module: nothing to reuse
+    for i, edit in enumerate(edits):
+        want = hooked_logits(r18, x, layer, edit)
+        assert torch.allclose(run.logits_after[i], want[0], atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        assert torch.allclose(run.logits_before, r18(x), atol=1e-6, rtol=1e-6)
+
+
+class InPlaceOnReused(nn.Module):
+    """Edits a finished module's output in place after the target ran (always, or only in
+    batches, where the reused map is a stride-0 view that cannot be written)."""
+
+    def __init__(self, batched_only: bool):
+        super().__init__()
+        torch.manual_seed(0)
+        self.batched_only = batched_only
+        self.a = nn.Conv2d(3, 4, 3, padding=1)
+        self.target = nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x):
+        a = self.a(x)
+        t = self.target(a)
+        if x.shape[0] > 1 or not self.batched_only:
+            a.mul_(2)
+        return self.fc(torch.cat([a, t], 1).mean((2, 3)))
+
+
+@pytest.mark.parametrize("batched_only,used", [(False, [False]), (True, [True, False])])
+def test_in_place_edits_of_finished_maps_stay_exact(batched_only, used, reruns):
+    """Edited in the clean pass too: not reused. Edited only in batches: the reuse raises and the
+    batch is rerun without it."""
+    model = InPlaceOnReused(batched_only).eval()
+    x = torch.randn(1, 3, 8, 8)
+    edits = [masker(s) for s in range(3)]
+    run = M.forward_many(model, x, "target", edits)
+    assert reruns == used
+    for i, edit in enumerate(edits):
+        want = hooked_logits(model, x.repeat(2, 1, 1, 1), "target", edit)[0]  # a batch, as the run
+        assert torch.allclose(run.logits_after[i], want, atol=1e-6)
+
+
+class SharedAct(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.c1, self.c2 = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3)
+        self.act = nn.ReLU()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(self.act(self.c2(self.act(self.c1(x)))).mean((2, 3)))
+
+
+def test_layer_errors_name_nearby_layers():
+    model = SharedAct().eval()
+    x = torch.randn(1, 3, 10, 10)
+    with pytest.raises(LayerError) as exc:
+        M.forward_many(model, x, "act", [lambda f: f])
+    assert "runs 2 times in one forward pass" in str(exc.value)
+    assert "layers near it that run once: c1, c2" in str(exc.value)
+    with pytest.raises(LayerError, match=r"'fc' of SharedAct outputs shape \(1, 3\), not an"):
+        M.forward_many(model, x, "fc", [lambda f: f])
+    with pytest.raises(M.UnknownNameError) as exc:
+        M.forward_many(model, x, "c22", [lambda f: f])
+    assert exc.value.close == ["c2"]
+
+
+def test_not_logits_and_bad_edits():
+    with pytest.raises(ModelLoadError, match=r"returns shape \(1, 4, 8, 8\) for one image"):
+        M.forward_many(nn.Sequential(nn.Conv2d(3, 4, 3)), torch.randn(1, 3, 10, 10), "0",
+                       [lambda f: f])
+    model = SharedAct().eval()
+    with pytest.raises(ValueError, match="edit must return"):
+        M.forward_many(model, torch.randn(1, 3, 10, 10), "c1", [lambda f: f[:, :2]])
+    with pytest.raises(ValueError, match="via='steps' needs a built-in"):
+        M.forward_many(model, torch.randn(1, 3, 10, 10), "c1", [lambda f: f], via="steps")
+
+
+def test_model_mode_restored_and_loaded_model_accepted(tmp_path):
+    model = SharedAct().train()
+    loaded = M.LoadedModel(model, "shared", M.Preprocessing(12, 10, 2, 255.0, (0, 0, 0), (1, 1, 1)),
+                           ("a", "b", "c"), "own code")
+    run = M.forward_many(loaded, torch.randn(1, 3, 10, 10), "c2", [lambda f: f * 0])
+    assert model.training and run.logits_after.shape == (1, 3)
+
+
+class StemWithGlue(nn.Module):
+    """bn then an in-place ReLU, with (read_between) or without code reading bn's map in between."""
+
+    def __init__(self, read_between: bool):
+        super().__init__()
+        torch.manual_seed(0)
+        self.read_between = read_between
+        self.conv, self.bn, self.relu = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(inplace=True)
+        self.bn.running_mean.fill_(0.3)  # so the ReLU changes something
+        self.target = nn.Conv2d(4, 4, 3)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        y = self.bn(self.conv(x))
+        side = y.mean((2, 3)) if self.read_between else x.new_zeros(x.shape[0], 4)
+        y = self.relu(y)
+        return self.fc(torch.cat([self.target(y).mean((2, 3)), side], 1))
+
+
+@pytest.mark.parametrize("read_between", [False, True])
+def test_a_map_edited_in_place_by_the_next_call_is_reused_only_if_unread(read_between):
+    model = StemWithGlue(read_between).eval()
+    x = torch.randn(1, 3, 10, 10)
+    with torch.no_grad():
+        clean = H.clean_pass(model, x, "target", "m")
+    assert sorted(name for name, _ in clean.reuse) == (["conv", "relu"] if read_between
+                                                      else ["bn", "conv", "relu"])
+    edits = [masker(s) for s in range(3)]
+    run = M.forward_many(model, x, "target", edits)
+    for i, edit in enumerate(edits):
+        assert torch.allclose(run.logits_after[i], hooked_logits(model, x, "target", edit)[0],
+                              atol=1e-6)
+
+
+class OneImageOnly(SharedAct):
+    def forward(self, x):
+        if x.shape[0] > 1:
+            raise RuntimeError("batches not supported")
+        return super().forward(x)
+
+
+def test_forwards_are_restored_even_when_the_rerun_fails():
+    model = OneImageOnly().eval()
+    forwards = {name: m.forward for name, m in model.named_modules()}
+    with pytest.raises(ZeroDivisionError):  # an edit's own error reaches the caller
+        M.forward_many(model, torch.randn(1, 3, 10, 10), "c2", [lambda f: 1 / 0 * f])
+    with pytest.raises(ModelLoadError, match="with c2 edited failed: RuntimeError: batches not"):
+        M.forward_many(model, torch.randn(1, 3, 10, 10), "c2", [lambda f: f, lambda f: f])
+    assert all("forward" not in m.__dict__ for m in model.modules())
+    assert {name: m.forward for name, m in model.named_modules()} == forwards

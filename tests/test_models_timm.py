@@ -1,0 +1,84 @@
+"""timm:NAME models (integration: .ci/integration runs these in an env with timm).
+
+Random-init models with saved state dicts stand in for pretrained weights, so nothing downloads.
+"""
+
+import pytest
+import torch
+
+from edits import hooked_logits
+from integration import require
+
+timm = require("timm")
+
+import dropblock.models as M  # noqa: E402
+from dropblock import add_dropblock  # noqa: E402
+from dropblock.models.errors import UnknownModelError, WeightsError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def r18():
+    torch.manual_seed(0)
+    return timm.create_model("resnet18.a1_in1k").eval()
+
+
+def test_safetensors_weights_config_and_names(r18, tmp_path):
+    from safetensors.torch import save_file
+
+    save_file(r18.state_dict(), tmp_path / "model.safetensors")
+    loaded = M.load_classifier("timm:resnet18.a1_in1k", weights=tmp_path / "model.safetensors")
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():  # the same maths; kernels may differ in the last bits
+        assert torch.allclose(loaded.module(x), r18(x), atol=1e-6, rtol=1e-5)
+    cfg = r18.pretrained_cfg
+    prep = loaded.preprocessing
+    assert prep.crop == cfg["input_size"][1] and prep.resize == int(prep.crop / cfg["crop_pct"])
+    assert prep.mean == tuple(cfg["mean"]) and prep.resample.name.lower() == cfg["interpolation"]
+    assert loaded.class_names[967] == "espresso"
+
+
+def test_default_weights_from_the_hugging_face_cache(r18, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+    from safetensors.torch import save_file
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "torch"))
+    with pytest.raises(WeightsError, match="--download"):
+        M.load_classifier("timm:resnet18.a1_in1k")
+    repo = tmp_path / "models--timm--resnet18.a1_in1k"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    save_file(r18.state_dict(), snapshot / "model.safetensors")
+    loaded = M.load_classifier("timm:resnet18.a1_in1k", input_size=64)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(loaded.module(x), r18(x), atol=1e-6, rtol=1e-5)
+
+
+def test_edits_and_paper_placement(r18, tmp_path):
+    torch.save(r18.state_dict(), tmp_path / "r18.pth")
+    loaded = M.load_classifier("timm:resnet18", weights=tmp_path / "r18.pth", input_size=64)
+    x = torch.randn(1, 3, 64, 64)
+    edit = lambda f: f.flip(-1)  # noqa: E731
+    run = M.forward_many(loaded, x, "layer2.0.conv1", [edit])
+    want = hooked_logits(r18, x, "layer2.0.conv1", edit)
+    assert torch.allclose(run.logits_after, want, atol=1e-5, rtol=1e-5)
+    blocks = add_dropblock(loaded.module, ["layer[34].*.bn[12]", "layer[34].*.downsample"],
+                           p=0.2, block_size=3)
+    assert len(blocks) == 12 and isinstance(loaded.module.layer4[1].downsample, type(blocks[0]))
+    with torch.no_grad():
+        assert torch.equal(loaded.module.eval()(x), r18(x))
+
+
+def test_structure_and_errors():
+    meta = M.load_structure("timm:resnet50")
+    rows = {li.name: li for li in meta.layers}
+    assert rows["layer3.5.conv2"].shape == (256, 14, 14)
+    assert rows["layer4"].shape == (2048, 7, 7)
+    with pytest.raises(UnknownModelError) as exc:
+        M.load_classifier("timm:resnt18")
+    assert exc.value.close[0] == "resnet18"
+    with pytest.raises(UnknownModelError, match="tags of resnet18: resnet18.a1_in1k"):
+        M.load_classifier("timm:resnet18.nope")

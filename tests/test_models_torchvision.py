@@ -1,0 +1,144 @@
+"""torchvision:NAME models (integration: .ci/integration runs these in an env with torchvision).
+
+Random-init models with saved state dicts stand in for pretrained weights, so nothing downloads.
+"""
+
+import pathlib
+
+import pytest
+import torch
+
+from edits import hooked_logits
+from integration import require
+
+torchvision = require("torchvision")
+
+import dropblock.models as M  # noqa: E402
+from dropblock import add_dropblock  # noqa: E402
+from dropblock.models.errors import UnknownModelError, WeightsError  # noqa: E402
+
+
+def save(model, path):
+    torch.save(model.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def mobilenet():
+    torch.manual_seed(0)
+    return torchvision.models.mobilenet_v3_small().eval()
+
+
+@pytest.fixture(scope="module")
+def r18():
+    torch.manual_seed(0)
+    return torchvision.models.resnet18().eval()
+
+
+def test_weights_file_preprocessing_and_class_names(mobilenet, tmp_path):
+    loaded = M.load_classifier("torchvision:mobilenet_v3_small",
+                               weights=save(mobilenet, tmp_path / "m.pth"))
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        assert torch.equal(loaded.module(x), mobilenet(x))
+    t = torchvision.models.MobileNet_V3_Small_Weights.DEFAULT.transforms()
+    prep = loaded.preprocessing
+    assert (prep.resize, prep.crop, prep.mean, prep.std) == (t.resize_size[0], t.crop_size[0],
+                                                             tuple(t.mean), tuple(t.std))
+    assert loaded.class_names[:2] == ("tench", "goldfish") and loaded.num_classes == 1000
+
+
+def test_safetensors_and_editing_inside_a_residual_block(r18, tmp_path):
+    from safetensors.torch import save_file
+
+    save_file(r18.state_dict(), tmp_path / "r18.safetensors")
+    loaded = M.load_classifier("torchvision:resnet18", weights=tmp_path / "r18.safetensors",
+                               input_size=64)
+    x = torch.randn(1, 3, 64, 64)
+    edit = lambda f: f * (torch.arange(f.shape[-1]) % 2).to(f.dtype)  # noqa: E731
+    run = M.forward_many(loaded, x, "layer3.0.conv2", [edit, lambda f: f])
+    want = hooked_logits(r18, x, "layer3.0.conv2", edit)
+    assert torch.allclose(run.logits_after[0], want[0], atol=1e-5, rtol=1e-5)
+    assert torch.allclose(run.logits_after[1], run.logits_before[0], atol=1e-5, rtol=1e-5)
+    assert loaded.layer("layer3.0.conv2").shape == (256, 4, 4)
+
+
+def test_paper_placement_with_identity_shortcuts(r18):
+    model = torchvision.models.resnet18()
+    model.load_state_dict(r18.state_dict())
+    blocks = add_dropblock(model, ["layer[34].*.bn[12]", "layer[34].*.downsample"], p=0.2,
+                           block_size=3)
+    assert len(blocks) == 4 * 3 and isinstance(model.layer3[1].downsample, type(blocks[0]))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x), r18(x))
+        assert not torch.allclose(model.train()(x), r18(x))
+
+
+def test_fine_tuned_head_gets_its_own_classes(tmp_path):
+    torch.manual_seed(0)
+    tuned = torchvision.models.resnet18(num_classes=10).eval()
+    loaded = M.load_classifier("torchvision:resnet18", weights=save(tuned, tmp_path / "t.pth"))
+    assert loaded.num_classes == 10 and loaded.class_names[9] == "class 9"
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded.module(x), tuned(x))
+
+
+class Touch:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (self.path,))
+
+
+def test_default_weights_come_only_from_the_hub_cache(mobilenet, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    weights = torchvision.models.MobileNet_V3_Small_Weights.DEFAULT
+    cached = tmp_path / "checkpoints" / weights.url.rsplit("/", 1)[1]
+    with pytest.raises(WeightsError) as exc:
+        M.load_classifier("torchvision:mobilenet_v3_small")
+    assert "--download" in str(exc.value) and cached.name in str(exc.value)
+    cached.parent.mkdir()
+    marker = tmp_path / "ran"
+    torch.save({"payload": Touch(marker)}, cached)  # a hostile file in the cache
+    with pytest.raises(WeightsError, match="nothing in it ran"):
+        M.load_classifier("torchvision:mobilenet_v3_small")
+    assert not marker.exists()
+    save(mobilenet, cached)
+    loaded = M.load_classifier("torchvision:mobilenet_v3_small")
+    assert loaded.weights == "default"
+    assert all(torch.equal(a, b) for a, b in zip(loaded.module.state_dict().values(),
+                                                 mobilenet.state_dict().values()))
+
+
+def test_download_only_when_asked(mobilenet, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    calls = []
+
+    def fetch(url, **kwargs):
+        calls.append((url, kwargs["weights_only"]))
+        return mobilenet.state_dict()
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fetch)
+    with pytest.raises(WeightsError):
+        M.load_classifier("torchvision:mobilenet_v3_small")
+    assert calls == []
+    M.load_classifier("torchvision:mobilenet_v3_small", download=True)
+    assert calls == [(torchvision.models.MobileNet_V3_Small_Weights.DEFAULT.url, True)]
+
+
+def test_structure_on_meta_matches_the_cpu():
+    meta = M.load_structure("torchvision:resnet18")
+    assert next(meta.module.parameters()).is_meta
+    cpu = M.load_classifier("torchvision:resnet18", pretrained=False)
+    assert meta.layers == cpu.layers
+    rows = {li.name: li for li in meta.layers}
+    assert rows["layer3.1.conv2"].shape == (256, 14, 14) and rows["layer1.0.relu"].calls == 2
+
+
+def test_unknown_name_close_matches_first():
+    with pytest.raises(UnknownModelError) as exc:
+        M.load_classifier("torchvision:resnt18")
+    assert exc.value.close[0] == "resnet18" and "\n" not in str(exc.value)
