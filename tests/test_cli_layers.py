@@ -14,11 +14,11 @@ def test_layers_json_matches_a_real_forward_pass():
     rows = json.loads(r.stdout)
     assert {"name", "type", "shape", "dropblock_ok"} <= set(rows[0])
     net = build_model("efficientnet-lite0")
-    from dropblock.models import forward_with_edit
+    from dropblock.models import forward_many
 
     x = torch.zeros(1, 3, 224, 224)
     for row in rows[::4]:
-        run_ = forward_with_edit(net, x, row["name"], None)
+        run_ = forward_many(net, x, row["name"], [lambda f: f])
         assert list(run_.feature_before.shape[1:]) == row["shape"]
     assert [r_["shape"] for r_ in rows if r_["name"] == "blocks.8"] == [[112, 14, 14]]
 

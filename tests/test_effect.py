@@ -17,7 +17,7 @@ from dropblock.effect import (
     LayerEffect, Prediction, apply_mask, effect_json, kl_divergence, layer_effect, mask_scale, top_k,
 )
 from dropblock.methods import draw_mask
-from dropblock.models import class_names, forward_with_edit, load_model, preprocess
+from dropblock.models import class_names, forward_many, load_model, preprocess
 
 MODEL = "efficientnet-lite0"
 LAYER = "blocks.8"  # 112 x 14 x 14, mid-network
@@ -95,8 +95,8 @@ def test_feature_changes_exactly_where_the_mask_says(model, chelsea, method):
     training_scale = {"dropblock": draw.keep.numel() / draw.keep.sum().item(),  # numel / kept
                       "dropout": 1 / (1 - p), "cutout": 1.0}[method]
     assert e.scale == scale == pytest.approx(training_scale)
-    run = forward_with_edit(model, x, LAYER, lambda f: apply_mask(f, draw.keep, scale))
-    before, after = run.feature_before[0], run.feature_after[0]
+    run = forward_many(model, x, LAYER, [lambda f: apply_mask(f, draw.keep, scale)], keep_features=True)
+    before, after = run.feature_before[0], run.features_after[0]
     keep = draw.keep[0].expand_as(before)
     assert torch.equal(after[keep], before[keep] * scale)
     assert torch.equal(after[~keep], torch.zeros_like(after[~keep]))

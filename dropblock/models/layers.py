@@ -14,8 +14,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from dropblock.errors import one_line
+
 from .base import SteppedNet
-from .errors import LayerError, ModelLoadError, UnknownNameError, one_line
+from .errors import LayerError, ModelLoadError, UnknownNameError
 from .names import resolve_layer
 from .trace import CallRecorder
 
@@ -102,7 +104,7 @@ def trace_model(model: nn.Module, size: int) -> Trace:
             out = model(probe_input(model, size))
     except Exception as exc:
         raise ModelLoadError(f"a forward pass of a 1x3x{size}x{size} image failed: "
-                             f"{one_line(exc)}") from exc
+                             f"{one_line(exc, with_type=True, limit=160)}") from exc
     finally:
         model.train(was_training)
     return trace_of(rec, out)

@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dropblock.errors import one_line
+
 from .classes import NUM_CLASSES, class_names
 from .errors import ModelLoadError, ModelSpecError
 from .layers import (LayerInfo, Trace, check_logits, layer_path, not_a_map, trace_model,
@@ -95,8 +97,8 @@ def read_class_names(path: str | Path) -> tuple[str, ...]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ModelSpecError(f"cannot read class names file {path}: {exc.__class__.__name__}: "
-                             f"{exc}".splitlines()[0]) from None
+        raise ModelSpecError(f"cannot read class names file {path}: "
+                             f"{one_line(exc, with_type=True, limit=160)}") from None
     while lines and not lines[-1].strip():
         lines.pop()
     if not lines:

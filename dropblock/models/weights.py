@@ -22,7 +22,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import WeightsError, one_line
+from dropblock.errors import one_line
+
+from .errors import WeightsError
 
 #: torchvision checkpoint file name and URL per ResNet (the file name's hash prefix is checked).
 TORCHVISION_WEIGHTS: dict[str, tuple[str, str]] = {
@@ -78,7 +80,7 @@ def _load_error(path: Path, exc: Exception) -> WeightsError:
         )
     return WeightsError(
         f"cannot read weights file {path} (expected a state dict saved with torch.save, or a "
-        f".safetensors file): {one_line(exc)}"
+        f".safetensors file): {one_line(exc, with_type=True, limit=160)}"
     )
 
 
@@ -103,7 +105,7 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         return load_file(str(path), device="cpu")
     except Exception as exc:
         raise WeightsError(f"cannot read weights file {path} (corrupt .safetensors file): "
-                           f"{one_line(exc)}") from exc
+                           f"{one_line(exc, with_type=True, limit=160)}") from exc
 
 
 def as_state_dict(obj: object, what: str) -> dict[str, torch.Tensor]:
@@ -160,7 +162,8 @@ def fit_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: 
     try:
         model.load_state_dict(state, strict=True, assign=meta)
     except Exception as exc:
-        raise WeightsError(f"weights {source} do not fit {arch}: {one_line(exc)}") from exc
+        raise WeightsError(f"weights {source} do not fit {arch}: "
+                           f"{one_line(exc, with_type=True, limit=160)}") from exc
 
 
 def build_and_fit(build: Callable[[int | None], nn.Module], state: Mapping[str, torch.Tensor],
@@ -240,7 +243,7 @@ def _torchvision_state_dict(model_name: str, download: bool) -> tuple[dict[str, 
         )
     except Exception as exc:
         raise WeightsError(
-            f"could not download {url} to {cached.parent}: {one_line(exc)}; "
+            f"could not download {url} to {cached.parent}: {one_line(exc, with_type=True, limit=160)}; "
             f"pass --weights FILE instead"
         ) from exc
     return as_state_dict(state, f"download {url}"), url
