@@ -57,3 +57,13 @@ def backend(request, monkeypatch) -> str:
     if request.param == "tensor":
         monkeypatch.setattr(sampling, "NUMPY_ON_CPU", False)
     return request.param
+
+
+@pytest.fixture
+def code_dir(tmp_path, monkeypatch) -> Path:
+    """A folder on ``sys.path`` holding the user model code of :mod:`usercode` (``tinynet.py``)."""
+    from usercode import write_code
+
+    write_code(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path

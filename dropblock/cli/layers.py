@@ -1,5 +1,5 @@
 """``dropblock layers`` and the ``--layer`` runs of show and compare: a regularizer on one layer's feature
-maps of a pretrained CNN, with its effect on the prediction."""
+maps of a CNN (any model spec, see :mod:`dropblock.cli.models`), with its effect on the prediction."""
 
 from __future__ import annotations
 
@@ -9,33 +9,69 @@ from typing import Optional
 
 import typer
 
+from dropblock.cli.models import (
+    ModelChoice, fail_for, load_or_fail, model_choice, resolve_layer_or_fail, structure_or_fail,
+)
 from dropblock.cli.options import (
-    ProgressBar, fail, load_image_or_fail, note_if_clipped, resolve_device, save_or_fail,
+    MODEL_HELP, InputSizeOpt, ProgressBar, fail, load_image_or_fail, note_if_clipped, resolve_device, save_or_fail,
 )
 from dropblock.cli.report import columns, key_value, mean_se, pct, print_json, stdout_console
+from dropblock.models.names import DEFAULT_MODEL
+
+FILTER_HELP = ("Only the layers whose name matches this glob (* matches dots too), e.g. 'layer3.*.conv2'; repeat it "
+               "or separate globs with commas. On a built-in model it searches every module, not only the short names.")
 
 
 def layers(
-    model: str = typer.Option("efficientnet-lite0", "--model", help="efficientnet-lite0, resnet18 or resnet50."),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON list of {name, type, shape, dropblock_ok}."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help=MODEL_HELP),
+    input_size: InputSizeOpt = None,
+    filters: Optional[list[str]] = typer.Option(None, "--filter", help=FILTER_HELP, show_default=False),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list of {name, type, shape, dropblock_ok, calls}."),
 ) -> None:
-    """The layers --layer can pick: type, output shape (C x H x W) at a 224 input, where DropBlock makes sense."""
-    from dropblock.models import UnknownNameError, resolve_model
-
-    try:
-        name = resolve_model(model)
-    except UnknownNameError as e:
-        fail(str(e), 2)
-    from dropblock.models import layer_table
-
-    table = layer_table(name)
+    """The layers --layer can pick: type, output shape (C x H x W) from one forward pass, where DropBlock makes sense."""
+    choice = model_choice(model, input_size=input_size)
+    patterns = [p.strip() for text in filters or () for p in text.split(",") if p.strip()] or None
+    structure = structure_or_fail(choice)
+    table = _layer_rows(structure, patterns)
+    if not table:
+        every = _layer_rows(structure, ["*"])
+        fail(f"--filter {','.join(patterns)}: none of the {len(every)} layers of {structure.spec} matches, e.g. "
+             f"{', '.join(li.name for li in every[:3])}", 2)
     if as_json:
-        print_json([{"name": li.name, "type": li.type, "shape": list(li.shape), "dropblock_ok": li.dropblock_ok}
-                    for li in table])
+        print_json([{"name": li.name, "type": li.type, "shape": list(li.shape), "dropblock_ok": _pickable(li),
+                     "calls": li.calls} for li in table])
         return
-    rows = [[li.name, li.type, " x ".join(map(str, li.shape)), "✓" if li.dropblock_ok else "—"] for li in table]
-    stdout_console().print(columns(f"{name}: layers at a 224x224 input",
-                                   ["layer", "type", "output (C x H x W)", "DropBlock"], rows, right_from=2))
+    rows = [[li.name, li.type, " x ".join(map(str, li.shape)), _dropblock_cell(li)] for li in table]
+    size = structure.input_size
+    title = f"{structure.spec}: layers at a {size}x{size} input" + (f" matching {', '.join(patterns)}" if patterns else "")
+    stdout_console().print(columns(title, ["layer", "type", "output (C x H x W)", "DropBlock"], rows, right_from=2))
+
+
+def _layer_rows(structure, patterns: Optional[list[str]]) -> list:
+    """Every 4-D layer of the model in call order; a built-in's short names (``stem``, ``blocks.5``) stand for
+    their modules, and without ``patterns`` only they are listed."""
+    from dataclasses import replace
+
+    from dropblock.models import filter_layers
+
+    aliases = getattr(structure.module, "layer_paths", {})
+    by_path = {li.name: li for li in structure.layers}
+    if aliases and patterns is None:
+        return [replace(by_path[path], name=alias) for alias, path in aliases.items()]
+    short = {path: alias for alias, path in aliases.items()}
+    table = [replace(li, name=short[li.name]) if li.name in short else li for li in structure.layers]
+    return filter_layers(table, patterns)
+
+
+def _pickable(layer) -> bool:
+    """DropBlock makes sense: a map larger than 1x1, from a module that runs once (so --layer can pick it)."""
+    return layer.dropblock_ok and layer.calls == 1
+
+
+def _dropblock_cell(layer) -> str:
+    if layer.calls > 1:
+        return f"— (runs {layer.calls}x)"
+    return "✓" if layer.dropblock_ok else "—"
 
 
 @dataclass(frozen=True)
@@ -53,33 +89,17 @@ class LayerRequest:
     dpi: int
     as_json: bool
     layer: str
-    model: str
-    weights: Optional[Path]
-    download: bool
+    model: ModelChoice
     samples: int
     shared_channels: bool
     device: str
 
 
 def _load_network(request: LayerRequest):
-    """(model name, layer name, network, device); exit 2 for unknown names or files, 1 for bad weights."""
-    from dropblock.models import UnknownNameError, resolve_layer, resolve_model
-
-    try:
-        model_name = resolve_model(request.model)
-        layer_name = resolve_layer(model_name, request.layer)
-    except UnknownNameError as e:
-        fail(str(e), 2)
-    if request.weights is not None and not request.weights.is_file():
-        fail(f"--weights {str(request.weights)!r}: no such file", 2)
+    """(model spec, layer name, LoadedModel, device); exit 2 for unknown names or files, 1 for failures."""
     device = resolve_device(request.device)
-    from dropblock.models import WeightsError, load_model
-
-    try:
-        net = load_model(model_name, weights=request.weights, download=request.download, device=device)
-    except WeightsError as e:
-        fail(str(e), 1)
-    return model_name, layer_name, net, device
+    net = load_or_fail(request.model, device)
+    return net.spec, resolve_layer_or_fail(net, request.layer), net, device
 
 
 def run_on_layer(request: LayerRequest) -> None:
@@ -87,17 +107,8 @@ def run_on_layer(request: LayerRequest) -> None:
     figure and print the table (or JSON)."""
     model_name, layer_name, net, device = _load_network(request)
     loaded = load_image_or_fail(request.image)
-    from dropblock.effect import layer_effect
-
     b = request.block_size or 7
-    effects = []
-    n = request.samples * len(request.methods)
-    with ProgressBar(n, "masks through the network", show=n > 8) as bar:
-        for method in request.methods:
-            effects.append(layer_effect(net, model_name, loaded.pixels, layer_name, method, request.p, block_size=b,
-                                        gamma=request.gamma_mode, shared_channels=request.shared_channels,
-                                        samples=request.samples, seed=request.seed, device=device,
-                                        progress=bar.advance))
+    effects = _effects(request, net, loaded.pixels, layer_name, b, device)
     _, h, w = effects[0].feature_shape
     if "dropblock" in request.methods:
         note_if_clipped(b, h, w, what=f"map of {layer_name}")
@@ -115,6 +126,25 @@ def run_on_layer(request: LayerRequest) -> None:
         console = stdout_console()
         console.print(_layer_compare_table(effects, name))
         console.print(f"figure written to {request.output}")
+
+
+def _effects(request: LayerRequest, net, pixels, layer_name: str, block_size: int, device: str) -> list:
+    """One LayerEffect per requested method; exit 2 when the layer is not one 4-D map, 1 when the model fails."""
+    from dropblock.effect import layer_effect
+    from dropblock.models import LayerError, ModelLoadError
+
+    effects = []
+    n = request.samples * len(request.methods)
+    try:
+        with ProgressBar(n, "masks through the network", show=n > 8) as bar:
+            for method in request.methods:
+                effects.append(layer_effect(net, pixels, layer_name, method, request.p, block_size=block_size,
+                                            gamma=request.gamma_mode, shared_channels=request.shared_channels,
+                                            samples=request.samples, seed=request.seed, device=device,
+                                            progress=bar.advance))
+    except (LayerError, ModelLoadError) as e:
+        fail_for(e)
+    return effects
 
 
 def _print_layer_json(effects, request: LayerRequest) -> None:

@@ -19,6 +19,7 @@ from .spec import ModelSpec, parse_spec
 
 _LAZY = {
     "LoadedModel": "loaded",
+    "as_loaded": "loaded",
     "load_classifier": "loaded",
     "load_structure": "loaded",
     "read_class_names": "loaded",

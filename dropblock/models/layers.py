@@ -151,7 +151,8 @@ def unknown_layer(layer: str, trace: Trace, model_name: str) -> UnknownNameError
     """The error for a layer name that no module has: close matches among the 4-D layers."""
     names = [li.name for li in trace.layers()]
     return UnknownNameError("layer", str(layer), names, context=model_name,
-                            hint=f"{len(names)} layers in all (`dropblock layers` lists them)")
+                            hint=f"{len(names)} layers in all (`dropblock layers --model {model_name}` "
+                               f"lists them)")
 
 
 def not_a_map(name: str, trace: Trace, model_name: str) -> LayerError:
