@@ -211,7 +211,7 @@ def _rerun(model: nn.Module, x: torch.Tensor, target: str, edited: torch.Tensor,
     n = edited.shape[0]
     counters: Counter[str] = Counter()
     names = {name for name, _ in reuse} | {target}
-    modules = {name: module for name, module in model.named_modules() if name in names}
+    modules = {name: model.get_submodule(name) for name in names}
 
     def make(name: str, forward: Callable) -> Callable:
         def replaced(*args: object, **kwargs: object) -> object:
