@@ -3,13 +3,12 @@
 Random-init models with saved state dicts stand in for pretrained weights, so nothing downloads.
 """
 
-import pathlib
-
 import pytest
 import torch
 
 from edits import hooked_logits
 from integration import require
+from usercode import Touch
 
 torchvision = require("torchvision")
 
@@ -83,14 +82,6 @@ def test_fine_tuned_head_gets_its_own_classes(tmp_path):
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(loaded.module(x), tuned(x))
-
-
-class Touch:
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (pathlib.Path.touch, (self.path,))
 
 
 def test_default_weights_come_only_from_the_hub_cache(mobilenet, tmp_path, monkeypatch):

@@ -1,10 +1,12 @@
-"""The user's own model code that the tests load as ``module:function`` and ``file.py:function``.
+"""What users bring: their own model code, which the tests load as ``module:function`` and ``file.py:function``.
 
 ``write_code(folder)`` writes ``tinynet.py`` (with a neighbour module it imports, ``helpers.py``) and
 ``broken_import.py``; the ``code_dir`` fixture (conftest) puts that folder on ``sys.path``. ``Tiny``
 maps (1, 3, S, S) to (1, 10) logits through ``stem`` (8 x S/2 x S/2) and ``block`` (16 x S/4 x S/4).
+``Touch`` is what a hostile checkpoint could hold.
 """
 
+import pathlib
 import textwrap
 from pathlib import Path
 
@@ -50,3 +52,13 @@ def write_code(folder: Path) -> Path:
     (folder / "tinynet.py").write_text(MODEL_CODE)
     (folder / "broken_import.py").write_text("import torch\nraise ValueError('bad config')\n")
     return folder / "tinynet.py"
+
+
+class Touch:
+    """Unpickling this creates a file: what a malicious checkpoint could do."""
+
+    def __init__(self, path: pathlib.Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (self.path,))

@@ -33,8 +33,8 @@ def layers(
     patterns = [p.strip() for text in filters or () for p in text.split(",") if p.strip()] or None
     structure = structure_or_fail(choice)
     table = _layer_rows(structure, patterns)
+    every = _layer_rows(structure, ["*"]) if patterns else table
     if not table:
-        every = _layer_rows(structure, ["*"])
         fail(f"--filter {','.join(patterns)}: none of the {len(every)} layers of {structure.spec} matches, e.g. "
              f"{', '.join(li.name for li in every[:3])}", 2)
     if as_json:
@@ -43,7 +43,7 @@ def layers(
         return
     rows = [[li.name, li.type, " x ".join(map(str, li.shape)), _dropblock_cell(li)] for li in table]
     size = structure.input_size
-    title = f"{structure.spec}: layers at a {size}x{size} input" + (f" matching {', '.join(patterns)}" if patterns else "")
+    title = f"{structure.spec}: layers at a {size}x{size} input" + (f", {len(table)} of {len(every)}" if patterns else "")
     stdout_console().print(columns(title, ["layer", "type", "output (C x H x W)", "DropBlock"], rows, right_from=2))
 
 

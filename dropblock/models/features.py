@@ -25,7 +25,6 @@ from torch import nn
 from .base import SteppedNet
 from .hooks import clean_pass, edited_logits
 from .layers import layer_path, trace_model, unknown_layer
-from .names import resolve_layer
 
 Edit = Callable[[torch.Tensor], torch.Tensor]
 
@@ -109,9 +108,7 @@ def forward_many(model: nn.Module, x: torch.Tensor, layer: str, edits: Iterable[
     x = _check_image(net, x)
     found = layer_path(net, layer)
     if found is None:
-        if isinstance(net, SteppedNet):
-            resolve_layer(net.arch, layer)  # raises, listing the short names
-        raise unknown_layer(layer, trace_model(net, x.shape[-1]), name)
+        raise unknown_layer(layer, trace_model(net, x.shape[-1]), name, net)
     display, path = found
     stepped = isinstance(net, SteppedNet) and display in net.layer_steps
     if via == "steps" and not stepped:

@@ -147,12 +147,15 @@ def layer_path(model: nn.Module, layer: str) -> tuple[str, str] | None:
     return None
 
 
-def unknown_layer(layer: str, trace: Trace, model_name: str) -> UnknownNameError:
-    """The error for a layer name that no module has: close matches among the 4-D layers."""
-    names = [li.name for li in trace.layers()]
+def unknown_layer(layer: str, trace: Trace, model_name: str,
+                  model: nn.Module | None = None) -> UnknownNameError:
+    """The error for a layer name that no module has: close matches among the 4-D layers (a built-in
+    ``model``'s short names stand for their modules)."""
+    paths = model.layer_paths if isinstance(model, SteppedNet) else {}
+    names = list(paths) + [li.name for li in trace.layers() if li.name not in set(paths.values())]
     return UnknownNameError("layer", str(layer), names, context=model_name,
-                            hint=f"{len(names)} layers in all (`dropblock layers --model {model_name}` "
-                               f"lists them)")
+                            hint=f"{len(names)} layers in all (`dropblock layers --model {model_name} "
+                                 f"--filter '*'` lists them)")
 
 
 def not_a_map(name: str, trace: Trace, model_name: str) -> LayerError:

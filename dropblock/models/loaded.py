@@ -22,7 +22,6 @@ from .errors import ModelLoadError, ModelSpecError
 from .layers import (LayerInfo, Trace, check_logits, layer_path, not_a_map, trace_model,
                      unknown_layer)
 from .base import SteppedNet
-from .names import resolve_layer
 from .preprocessing import PREPROCESSING, Preprocessing
 from .registry import check_device
 from .sources import Built, build_builtin, build_timm, build_torchvision, build_user
@@ -98,9 +97,7 @@ class LoadedModel:
     def _path(self, name: str) -> tuple[str, str]:
         found = layer_path(self.module, name)
         if found is None:
-            if isinstance(self.module, SteppedNet):
-                resolve_layer(self.module.arch, name)  # raises, listing the short names
-            raise unknown_layer(name, self.trace, self.spec)
+            raise unknown_layer(name, self.trace, self.spec, self.module)
         return found
 
 

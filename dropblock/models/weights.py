@@ -122,6 +122,13 @@ def as_state_dict(obj: object, what: str) -> dict[str, torch.Tensor]:
     return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
 
 
+def without_schedules(state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor]) -> dict:
+    """``state`` without the ``*.step_count`` entries that ``own`` (a model's state dict) lacks: the
+    step counters of the ScheduledDropBlock2d modules that :func:`~dropblock.add_dropblock` put into a
+    model for training. They are not weights, so a model trained that way loads into the plain model."""
+    return {k: v for k, v in state.items() if k in own or not k.endswith(".step_count")}
+
+
 def fit_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str,
                    name: str | None = None) -> None:
     """Load ``state`` into ``model`` with ``strict=True`` after checking keys and shapes.
@@ -129,14 +136,15 @@ def fit_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: 
     ``name`` is the model's name in messages (default: its ``arch`` or class name).
 
     BatchNorm ``num_batches_tracked`` counters missing from older checkpoints are filled in
-    with the model's own (they do not affect inference).
+    with the model's own (they do not affect inference). The schedules' step counters of a model
+    trained with :func:`~dropblock.add_dropblock` are left out (see :func:`without_schedules`).
 
     Raises:
         WeightsError: names ``source`` and the first few missing/unexpected keys, or the
             first shape mismatch.
     """
     own = model.state_dict()
-    state = dict(state)
+    state = without_schedules(state, own)
     for key in own:
         if key.endswith("num_batches_tracked") and key not in state:
             state[key] = torch.zeros_like(own[key], device="cpu") if own[key].is_meta else own[key]
@@ -197,6 +205,7 @@ def output_rows(model: nn.Module, state: Mapping[str, torch.Tensor], classes: in
     """The class count of ``state`` when it fits ``model`` except for the rows of the one layer
     with ``classes`` outputs (a model fine-tuned to other classes); None otherwise."""
     own = model.state_dict()
+    state = without_schedules(state, own)
     if any(k not in own for k in state) or any(
             k not in state for k in own if not k.endswith("num_batches_tracked")):
         return None
