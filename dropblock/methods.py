@@ -17,13 +17,9 @@ from dropblock.gamma import (
     clip_block, cutout_expected_drop_rate, cutout_length_for, expected_drop_rate, linear_keep_prob,
 )
 from dropblock.masks import cutout_mask, dropblock_mask, dropout_mask, spatial_dropout_mask
+from dropblock.method_names import FEATURE_METHODS, METHODS  # their torch-free home, re-exported here
 from dropblock.sampling import make_generator
 from dropblock.stats import MeanSE
-
-METHODS = ("dropblock", "dropout", "cutout")
-"""The methods drawn on an image (one mask shared by the colour channels)."""
-FEATURE_METHODS = ("dropblock", "dropout", "spatial-dropout", "cutout")
-"""The methods :func:`draw_mask` draws on feature maps: METHODS and spatial dropout (whole channels)."""
 
 
 @dataclass

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from dropblock._checks import check_choice, check_positive_int
-from dropblock.methods import FEATURE_METHODS
+from dropblock.method_names import FEATURE_METHODS
 from dropblock.stats import MeanSE
 
 __all__ = [
