@@ -8,22 +8,17 @@ import torch
 from PIL import Image
 from torchcam.methods import GradCAM, LayerCAM
 
-from conftest import SAMPLES
+from conftest import SAMPLES, pretrained_one_thread
 from dropblock.cam import CAM_METHODS, CamResult, cam_json, default_cam_layer, layer_cam
 from dropblock.effect import layer_effect
-from dropblock.models import UnknownNameError, build_model, load_model, preprocess
+from dropblock.models import UnknownNameError, build_model, preprocess
 
 MODEL, LAYER = "efficientnet-lite0", "blocks.8"
 
 
 @pytest.fixture(scope="module")
 def model():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield load_model(MODEL)
-    finally:
-        torch.set_num_threads(threads)
+    yield from pretrained_one_thread(MODEL)
 
 
 @pytest.fixture(scope="module")

@@ -157,6 +157,8 @@ def test_ctrl_c_then_resume_equals_an_uninterrupted_run(tmp_path):
         stopped = _rows(Path("stopped.csv"))
         assert 0 < len(stopped) < 4 * 3 and len(stopped) % 3 == 0  # whole images only
         assert not Path("s.png").exists()
+        r = run(*args[:-4], "-n", "5", *args[-4:], "--csv", "stopped.csv", "--resume")
+        assert r.exit_code == 2 and "holds rows of -n 4" in r.stderr  # the same -n, or another CSV
         r = run(*args, "--csv", "stopped.csv", "--resume")
         assert r.exit_code == 0, r.output
         r = run(*args, "--csv", "whole.csv")

@@ -12,12 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import SAMPLES
+from conftest import SAMPLES, pretrained_one_thread
 from dropblock.effect import (
     LayerEffect, Prediction, apply_mask, effect_json, kl_divergence, layer_effect, mask_scale, top_k,
 )
 from dropblock.methods import draw_mask
-from dropblock.models import class_names, forward_with_edit, load_model, preprocess
+from dropblock.models import class_names, forward_with_edit, preprocess
 
 MODEL = "efficientnet-lite0"
 LAYER = "blocks.8"  # 112 x 14 x 14, mid-network
@@ -25,14 +25,7 @@ LAYER = "blocks.8"  # 112 x 14 x 14, mid-network
 
 @pytest.fixture(scope="module")
 def model():
-    # One intra-op thread: on a small shared machine, torch's OpenMP threads contend with other
-    # processes and a batch-1 forward pass can take 40x longer (2 s instead of 0.05 s).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield load_model(MODEL)
-    finally:
-        torch.set_num_threads(threads)
+    yield from pretrained_one_thread(MODEL)
 
 
 def _image(name: str) -> np.ndarray:

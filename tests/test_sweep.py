@@ -12,10 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import SAMPLES
+from conftest import SAMPLES, pretrained_one_thread
 from dropblock.effect import apply_mask, kl_divergence, mask_scale
 from dropblock.methods import draw_mask
-from dropblock.models import forward_many, forward_with_edit, load_model, preprocess
+from dropblock.models import forward_many, forward_with_edit, preprocess
 from dropblock.stats import MeanSE
 from dropblock.sweep import (
     ImageRow, Setting, content_id, find_images, point_json, setting_seed, settings_grid, summarize, sweep_image,
@@ -27,12 +27,7 @@ PHOTOS = ("astronaut.jpg", "chelsea.jpg", "coffee.jpg")
 
 @pytest.fixture(scope="module")
 def model():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # see test_effect: contention on a small shared machine
-    try:
-        yield load_model(MODEL)
-    finally:
-        torch.set_num_threads(threads)
+    yield from pretrained_one_thread(MODEL)
 
 
 def _photo(name: str) -> tuple[np.ndarray, str]:

@@ -11,8 +11,8 @@ from typing import Optional
 import typer
 
 from dropblock.cli.options import (
-    GAMMA_HELP, DeviceOpt, DownloadOpt, DpiOpt, JsonOpt, ModelOpt, SeedOpt, WeightsOpt, check_gamma_mode,
-    check_output_path, check_positive, fail, save_or_fail,
+    GAMMA_HELP, DeviceOpt, DownloadOpt, DpiOpt, JsonOpt, ModelOpt, ProgressBar, SeedOpt, WeightsOpt,
+    check_gamma_mode, check_output_path, check_positive, fail, save_or_fail,
 )
 from dropblock.cli.report import columns, note, pct, print_json, stderr_console, stdout_console
 
@@ -88,7 +88,7 @@ def _check_files(csv_path: Optional[Path], resume: bool, labels: Optional[Path],
     check_output_path(output, "--output", (csv_path,) if csv_path else ())
 
 
-def _open_csv(csv_path: Optional[Path], resume: bool):
+def _open_csv(csv_path: Optional[Path], resume: bool, masks: int):
     """The run's SweepCsv (None without --csv); exit 2 for a CSV that cannot be resumed."""
     if csv_path is None:
         return None
@@ -100,6 +100,10 @@ def _open_csv(csv_path: Optional[Path], resume: bool):
         fail(f"--resume: {e}", 2)
     if resume and not log.resume:
         note(f"{str(csv_path)!r} does not exist yet: starting it")
+    other = sorted({row.masks for row in log.previous} - {masks})
+    if other:
+        fail(f"--resume: {str(csv_path)!r} holds rows of -n {other[0]}; resume with the same -n, or start "
+             "another --csv", 2)
     return log
 
 
@@ -160,41 +164,30 @@ def sweep(
     model_name, layer_name, net, dev = _load_network(SweepRequest(model, layer, weights, download, device))
     plan = dict(model=model_name, layer=layer_name, net=net, device=dev, settings=settings, masks=masks,
                 seed=seed, gamma=gamma_mode, labels=_read_labels(labels))
-    log = _open_csv(csv_path, resume)
+    log = _open_csv(csv_path, resume, masks)
     state = _run(found.paths, plan, log)
     _finish(state, plan, found.paths, output, dpi or 150, as_json, csv_path)
 
 
-class _Bar:
+class _Bar(ProgressBar):
     """The progress bar on stderr (a terminal only): masks done, images done, time left; warnings go
     above it."""
 
     def __init__(self, images: int, per_image: int) -> None:
         self.images, self.per_image, self.this_image, self.done = images, per_image, 0, 0
-        console = stderr_console()
-        self.console, self.progress = console, None
-        if console.is_terminal and images * per_image > 0:
+        self.console, self.progress = stderr_console(), None
+        if self.console.is_terminal and images * per_image > 0:
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
             self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
                                      TextColumn("images {task.fields[done]}/{task.fields[images]}"),
-                                     TimeRemainingColumn(), console=console, transient=True)
+                                     TimeRemainingColumn(), console=self.console, transient=True)
             self.task = self.progress.add_task("sweep", total=images * per_image, done=0, images=images)
-
-    def __enter__(self) -> _Bar:
-        if self.progress is not None:
-            self.progress.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.progress is not None:
-            self.progress.stop()
 
     def advance(self, n: int) -> None:
         """``n`` more masks done."""
         self.this_image += n
-        if self.progress is not None:
-            self.progress.advance(self.task, n)
+        super().advance(n)
 
     def image_done(self, name: str) -> None:
         """One more image finished (or skipped): settle its share of the bar."""
