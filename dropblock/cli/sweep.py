@@ -227,7 +227,8 @@ def _run(paths: list[Path], plan: dict, log) -> Progress:
     state = Progress()
     names = {str(p) for p in paths}
     done = log.done() if log is not None else set()
-    state.rows = [r for r in (log.previous if log is not None else []) if r.image in names]
+    wanted = set(plan["settings"])
+    state.rows = [r for r in (log.previous if log is not None else []) if r.image in names and r.setting in wanted]
     try:
         with _Bar(len(paths), len(plan["settings"]) * plan["masks"]) as bar:
             for path in paths:

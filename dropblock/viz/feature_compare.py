@@ -108,7 +108,7 @@ def _change_row(fig, grid, row: int, crop, act_before, acts) -> None:
         axes[-1].set_title("mean activation before − after", fontsize=SMALL_PT + 0.5)
         plain(axes[-1])
     cb = fig.colorbar(im, ax=axes, location="right", aspect=20, pad=0.02)
-    cb.set_label("before − after (red: removed, blue: raised)", fontsize=SMALL_PT)
+    cb.set_label("before − after (red: lower after, blue: higher after)", fontsize=SMALL_PT)
     cb.ax.tick_params(labelsize=SMALL_PT)
 
 

@@ -75,7 +75,7 @@ def _activation_row(sheet, top, crop, before, after, drop, text, method: str) ->
     key_top = top + PANEL + 0.12
     sheet.colorbar(im_b, LEFTS[0], key_top, "mean activation over channels")
     drop_key(sheet.fig, im_d, is_binary(drop), cax=sheet.axes(LEFTS[1] + 0.25, key_top, PANEL - 0.5, 0.16))
-    sheet.colorbar(im_c, LEFTS[2], key_top, "before − after (red: removed, blue: raised by the rescale)")
+    sheet.colorbar(im_c, LEFTS[2], key_top, "before − after (red: lower after, blue: higher after)")
 
 
 def _cam_row(sheet, top, crop, cam) -> None:
@@ -89,7 +89,7 @@ def _cam_row(sheet, top, crop, cam) -> None:
     key_top = top + PANEL + 0.12
     for left in LEFTS[:2]:
         sheet.colorbar(im, left, key_top, "CAM, scaled to 0..1 (+ peak; ○ peak before)")
-    sheet.colorbar(im_c, LEFTS[2], key_top, "before − after (red: attention lost, blue: gained)")
+    sheet.colorbar(im_c, LEFTS[2], key_top, "before − after (red: lower after, blue: higher after)")
 
 
 def _pair_scaled(before: np.ndarray, after: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -199,7 +199,7 @@ def feature_show_figure(effect, image_name: str, cam=None) -> Figure:
         "image": f"{image_name}: mean activation of {effect.layer} ({c}x{h}x{w})",
         "mask": f"{label} mask: {_params(effect)}; dropped {100 * effect.realized_drop_rate:.1f}% "
                 f"(target {100 * effect.p:g}%)",
-        "after": f"what {label} changed: mean activation before − after",
+        "after": f"what {label} changed: mean before − after",
         "channels": "most active channels: before, mask, after",
         "before_preds": "top-5 before",
         "after_preds": f"top-5 after (KL {effect.kl_divergence:.3g} nats)",

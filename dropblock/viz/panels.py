@@ -18,7 +18,7 @@ from matplotlib.ticker import PercentFormatter
 from dropblock.viz.style import ACTIVATION_CMAP, COLORS, DIM, DROPPED_ALPHA, SMALL_PT, TITLE_PT
 
 CHANGE_CMAP = "RdBu_r"
-"""Diverging colormap of before − after: red where activation was removed, blue where it grew."""
+"""Diverging colormap of before − after: red where the value is lower after, blue where it is higher."""
 CAM_CMAP = "viridis"
 """Class activation maps: perceptually uniform and colour-blind safe, and unlike the activations' inferno."""
 CAM_LABELS = {"gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++", "smoothgradcampp": "Smooth Grad-CAM++",
@@ -76,7 +76,7 @@ def overlay_drop(ax, crop: np.ndarray, drop_fraction: np.ndarray):
 
 def overlay_change(ax, crop: np.ndarray, change: np.ndarray, vmax: float):
     """A grey, faded crop under the (h, w) change before − after, per cell, on a symmetric diverging
-    scale [-vmax, vmax]: red where activation was removed, blue where it grew, clear where unchanged."""
+    scale [-vmax, vmax]: red where the value is lower after, blue where higher, clear where unchanged."""
     grey = crop.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
     faded = np.clip(255 - (255 - grey) * 0.45, 0, 255).astype(np.uint8)
     ax.imshow(np.repeat(faded[:, :, None], 3, axis=2), interpolation="nearest", aspect="equal")
