@@ -11,8 +11,7 @@ from typing import Optional
 import typer
 
 from dropblock.cli.options import (
-    GAMMA_HELP, DeviceOpt, DownloadOpt, DpiOpt, JsonOpt, ModelOpt, ProgressBar, SeedOpt, WeightsOpt,
-    check_gamma_mode, check_output_path, check_positive, fail, save_or_fail,
+    GAMMA_HELP, DownloadOpt, JsonOpt, ModelOpt, ProgressBar, WeightsOpt, check_gamma_mode, check_output_path, check_positive, fail, save_or_fail,
 )
 from dropblock.cli.report import columns, note, pct, print_json, stderr_console, stdout_console
 
@@ -138,10 +137,12 @@ def sweep(
     resume: bool = typer.Option(False, "--resume", help="Skip what the --csv file holds and append the rest."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Figure file (.png, .svg, .pdf) "
                                           "\\[default: ./sweep-LAYER.png].", show_default=False),
-    dpi: DpiOpt = None,
+    dpi: Optional[int] = typer.Option(None, "--dpi", help="Resolution of a raster figure \\[default: 150].",
+                                      show_default=False),
     as_json: JsonOpt = False,
-    seed: SeedOpt = 0,
-    device: DeviceOpt = "cpu",
+    seed: int = typer.Option(0, "--seed", help="Random seed: an image's masks come from it, the image's bytes and "
+                                                "the setting, so they never depend on the other images."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
 ) -> None:
     """Regularizers at inference on one layer, across images: agreement, KL, accuracy and drop rate
     against keep_prob (the paper's Figure 5)."""
