@@ -1,6 +1,6 @@
 """Benchmarks for dropblock: mask speed against torchvision, timm and a bare multiply, and CLI start-up times.
 
-    python benchmarks/bench.py [--quick] [--device cpu|cuda] [--skip-cli] [--json FILE]
+    python benchmarks/bench.py [--quick] [--device cpu|cuda] [--skip-cli] [--skip-sweep | --only-sweep] [--json FILE]
 
 Every number printed is a median measured in this run; every ratio compares medians from this run.
 Contenders are interleaved (each repeat times all of them, in a rotating order) so background
@@ -318,6 +318,63 @@ def cli_table(cli: dict[str, dict], s: Settings) -> Table:
     return table
 
 
+# ---------------------------------------------------------------- sweep (issue 11: `dropblock sweep`)
+# The sweep's time per pass through the rest of the network, against a bare batched pass of the same
+# batch size on the same layer's activation: what drawing masks, applying them and the bookkeeping add.
+
+SWEEP_MODEL, SWEEP_LAYER, SWEEP_BATCH, SWEEP_MASKS = "efficientnet-lite0", "blocks.8", 32, 16
+SWEEP_GOAL = 1.25
+
+
+def sweep_row(s: Settings) -> dict:
+    """Median ms of one image's sweep (10 settings x 16 masks = 5 passes of 32, the prefix once) and of
+    5 bare suffix passes of 32, interleaved; the ratio is the sweep's cost per suffix pass over the bare one."""
+    import numpy as np
+    from PIL import Image
+
+    from dropblock.models import load_model, preprocess
+    from dropblock.sweep import settings_grid, sweep_image
+
+    net = load_model(SWEEP_MODEL, device=s.device)
+    with Image.open(IMAGE) as im:
+        pixels = np.asarray(im.convert("RGB"))
+    settings = [st for st in settings_grid(["dropblock", "dropout", "spatial-dropout", "cutout"], [1, 7], [0.9, 0.8])]
+    passes = len(settings) * SWEEP_MASKS // SWEEP_BATCH
+    x, _ = preprocess(SWEEP_MODEL, pixels)
+    step = net.layer_steps[SWEEP_LAYER]
+    with torch.inference_mode():
+        feature = net.forward_range(x.to(s.device), 0, step + 1)
+        batch = feature.expand(SWEEP_BATCH, -1, -1, -1).contiguous()
+
+    def bare(_):
+        with torch.inference_mode():
+            for _ in range(passes):
+                net.forward_range(batch, step + 1)
+
+    def sweep(_):
+        sweep_image(net, SWEEP_MODEL, pixels, SWEEP_LAYER, settings, masks=SWEEP_MASKS, seed=0, content="bench",
+                    device=s.device, batch_size=SWEEP_BATCH)
+
+    ms = interleaved_medians({"sweep": sweep, "bare suffix": bare}, batch, s)
+    return {"model": SWEEP_MODEL, "layer": SWEEP_LAYER, "feature": list(feature.shape[1:]), "batch": SWEEP_BATCH,
+            "settings": len(settings), "masks": SWEEP_MASKS, "passes": passes, "ms": ms,
+            "sweep/bare": ratio(ms.get("sweep"), ms.get("bare suffix"))}
+
+
+def sweep_table(row: dict, s: Settings) -> Table:
+    table = Table(title=f"Sweep: {row['model']} {row['layer']} ({'x'.join(map(str, row['feature']))}), "
+                        f"{row['settings']} settings x {row['masks']} masks = {row['passes']} passes of {row['batch']}, "
+                        f"{s.device}, median ms of {s.repeats}", title_justify="left")
+    for col in ("sweep (one image)", f"{row['passes']} bare suffix passes", "per pass: sweep / bare"):
+        table.add_column(col, justify="right")
+    table.add_row(fmt_ms(row["ms"].get("sweep")), fmt_ms(row["ms"].get("bare suffix")), fmt_x(row["sweep/bare"]))
+    return table
+
+
+def sweep_goal(row: dict) -> dict:
+    return goal(f"sweep per suffix pass <= {SWEEP_GOAL}x a bare batched suffix pass", row["sweep/bare"], SWEEP_GOAL, "x")
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -361,6 +418,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, metavar="FILE", help="write every number to FILE")
     parser.add_argument("--skip-cli", action="store_true",
                         help="time the masks only (where the dropblock command is not installed, e.g. a GPU machine)")
+    parser.add_argument("--skip-sweep", action="store_true", help="leave out the sweep benchmark")
+    parser.add_argument("--only-sweep", action="store_true", help="time the sweep alone (masks and CLI left out)")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device visible to torch")
@@ -372,19 +431,24 @@ def main(argv: list[str] | None = None) -> None:
     s = settings_for(args.quick, args.device)
     info = machine_info(args.device)
     console.print(machine_line(info))
-    rows, notes = mask_rows(s)
-    console.print(mask_table(rows, notes, s))
-    cli = {} if args.skip_cli else cli_medians(s)
+    rows, notes = ([], {}) if args.only_sweep else mask_rows(s)
+    if rows:
+        console.print(mask_table(rows, notes, s))
+    sweep = {} if args.skip_sweep else sweep_row(s)
+    if sweep:
+        console.print(sweep_table(sweep, s))
+    cli = {} if args.skip_cli or args.only_sweep else cli_medians(s)
     if cli:
         console.print(cli_table(cli, s))
-    goals = mask_goals(rows, args.device) + (cli_goals(cli) if cli else [])
+    goals = ((mask_goals(rows, args.device) if rows else []) + ([sweep_goal(sweep)] if sweep else [])
+             + (cli_goals(cli) if cli else []))
     console.print(goals_table(goals))
     info["load_average_at_end"] = list(os.getloadavg())
     console.print(f"load average at the end: {' '.join(f'{v:.2f}' for v in info['load_average_at_end'])} "
                   f"(1, 5, 15 min; {info['cores']} cores: above that, other work shares the CPUs)")
     if args.json:
         report = {"machine": info, "settings": asdict(s) | {"quick": args.quick, "p": P, "block_size": BLOCK},
-                  "masks": {"notes": notes, "rows": rows}, "cli": cli, "goals": goals}
+                  "masks": {"notes": notes, "rows": rows}, "sweep": sweep, "cli": cli, "goals": goals}
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         console.print(f"wrote {args.json}")
 

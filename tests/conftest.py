@@ -14,6 +14,22 @@ def sample_images() -> Path:
     return SAMPLES
 
 
+def pretrained_one_thread(name: str = "efficientnet-lite0"):
+    """For a module-scoped fixture (``yield from``): the pretrained model, with torch on one intra-op
+    thread while the module runs. On a small shared machine, torch's OpenMP threads contend with other
+    processes and a batch-1 forward pass can take 40x longer (2 s instead of 0.05 s)."""
+    import torch
+
+    from dropblock.models import load_model
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield load_model(name)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def cuda_available() -> bool:
     try:
         import torch
