@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from dropblock import backends
+from dropblock import backends, ops
 from dropblock._checks import check_choice, check_gamma, check_positive_int, check_probability
 from dropblock._plan import Plan, make_plan
 from dropblock.masks import (
@@ -89,25 +89,21 @@ def drop_block2d(
     block_size = check_positive_int(block_size, "block_size")
     check_choice(rescale, "rescale", RESCALES)
     check_gamma(gamma, GAMMA_MODES)
-    if not training or p == 0.0:
-        return input
     if generator is None and seed is not None:
         if tracing(input):
             raise ValueError(TRACED_RNG)
         generator = make_generator(seed, input.device)
-    return _drop_block2d(input, p, block_size, inplace, eps, gamma, rescale, shared_channels, generator)
+    return _drop_block2d(input, p, block_size, inplace, eps, training, gamma, rescale, shared_channels, generator)
 
 
-def _drop_block2d(input, p: float, block_size: int, inplace: bool, eps: float, gamma: str | float, rescale: str,
-                  shared_channels: bool, generator: torch.Generator | None) -> torch.Tensor:
-    """drop_block2d on checked arguments, in training with p > 0 (DropBlock2d.forward calls this)."""
+def _drop_block2d(input, p: float, block_size: int, inplace: bool, eps: float, training: bool, gamma: str | float,
+                  rescale: str, shared_channels: bool, generator: torch.Generator | None) -> torch.Tensor:
+    """drop_block2d on checked arguments (DropBlock2d.forward calls this)."""
     if tracing(input):
         if generator is not None:
             raise ValueError(TRACED_RNG)
-        from dropblock import ops
-
-        return ops.drop_block2d(input, p, block_size, inplace, eps, gamma, rescale, shared_channels)
-    if input.numel() == 0:
+        return ops.drop_block2d(input, p, block_size, inplace, eps, training, gamma, rescale, shared_channels)
+    if not training or p == 0.0 or input.numel() == 0:
         return input
     return run(input, p, block_size, eps, gamma, rescale, shared_channels, generator, inplace)[0]
 

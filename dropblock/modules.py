@@ -54,11 +54,8 @@ class DropBlock2d(nn.Module):
         """Arguments were checked in __init__; only the input is checked here."""
         if not isinstance(input, torch.fx.Proxy):
             Fd.check_input(input)
-        p = self._drop_prob()
-        if not self.training or p == 0.0:
-            return input
-        return Fd._drop_block2d(input, p, self.block_size, self.inplace, self.eps, self.gamma, self.rescale,
-                                self.shared_channels, self._generator_for(input))
+        return Fd._drop_block2d(input, self._drop_prob(), self.block_size, self.inplace, self.eps, self.training,
+                                self.gamma, self.rescale, self.shared_channels, self._generator_for(input))
 
     def extra_repr(self) -> str:
         return (
