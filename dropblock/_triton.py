@@ -160,8 +160,9 @@ def _apply_kernel(x_ptr, out_ptr, kept_ptr, scale, group_numel, eps, C, planes, 
                   per, halo_r, tpp, ow, halo_c, sxn, sxc, sxh, sxw, son, soc, soh, sow,
                   BH: tl.constexpr, BW: tl.constexpr, STACKED: tl.constexpr, SCALE: tl.constexpr,
                   SHARED: tl.constexpr, F64: tl.constexpr):
-    """out = x * scale where kept, 0 where dropped. SCALE: 0 the ``scale`` argument, 1 from kept[0]
-    (batch), 2 from kept[sample]; SHARED: one mask plane per sample, applied to its C channels."""
+    """out = x * scale where kept, 0 where dropped. SCALE: 0 the ``scale`` argument (float32), 1 from
+    kept[0] (batch), 2 from kept[sample], 3 a float64 scale at kept_ptr; SHARED: one mask plane per
+    sample, applied to its C channels."""
     plane, i, j, writes, keep = _tile_keep(tl.program_id(0), tl.program_id(1), planes, H, W, bh, bw, key, base,
                                            thresh, per, halo_r, tpp, ow, halo_c, BH, BW, STACKED)
     n = plane if SHARED else plane // C
@@ -169,6 +170,8 @@ def _apply_kernel(x_ptr, out_ptr, kept_ptr, scale, group_numel, eps, C, planes, 
         s = group_numel / (eps + tl.load(kept_ptr).to(tl.float64))
     elif SCALE == 2:
         s = group_numel / (eps + tl.load(kept_ptr + n, mask=plane < planes, other=0).to(tl.float64))
+    elif SCALE == 3:
+        s = tl.load(kept_ptr)
     else:
         s = tl.cast(scale, tl.float64)
     s = s if F64 else s.to(tl.float32)
@@ -206,14 +209,17 @@ def launch(x: torch.Tensor, key: int, base: int, plan, rescale: str, shared: boo
     thresh = min(1 << 32, round(plan.gamma * (1 << 32)))
     geometry = (planes, h, w, plan.bh, plan.bw, key, base, thresh, tl_.per, tl_.halo_r, tl_.tpp, tl_.ow, tl_.halo_c)
     lanes = dict(BH=tl_.bh_lanes, BW=tl_.bw_lanes, STACKED=tl_.stacked, num_warps=8 if tl_.bh_lanes * tl_.bw_lanes >= 4096 else 4)
-    mode = _SCALE_MODES[rescale]
+    mode, f64 = _SCALE_MODES[rescale], x.dtype == torch.float64
     if mode and kept is None:
         kept = torch.zeros(n if mode == 2 else 1, dtype=torch.int64, device=x.device)
         _count_kernel[tl_.grid](kept, *geometry[:1], planes_c, *geometry[1:], PER_SAMPLE=mode == 2, **lanes)
+    source = kept if mode else out
+    if not mode and f64:  # a float argument reaches the kernel as float32: a float64 scale goes through memory
+        source, mode = torch.full((1,), plan.scale(rescale), dtype=torch.float64, device=x.device), 3
     group_numel = planes * h * w if mode == 1 else planes_c * h * w
     _apply_kernel[tl_.grid](
-        x, out, kept if mode else out, plan.scale(rescale) if not mode else 1.0, group_numel, float(eps),
-        c, *geometry, *x.stride(), *out.stride(), SCALE=mode, SHARED=shared, F64=x.dtype == torch.float64, **lanes,
+        x, out, source, plan.scale(rescale), group_numel, float(eps), c, *geometry, *x.stride(), *out.stride(),
+        SCALE=mode, SHARED=shared, F64=f64, **lanes,
     )
     return out, kept
 

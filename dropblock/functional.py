@@ -28,8 +28,9 @@ from dropblock.sampling import bernoulli_positions, make_generator
 
 RESCALES = ("batch", "sample", "expected", "none")
 """How kept units are scaled up:
-- ``batch``: by numel / kept over the whole batch (the paper and torchvision);
-- ``sample``: by each sample's own numel / kept;
+- ``batch``: by numel / (eps + kept) of the mask over the whole batch (the paper and torchvision; a
+  mask shared by the channels counts its (N, 1, H, W) units);
+- ``sample``: by each sample's own numel / (eps + kept);
 - ``expected``: by 1 / (1 - exact expected drop rate), known before the draw: one pass, no reduction;
 - ``none``: not at all."""
 
@@ -145,13 +146,13 @@ def _drop_with_seed_lists(input: torch.Tensor, plan: Plan, rescale: str, shared_
             mask = torch.ones((n * planes_c, h, w), dtype=input.dtype, device=input.device)
             fill_blocks(mask.view(-1), corners, w, bh, bw, 0)
             mask = mask.view(n, planes_c, h, w)
-        kept = None
+        kept, unit = None, h * w // (mask.shape[2] * mask.shape[3])  # mask units per entry: counts stay in units
         if rescale == "batch":
-            kept = int(mask.sum(dtype=torch.float32))
-            mask.mul_(batch_rescale(mask.numel(), kept, eps))
-        elif rescale == "sample":  # the scale stays float32: an all-dropped sample's huge scale meets only zeros
-            kept = mask.sum(dim=(1, 2, 3), keepdim=True, dtype=torch.float32)
-            mask.mul_(batch_rescale(mask[0].numel(), kept, eps))
+            kept = int(mask.sum(dtype=torch.float64)) * unit
+            mask.mul_(batch_rescale(mask.numel() * unit, kept, eps))
+        elif rescale == "sample":  # float32 or wider: an all-dropped sample's huge scale then meets only zeros
+            kept = mask.sum(dim=(1, 2, 3), keepdim=True, dtype=torch.float64) * unit
+            mask.mul_(batch_rescale(mask[0].numel() * unit, kept, eps).to(torch.promote_types(input.dtype, torch.float32)))
             kept = kept.view(-1).to(torch.int64)
         elif rescale == "expected":
             mask.mul_(plan.expected_scale)

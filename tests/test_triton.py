@@ -11,8 +11,7 @@ import math
 import pytest
 import torch
 
-from conftest import assert_blocks_of_valid_seeds, assert_kept_units_scaled, needs_cuda
-from dropblock._plan import make_plan
+from conftest import assert_blocks_of_valid_seeds, assert_kept_units_scaled, needs_cuda, scale_of_draw
 from dropblock.functional import drop_block2d
 from dropblock.gamma import drop_probability_map, expected_drop_rate, gamma_exact, gamma_paper
 from stats import assert_can_see_bias, assert_close_se, assert_per_unit, measure_until_sharp
@@ -28,17 +27,6 @@ def positive(shape, dtype=torch.float32, device="cpu", seed=0):
     return (torch.rand(shape, generator=torch.Generator().manual_seed(seed)) + 0.5).to(device=device, dtype=dtype)
 
 
-def expected_scale(y, p, b, rescale, shared, eps=1e-6):
-    """The scale each sample's kept units must carry, from the draw's own kept count."""
-    n, c, h, w = y.shape
-    keep = (y != 0)[:, :1] if shared else (y != 0)
-    if rescale == "batch":
-        return keep.numel() / (eps + keep.sum().item())
-    if rescale == "sample":
-        return (keep[0].numel() / (eps + keep.sum(dim=(1, 2, 3), dtype=torch.float64))).view(n, 1, 1, 1)
-    return make_plan(p, b, h, w, "paper", eps).scale(rescale)
-
-
 @pytest.mark.parametrize("rescale", ["batch", "sample", "expected", "none"])
 @pytest.mark.parametrize("shared,dtype", KINDS)
 @pytest.mark.parametrize("shape,b", CASES)
@@ -51,7 +39,7 @@ def test_zeros_are_blocks_of_valid_seeds_and_kept_units_are_x_times_the_scale(tr
         assert torch.equal(dropped, dropped[:, :1].expand_as(dropped))
     assert_blocks_of_valid_seeds(dropped, min(b, shape[2]), min(b, shape[3]))
     if not dropped.all():
-        assert_kept_units_scaled(y, x, expected_scale(y, 0.25, b, rescale, shared))
+        assert_kept_units_scaled(y, x, scale_of_draw(y, 0.25, b, rescale, shared))
 
 
 def test_the_same_seed_gives_the_same_mask(triton):
