@@ -3,17 +3,16 @@
 Conventions as in ``dropblock.gamma``: a seed falls with probability gamma at each position (r, c)
 with r <= H - bh and c <= W - bw; its block covers rows r .. r + bh - 1 and columns c .. c + bw - 1.
 
-Seeds: Philox (``tl.randint4x``) keyed by the torch generator (``philox_key``). The seed at (plane, i, j)
-is lane j % 4 of counter ``base + (plane * H + i) * ceil(W / 4) + j // 4``; it falls when that uint32
-is below round(gamma * 2^32), so P(seed) is gamma to within 2^-33, independently at every position.
+Seeds: Philox4x32-10 (``tl.philox``) keyed by the torch generator (``philox_key``). The seed at
+(plane, i, j) is lane j % 4 of the counter ``((plane * H + i) * ceil(W / 4) + j // 4, 0, stream)``; it
+falls when that uint32 is below round(gamma * 2^32), so P(seed) is gamma to within 2^-33,
+independently at every position.
 
-Tiles: the (planes * H, W) map is cut into [BH, BW] tiles. Small maps stack whole planes in a tile;
-taller or wider ones give each tile a halo (the bh - 1 rows above, the bw - 1 columns to the left)
-whose seeds it recomputes instead of reading a seed map. Two prefix sums grow seeds into blocks: a
-unit is covered across when its row holds a seed in the bw columns ending at it (a difference of
-prefix sums along the row), and dropped when such a unit lies in the bh rows ending at it, in its own
-plane (the same down the column). Sums, not prefix maxima: Triton's interpreter runs cumsum in NumPy
-but any other scan one element at a time.
+Tiles: the (planes * H, W) map is cut into [BH, BW] tiles (``tiles``). Small maps stack whole planes
+in a tile; taller or wider ones give each tile a halo (the bh - 1 rows above, the bw - 1 columns to
+the left) whose seeds it recomputes instead of reading a seed map. Seeds grow into blocks in 64-bit
+row words (shifts across, gathers of the rows above, each in doubling steps), or, in tiles too wide
+for a word, by differences of prefix sums along rows and columns.
 
 Rescale: "expected" and "none" are one kernel that reads x once and writes once. "batch" and
 "sample" first count kept units per rescale group into device memory (atomics; no host sync), then
@@ -94,9 +93,13 @@ def tiles(planes: int, h: int, w: int, bh: int, bw: int) -> Tiles:
     return Tiles(bh_lanes, bw_lanes, 0, per, halo_r, tpp, ow, halo_c, words, (planes * tpp, col_tiles))
 
 
+UNITS_PER_THREAD = 16
+"""Units each thread holds: warps per tile = units / (32 * UNITS_PER_THREAD), 1 to 16 (benchmarks tune it)."""
+
+
 def warps(lanes: int) -> int:
-    """Warps per tile: 8 for the default 4096 units (16 units a thread), fewer for small tiles."""
-    return max(1, min(8, lanes // 512))
+    """Warps per tile of ``lanes`` units: 8 for the default 4096 units."""
+    return max(1, min(16, lanes // (32 * UNITS_PER_THREAD)))
 
 
 def philox_key(generator: torch.Generator | None, device: torch.device) -> tuple[int, int]:

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import needs_cuda
 from dropblock import DropBlock2d, ops
 from dropblock.functional import drop_block2d
 
@@ -25,7 +26,7 @@ def run_seeded(model, x, seed=1):
     x = x.detach().clone().requires_grad_()
     torch.manual_seed(seed)
     y = model(x)
-    (y * torch.linspace(0.5, 1.5, y.numel()).view_as(y)).sum().backward()
+    (y * torch.linspace(0.5, 1.5, y.numel(), device=y.device).view_as(y)).sum().backward()
     return y.detach(), x.grad
 
 
@@ -76,20 +77,23 @@ def test_compile_fullgraph_has_no_graph_break_and_matches_eager(rescale):
     assert_same_run(run_seeded(compiled, x), run_seeded(model, x))
 
 
-def test_compile_with_inductor_forward_and_backward():
-    """Inductor (C++ code on the CPU) around the op: pointwise neighbours only, to keep compiling short."""
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=needs_cuda)])
+def test_compile_with_inductor_forward_and_backward(device):
+    """Inductor (C++ on the CPU, Triton on CUDA) around the op, whose CUDA backend is the Triton kernels;
+    pointwise neighbours only, to keep compiling short."""
     model = nn.Sequential(nn.Tanh(), DropBlock2d(0.2, 3), nn.Sigmoid()).train()
     compiled = torch.compile(model, fullgraph=True)
-    x = image()
+    x = image().to(device)
     (y, grad), (y_eager, grad_eager) = run_seeded(compiled, x), run_seeded(model, x)
     assert torch.equal(y == 0.5, y_eager == 0.5) and (y == 0.5).any()  # sigmoid(0): the same units dropped
     torch.testing.assert_close(y, y_eager)
     torch.testing.assert_close(grad, grad_eager)
 
 
-def test_export_runs_forward_and_backward():
-    model = net()
-    x = image()
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=needs_cuda)])
+def test_export_runs_forward_and_backward(device):
+    model = net().to(device)
+    x = image().to(device)
     exported = torch.export.export(model, (x,))
     assert any(n.target is OP for n in exported.graph.nodes)
     assert_same_run(run_seeded(exported.module(), x), run_seeded(model, x))
