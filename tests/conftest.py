@@ -36,28 +36,33 @@ def triton_device() -> str | None:
     return None
 
 
-@pytest.fixture(params=["c", "numpy", "torch", pytest.param("cuda", marks=needs_cuda)])
+SEED_LISTS = ["c", "numpy", "torch", pytest.param("cuda", marks=needs_cuda)]
+
+
+@pytest.fixture(params=SEED_LISTS)
 def backend(request, monkeypatch) -> torch.device:
-    """Run a test on every seed-list code path (DROPBLOCK_BACKEND): the C helper (skipped where it was
-    not compiled), NumPy and torch tensor ops on the CPU, and torch on CUDA where a GPU exists.
-    Returns the device to put tensors on. (Triton draws its own masks: tests/test_triton.py.)"""
+    """The code path a test runs (DROPBLOCK_BACKEND); returns the device to put tensors on.
+
+    By default every seed-list path: the C helper (skipped where it was not compiled), NumPy and torch
+    ops on the CPU, and torch on CUDA where a GPU exists. "triton" (through ON_TRITON or EVERY_PATH)
+    runs the Triton kernels: on CUDA where present, else on CPU tensors in Triton's interpreter."""
     import dropblock._native as native
 
-    if request.param == "c" and native.blocks is None:
+    name = request.param
+    if name == "triton":
+        device = triton_device()
+        if device is None:
+            pytest.skip("triton is not installed (or cannot run here)")
+        monkeypatch.setenv("DROPBLOCK_BACKEND", "triton")
+        return torch.device(device)
+    if name == "c" and native.blocks is None:
         pytest.skip("dropblock._cblocks was not compiled")
-    monkeypatch.setenv("DROPBLOCK_BACKEND", "torch" if request.param == "cuda" else request.param)
-    return torch.device("cuda" if request.param == "cuda" else "cpu")
+    monkeypatch.setenv("DROPBLOCK_BACKEND", "torch" if name == "cuda" else name)
+    return torch.device("cuda" if name == "cuda" else "cpu")
 
 
-@pytest.fixture
-def triton(monkeypatch) -> torch.device:
-    """DROPBLOCK_BACKEND=triton, on CUDA where present, else on CPU tensors through Triton's interpreter;
-    skipped where triton is not installed. Returns the device."""
-    device = triton_device()
-    if device is None:
-        pytest.skip("triton is not installed (or cannot run here)")
-    monkeypatch.setenv("DROPBLOCK_BACKEND", "triton")
-    return torch.device(device)
+ON_TRITON = pytest.mark.parametrize("backend", ["triton"], indirect=True)
+EVERY_PATH = pytest.mark.parametrize("backend", SEED_LISTS + ["triton"], indirect=True)
 
 
 def masked_by_own_draw(x, p: float, b: int, seed: int, rescale: str = "batch"):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import needs_cuda
+from conftest import ON_TRITON, needs_cuda
 from dropblock import DropBlock2d, ops
 from dropblock.functional import drop_block2d
 
@@ -60,10 +60,11 @@ def test_fx_traces_the_functional_form_and_inplace():
     assert torch.equal(gm(x), expect) and (expect == 1).any()
 
 
-def test_fx_on_the_triton_path_matches_eager(triton):
-    model = net(rescale="batch").to(triton)
+@ON_TRITON
+def test_fx_on_the_triton_path_matches_eager(backend):
+    model = net(rescale="batch").to(backend)
     gm = torch.fx.symbolic_trace(model)
-    x = image().to(triton)
+    x = image().to(backend)
     assert_same_run(run_seeded(gm, x), run_seeded(model, x))
 
 

@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from conftest import assert_blocks_of_valid_seeds, assert_kept_units_scaled, needs_cuda, scale_of_draw
+from conftest import ON_TRITON, assert_blocks_of_valid_seeds, assert_kept_units_scaled, needs_cuda, scale_of_draw
 from dropblock.functional import drop_block2d
 from dropblock.gamma import drop_probability_map, expected_drop_rate, gamma_exact, gamma_paper
 from stats import assert_can_see_bias, assert_close_se, assert_per_unit, measure_until_sharp
@@ -31,10 +31,11 @@ def positive(shape, dtype=torch.float32, device="cpu", seed=0):
 @pytest.mark.parametrize("rescale", ["batch", "sample", "expected", "none"])
 @pytest.mark.parametrize("shared,dtype", KINDS)
 @pytest.mark.parametrize("shape,b", CASES)
-def test_zeros_are_blocks_of_valid_seeds_and_kept_units_are_x_times_the_scale(triton, shape, b, shared, dtype, rescale):
-    x = positive(shape, dtype, triton)
-    y = drop_block2d(x, 0.25, b, rescale=rescale, shared_channels=shared, generator=torch.Generator(triton.type).manual_seed(1))
-    assert y.dtype == dtype and y.device.type == triton.type and y.shape == x.shape
+@ON_TRITON
+def test_zeros_are_blocks_of_valid_seeds_and_kept_units_are_x_times_the_scale(backend, shape, b, shared, dtype, rescale):
+    x = positive(shape, dtype, backend)
+    y = drop_block2d(x, 0.25, b, rescale=rescale, shared_channels=shared, generator=torch.Generator(backend.type).manual_seed(1))
+    assert y.dtype == dtype and y.device.type == backend.type and y.shape == x.shape
     dropped = y == 0
     if shared:
         assert torch.equal(dropped, dropped[:, :1].expand_as(dropped))
@@ -43,30 +44,17 @@ def test_zeros_are_blocks_of_valid_seeds_and_kept_units_are_x_times_the_scale(tr
         assert_kept_units_scaled(y, x, scale_of_draw(y, 0.25, b, rescale, shared))
 
 
-def test_the_same_seed_gives_the_same_mask(triton):
-    """The Philox key comes from the torch generator: generator=, seed= and torch.manual_seed reproduce
-    a draw, and the generator moves past the counters a draw used."""
-    x = positive((2, 3, 20, 20), device=triton)
-    a = drop_block2d(x, 0.2, 5, generator=torch.Generator(triton.type).manual_seed(3))
-    assert torch.equal(drop_block2d(x, 0.2, 5, seed=3), a)
-    gen = torch.Generator(triton.type).manual_seed(4)
-    assert not torch.equal(drop_block2d(x, 0.2, 5, generator=gen), drop_block2d(x, 0.2, 5, generator=gen))
-    torch.manual_seed(5)
-    b = drop_block2d(x, 0.2, 5)
-    torch.manual_seed(5)
-    assert torch.equal(drop_block2d(x, 0.2, 5), b) and not torch.equal(a, b)
-
-
 @pytest.mark.parametrize("shape,b", [((1, 2, 37, 45), 5), ((1, 1, 20, 150), 7), ((3, 2, 40, 12), 20), ((2, 2, 40, 13), 4),
                                      ((1, 1, 12, 100), 40)])
 @pytest.mark.parametrize("shared", [False, True])
-def test_masks_do_not_depend_on_the_tiling(triton, monkeypatch, shape, b, shared):
+@ON_TRITON
+def test_masks_do_not_depend_on_the_tiling(backend, monkeypatch, shape, b, shared):
     """Tiles of 256 units and 8 columns force halos (rows above, columns to the left) and move most
     blocks from row words to prefix sums; the seeds are a function of the position alone, so the
     output must not change."""
     from dropblock import _triton
 
-    x = positive(shape, device=triton)
+    x = positive(shape, device=backend)
     draw = lambda: drop_block2d(x, 0.3, b, rescale="batch", shared_channels=shared, seed=3)  # noqa: E731
     whole = draw()
     monkeypatch.setattr(_triton, "LANES", 256)
@@ -75,11 +63,12 @@ def test_masks_do_not_depend_on_the_tiling(triton, monkeypatch, shape, b, shared
     assert torch.equal(draw(), whole) and (whole == 0).any()
 
 
-def test_seeds_are_bernoulli_independent_and_uniform_over_positions(triton):
+@ON_TRITON
+def test_seeds_are_bernoulli_independent_and_uniform_over_positions(backend):
     """With 1 x 1 blocks the dropped units are the seeds themselves."""
     planes, h, w, gamma = 3000, 20, 20, 0.05
-    y = drop_block2d(torch.ones(planes, 1, h, w, device=triton), 0.05, 1, gamma=gamma, rescale="none",
-                     generator=torch.Generator(triton.type).manual_seed(5))
+    y = drop_block2d(torch.ones(planes, 1, h, w, device=backend), 0.05, 1, gamma=gamma, rescale="none",
+                     generator=torch.Generator(backend.type).manual_seed(5))
     seeds = (y == 0)[:, 0].cpu()
     counts = seeds.sum(dim=(1, 2)).double()
     n = h * w
@@ -94,19 +83,20 @@ def test_seeds_are_bernoulli_independent_and_uniform_over_positions(triton):
         trials, pair_p = pairs.numel(), gamma * gamma
         assert_close_se(pairs.double().mean().item(), pair_p, math.sqrt(pair_p * (1 - pair_p) / trials * 3),
                         what=f"seed pairs {what}")
-    every = drop_block2d(torch.ones(2, 1, 5, 6, device=triton), 0.5, 1, gamma=1.0, rescale="none", seed=0)
-    never = drop_block2d(torch.ones(2, 1, 5, 6, device=triton), 0.5, 1, gamma=0.0, rescale="none", seed=0)
+    every = drop_block2d(torch.ones(2, 1, 5, 6, device=backend), 0.5, 1, gamma=1.0, rescale="none", seed=0)
+    never = drop_block2d(torch.ones(2, 1, 5, 6, device=backend), 0.5, 1, gamma=0.0, rescale="none", seed=0)
     assert (every == 0).all() and (never == 1).all()
 
 
 @pytest.mark.parametrize("h,w,b,p,gamma", [(13, 10, 4, 0.3, "exact"), (9, 9, 3, 0.2, "exact"), (6, 5, 9, 0.3, "exact"),
                                            (12, 9, 5, 0.25, "paper")])
-def test_drop_rate_and_per_unit_frequencies_are_the_exact_ones(triton, h, w, b, p, gamma):
+@ON_TRITON
+def test_drop_rate_and_per_unit_frequencies_are_the_exact_ones(backend, h, w, b, p, gamma):
     """gamma="exact" realizes p within 4 standard errors; every unit drops with its exact probability."""
-    gen = torch.Generator(triton.type).manual_seed(0)
+    gen = torch.Generator(backend.type).manual_seed(0)
 
     def draw(k):
-        return (drop_block2d(torch.ones(k, 1, h, w, device=triton), p, b, gamma=gamma, rescale="none",
+        return (drop_block2d(torch.ones(k, 1, h, w, device=backend), p, b, gamma=gamma, rescale="none",
                              generator=gen) == 0)[:, 0].cpu()
     g = gamma_exact(p, b, h, w) if gamma == "exact" else gamma_paper(p, b, h, w)
     expected = p if gamma == "exact" else expected_drop_rate(g, b, h, w)
@@ -119,14 +109,15 @@ def test_drop_rate_and_per_unit_frequencies_are_the_exact_ones(triton, h, w, b, 
 @pytest.mark.parametrize("rescale", ["batch", "sample", "expected", "none"])
 @pytest.mark.parametrize("shared", [False, True])
 @pytest.mark.parametrize("inplace", [False, True])
-def test_gradients_follow_the_mask_and_nothing_mask_sized_is_saved(triton, rescale, shared, inplace):
-    leaf = positive((3, 4, 11, 13), device=triton).requires_grad_()
-    upstream = positive((3, 4, 11, 13), device=triton, seed=2)
+@ON_TRITON
+def test_gradients_follow_the_mask_and_nothing_mask_sized_is_saved(backend, rescale, shared, inplace):
+    leaf = positive((3, 4, 11, 13), device=backend).requires_grad_()
+    upstream = positive((3, 4, 11, 13), device=backend, seed=2)
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
         x = leaf * 1.0 if inplace else leaf
         y = drop_block2d(x, 0.3, 4, inplace=inplace, rescale=rescale, shared_channels=shared,
-                         generator=torch.Generator(triton.type).manual_seed(4))
+                         generator=torch.Generator(backend.type).manual_seed(4))
     assert (y is x) == inplace
     (upstream * y).sum().backward()
     factor = (y / leaf).detach()  # the scale where kept, 0 where dropped
@@ -134,13 +125,14 @@ def test_gradients_follow_the_mask_and_nothing_mask_sized_is_saved(triton, resca
     assert max(saved, default=0) <= 3, f"saved tensors of {saved} units: the backward pass should recompute the mask"
 
 
-def test_any_memory_layout_gives_the_same_output(triton):
-    x = positive((2, 6, 12, 10), device=triton)
+@ON_TRITON
+def test_any_memory_layout_gives_the_same_output(backend):
+    x = positive((2, 6, 12, 10), device=backend)
     draw = lambda t: drop_block2d(t, 0.3, 3, rescale="sample", seed=7)  # noqa: E731
     base = draw(x)
     cl = draw(x.to(memory_format=torch.channels_last))
     assert cl.is_contiguous(memory_format=torch.channels_last) and torch.equal(cl, base)
-    wide = positive((2, 6, 12, 20), device=triton)
+    wide = positive((2, 6, 12, 20), device=backend)
     view = wide[..., ::2]  # every other column: not contiguous in any format
     view.copy_(x)
     assert torch.equal(draw(view), base)
