@@ -22,6 +22,7 @@ the same key and counts: the mask is recomputed, never stored.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -277,17 +278,25 @@ def launch(x: torch.Tensor, key: int, stream: int, plan, rescale: str, shared: b
     mode, f64 = _SCALE_MODES[rescale], x.dtype == torch.float64
     if mode and kept is None:
         kept = torch.zeros(n if mode == 2 else 1, dtype=torch.int64, device=x.device)
-        _count_kernel[t.grid](kept, planes_c, *geometry, PER_SAMPLE=mode == 2, **lanes)
+        with _on(x.device):
+            _count_kernel[t.grid](kept, planes_c, *geometry, PER_SAMPLE=mode == 2, **lanes)
     source = kept if mode else out
     if not mode and f64:  # a float argument reaches the kernel as float32: a float64 scale goes through memory
         source, mode = torch.full((1,), plan.scale(rescale), dtype=torch.float64, device=x.device), 3
     planar = x.stride(0) == c * x.stride(1) and out.stride(0) == c * out.stride(1)
     wide = max(x.numel(), _extent(x), _extent(out)) >= 1 << 31
-    _apply_kernel[t.grid](
-        x, out, source, plan.scale(rescale), planes * h * w if mode == 1 else planes_c * h * w, float(eps), c,
-        *geometry, *x.stride(), *out.stride(), SCALE=mode, SHARED=shared, PLANAR=planar, F64=f64, I64=wide, **lanes,
-    )
+    with _on(x.device):
+        _apply_kernel[t.grid](
+            x, out, source, plan.scale(rescale), planes * h * w if mode == 1 else planes_c * h * w, float(eps), c,
+            *geometry, *x.stride(), *out.stride(), SCALE=mode, SHARED=shared, PLANAR=planar, F64=f64, I64=wide,
+            **lanes,
+        )
     return out, kept
+
+
+def _on(device: torch.device):
+    """Triton launches on the current CUDA device: make it x's."""
+    return torch.cuda.device(device) if device.type == "cuda" else nullcontext()
 
 
 def _int32_bits(v: int) -> int:

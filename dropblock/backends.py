@@ -36,15 +36,21 @@ def requested() -> str:
 
 
 @lru_cache(maxsize=None)
-def triton_installed() -> bool:
-    """Whether the triton package is installed (found, not imported)."""
-    return importlib.util.find_spec("triton") is not None
+def triton_imports() -> bool:
+    """Whether the triton package imports here (asked once, at the first call that could use it)."""
+    if importlib.util.find_spec("triton") is None:
+        return False
+    try:
+        importlib.import_module("triton.language")
+    except Exception:  # a broken install: fall back to the torch path rather than fail
+        return False
+    return True
 
 
 def triton_runs_on(device: torch.device) -> bool:
     """Whether the Triton kernels can run on tensors on ``device``: CUDA where triton is installed;
     the CPU only in Triton's interpreter (TRITON_INTERPRET=1 when ``dropblock._triton`` is first imported)."""
-    if not triton_installed():
+    if not triton_imports():
         return False
     if device.type == "cuda":
         return True
@@ -64,13 +70,13 @@ def for_device(device: torch.device) -> str:
     if name == "auto":
         if cpu:
             return "c" if _native.blocks is not None else "numpy"
-        return "triton" if device.type == "cuda" and triton_installed() else "torch"
+        return "triton" if device.type == "cuda" and triton_imports() else "torch"
     if name in ("c", "numpy") and not cpu:
         raise RuntimeError(f"{ENV}={name} runs on CPU tensors only, got a tensor on {device}; use torch or triton")
     if name == "c" and _native.blocks is None:
         raise RuntimeError(f"{ENV}=c: the C helper dropblock._cblocks was not compiled here; use numpy")
     if name == "triton" and not triton_runs_on(device):
-        why = "triton is not installed" if not triton_installed() else (
+        why = "triton does not import" if not triton_imports() else (
             "CPU tensors need Triton's interpreter: set TRITON_INTERPRET=1 before the first use")
         raise RuntimeError(f"{ENV}=triton cannot run on {device}: {why}")
     return name
