@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from dropblock.gamma import clip_block, expected_drop_rate
-from dropblock.masks import resolve_gamma
+from dropblock.gamma import resolve_gamma
 
 
 @dataclass(frozen=True)

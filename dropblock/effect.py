@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from dropblock._checks import check_choice, check_positive_int, check_probability
+from dropblock.functional import batch_rescale
 from dropblock.methods import FEATURE_METHODS, MaskDraw, draw_mask
 from dropblock.stats import MeanSE
 
@@ -143,8 +144,8 @@ def mask_scale(method: str, keep: torch.Tensor, p: float) -> float:
     kept = int(torch.count_nonzero(keep))
     if kept == 0 or method == "cutout":
         return 1.0
-    if method == "dropblock":
-        return keep.numel() / kept
+    if method == "dropblock":  # nothing dropped: the identity, as drop_block2d is at p = 0
+        return 1.0 if kept == keep.numel() else float(batch_rescale(keep.numel(), kept))
     return 1.0 / (1.0 - float(p))
 
 

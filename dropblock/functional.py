@@ -15,8 +15,8 @@ import torch
 from dropblock import backends, ops
 from dropblock._checks import check_choice, check_gamma, check_positive_int, check_probability
 from dropblock._plan import Plan, make_plan
+from dropblock.gamma import GAMMA_MODES
 from dropblock.masks import (
-    GAMMA_MODES,
     block_corners,
     block_indices,
     cutout_mask,

@@ -24,11 +24,6 @@ _SPARSE_LIMIT = 2.0
 _CPU = torch.device("cpu")
 
 
-# TEMPORARY (issue 9): dropblock.gamma will own GAMMA_MODES and resolve_gamma; when that lands these
-# two definitions go and their users import them from dropblock.gamma.
-GAMMA_MODES = ("paper", "exact")
-
-
 def _block_offsets(bh: int, bw: int, width: int, device: torch.device) -> torch.Tensor:
     rows = torch.arange(bh, device=device, dtype=torch.int64) * width
     cols = torch.arange(bw, device=device, dtype=torch.int64)

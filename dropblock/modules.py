@@ -9,7 +9,7 @@ from torch import nn
 from dropblock import functional as Fd
 from dropblock._checks import check_choice, check_gamma, check_positive_int, check_probability
 from dropblock.gamma import linear_keep_prob
-from dropblock.masks import GAMMA_MODES
+from dropblock.gamma import GAMMA_MODES
 from dropblock.sampling import make_generator
 
 
