@@ -12,6 +12,7 @@ from torch import nn
 from conftest import ON_TRITON, needs_cuda
 from dropblock import DropBlock2d, ops
 from dropblock.functional import drop_block2d
+from integration import require
 
 OP = torch.ops.dropblock.drop_block2d.default
 
@@ -123,11 +124,8 @@ def test_the_ops_pass_torchs_op_checks():
 def test_torchvision_feature_extractor_traces_a_resnet_holding_dropblock():
     """torchvision's create_feature_extractor runs torch.fx over the model (skipped where torchvision
     does not import, e.g. beside a CPU-only torch it was not built for)."""
-    try:
-        from torchvision.models import resnet18
-        from torchvision.models.feature_extraction import create_feature_extractor
-    except Exception as e:  # torchvision beside another torch raises RuntimeError, not ImportError
-        pytest.skip(f"torchvision does not import here: {type(e).__name__}")
+    resnet18 = require("torchvision.models").resnet18
+    create_feature_extractor = require("torchvision.models.feature_extraction").create_feature_extractor
     torch.manual_seed(0)
     model = resnet18(weights=None)
     model.layer3 = nn.Sequential(model.layer3, DropBlock2d(0.2, 3))
