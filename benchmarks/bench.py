@@ -1,7 +1,9 @@
 """Benchmarks for dropblock: mask speed against torchvision, timm and a bare multiply, and CLI start-up times.
 
-    python benchmarks/bench.py [--quick] [--device cpu|cuda] [--skip-cli] [--json FILE]
+    python benchmarks/bench.py [--quick] [--device cpu|cuda] [--skip-cli] [--skip-sweep | --only-sweep] [--json FILE]
 
+The masks (benchmarks/bench_masks.py) are timed forward and forward + backward; on CUDA ours runs the
+Triton kernels (triton installed) beside the torch path.
 Every number printed is a median measured in this run; every ratio compares medians from this run.
 Contenders are interleaved (each repeat times all of them, in a rotating order) so background
 load on a shared machine hits them alike. The CLI is timed through the ``dropblock`` console
@@ -12,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import statistics
@@ -20,44 +21,24 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
 import torch
 from rich.console import Console
 from rich.table import Table
 
 import dropblock
-import dropblock._native
+from bench_masks import (
+    BLOCK, DTYPES, PASSES, STAGES, P, Settings, mask_backend, mask_goals, mask_rows, mask_table, ratio, rotated,
+    settings_for, sweep_table, tile_sweep,
+)
+from bench_sweep import layer_sweep_goal, layer_sweep_row, layer_sweep_table
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = ROOT / "sample_images" / "chelsea.jpg"
-STAGES = [(256, 56, 56), (512, 28, 28), (1024, 14, 14), (2048, 7, 7)]  # ResNet-50 stages at 224x224
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-P, BLOCK = 0.1, 7
-OURS, OURS_EXPECTED, TORCHVISION, TIMM, FLOOR = "ours", "ours expected", "torchvision", "timm", "floor x*mask"
-OURS_NO_C = "ours, no C"  # the NumPy/torch fallback that installs without a C compiler (CPU only, not a goal)
 
 console = Console(soft_wrap=False, width=max(Console().width, 175))  # pipes and files get 80 columns otherwise
-
-
-@dataclass(frozen=True)
-class Settings:
-    device: str
-    batch: int
-    warmup: int
-    repeats: int
-    cli_runs: int
-    min_sample_s: float  # a timed sample loops a call until it lasts at least this long
-
-
-def settings_for(quick: bool, device: str) -> Settings:
-    """Repeats and batch size for a device; --quick trims the repeats, never the shapes."""
-    batch = 64 if device == "cuda" else 8
-    if quick:
-        return Settings(device, batch, warmup=1, repeats=5, cli_runs=5, min_sample_s=0.002)
-    return Settings(device, batch, warmup=3, repeats=25, cli_runs=7, min_sample_s=0.005)
 
 
 def machine_info(device: str) -> dict:
@@ -75,162 +56,18 @@ def machine_info(device: str) -> dict:
         "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(), "torch": torch.__version__, "dropblock": dropblock.__version__,
         "device": device, "device_name": name, "executable": sys.executable,
-        "load_average_at_start": list(os.getloadavg()),
-        "mask_backend": "C helper" if dropblock._native.blocks is not None else "NumPy fallback (C helper not built)",
+        "load_average_at_start": list(os.getloadavg()), "mask_backend": mask_backend(device),
+        "triton": _version("triton"),
     }
 
 
-# ---------------------------------------------------------------- contenders
-
-
-def optional_contenders() -> tuple[dict[str, Callable], dict[str, str]]:
-    """torchvision's and timm's DropBlock where they import (any failure is a note, not a crash)."""
-    found, notes = {}, {}
+def _version(package: str) -> str | None:
     try:
-        from torchvision.ops import drop_block2d
-        found[TORCHVISION] = lambda x: drop_block2d(x, P, BLOCK)
-        notes[TORCHVISION] = f"torchvision {sys.modules['torchvision'].__version__}"
-    except Exception as e:  # torchvision beside another torch raises RuntimeError, not ImportError
-        notes[TORCHVISION] = f"skipped: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-    try:
-        import timm
-        from timm.layers import drop_block_2d
-        found[TIMM] = lambda x: drop_block_2d(x, P, BLOCK, couple_channels=False)
-        notes[TIMM] = f"timm {timm.__version__} (couple_channels=False)"
-    except Exception as e:
-        notes[TIMM] = f"skipped: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-    return found, notes
+        from importlib.metadata import version
 
-
-def without_c_helper(fn: Callable) -> Callable:
-    """``fn`` run with dropblock's C helper switched off (its NumPy/torch fallback)."""
-    def call(t: torch.Tensor):
-        saved, dropblock._native.blocks = dropblock._native.blocks, None
-        try:
-            return fn(t)
-        finally:
-            dropblock._native.blocks = saved
-    return call
-
-
-def contenders_for(x: torch.Tensor, optional: dict[str, Callable]) -> dict[str, Callable]:
-    """Every contender as a one-argument call on x; the floor's mask is drawn once, in x's dtype."""
-    ours = dropblock.DropBlock2d(P, BLOCK).train()
-    ours_expected = dropblock.DropBlock2d(P, BLOCK, rescale="expected").train()
-    mask = (torch.rand_like(x, dtype=torch.float32) >= P).to(x.dtype)
-    extra = {OURS_NO_C: without_c_helper(ours)} if x.device.type == "cpu" and dropblock._native.blocks else {}
-    return {OURS: ours, OURS_EXPECTED: ours_expected, **extra, **optional, FLOOR: lambda t: t * mask}
-
-
-# ---------------------------------------------------------------- timing
-
-
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def rotated(names: list[str], r: int) -> list[str]:
-    """``names`` starting at index r (mod its length): repeat r's order when interleaving."""
-    k = r % len(names) if names else 0
-    return names[k:] + names[:k]
-
-
-def time_loop(fn: Callable, x: torch.Tensor, loops: int, device: str) -> float:
-    """Seconds per call over ``loops`` back-to-back calls, synchronized at both ends on CUDA."""
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(loops):
-        fn(x)
-    sync(device)
-    return (time.perf_counter() - start) / loops
-
-
-def calibrate(fn: Callable, x: torch.Tensor, s: Settings) -> int:
-    """Warm up, then the number of calls per timed sample so a sample lasts ``min_sample_s``."""
-    per_call = min(time_loop(fn, x, 1, s.device) for _ in range(max(s.warmup, 1)))
-    return max(1, min(1000, math.ceil(s.min_sample_s / max(per_call, 1e-9))))
-
-
-def interleaved_medians(fns: dict[str, Callable], x: torch.Tensor, s: Settings) -> dict[str, float | str]:
-    """Median ms per call of each contender; repeats rotate the order. A contender that raises gets its error."""
-    loops, results = {}, {}
-    for name, fn in fns.items():
-        try:
-            loops[name] = calibrate(fn, x, s)
-        except Exception as e:
-            results[name] = f"error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-    names = list(loops)
-    samples: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(s.repeats):
-        for name in rotated(names, r):
-            samples[name].append(time_loop(fns[name], x, loops[name], s.device))
-    results.update({n: 1000 * statistics.median(v) for n, v in samples.items()})
-    return results
-
-
-# ---------------------------------------------------------------- masks
-
-
-def ratio(a: float | str | None, b: float | str | None) -> float | None:
-    return a / b if isinstance(a, float) and isinstance(b, float) and b > 0 else None
-
-
-def mask_rows(s: Settings) -> tuple[list[dict], dict[str, str]]:
-    """One row per (stage shape, dtype): median ms of every contender and the ratios."""
-    optional, notes = optional_contenders()
-    rows = []
-    for dtype_name, dtype in DTYPES.items():
-        for c, h, w in STAGES:
-            torch.manual_seed(0)
-            x = torch.randn(s.batch, c, h, w, device=s.device, dtype=dtype)
-            ms = interleaved_medians(contenders_for(x, optional), x, s)
-            rows.append({
-                "shape": [s.batch, c, h, w], "dtype": dtype_name, "ms": ms,
-                "ours/floor": ratio(ms.get(OURS), ms.get(FLOOR)),
-                "ours expected/floor": ratio(ms.get(OURS_EXPECTED), ms.get(FLOOR)),
-                "ours no C/floor": ratio(ms.get(OURS_NO_C), ms.get(FLOOR)),
-                "torchvision/ours": ratio(ms.get(TORCHVISION), ms.get(OURS)),
-                "timm/ours": ratio(ms.get(TIMM), ms.get(OURS)),
-            })
-            del x
-    return rows, notes
-
-
-def mask_goals(rows: list[dict], device: str) -> list[dict]:
-    """CPU: ours >= 10x faster than torchvision and <= 3x the floor on every row; CUDA: <= 2x the floor."""
-    limit = 2.0 if device == "cuda" else 3.0
-    goals = [worst_goal(rows, key, f"{key} <= {limit}x on every shape/dtype", limit, higher_is_better=False)
-             for key in ("ours/floor", "ours expected/floor")]
-    if device == "cpu":
-        goals.append(worst_goal(rows, "torchvision/ours", "ours >= 10x faster than torchvision on every shape/dtype",
-                                10.0, higher_is_better=True))
-    return goals
-
-
-def worst_goal(rows: list[dict], key: str, text: str, limit: float, higher_is_better: bool) -> dict:
-    """A goal's verdict from its worst row (None where any row lacks the number)."""
-    values = [(r[key], f"{r['dtype']} {tuple(r['shape'][1:])}") for r in rows]
-    if any(v is None for v, _ in values):
-        return {"goal": text, "value": None, "where": "", "passed": None, "note": "not measured"}
-    value, where = (min if higher_is_better else max)(values)
-    passed = value >= limit if higher_is_better else value <= limit
-    misses = [w for v, w in values if (v < limit if higher_is_better else v > limit)]
-    return {"goal": text, "value": value, "where": where, "passed": passed, "misses": misses}
-
-
-def mask_table(rows: list[dict], notes: dict[str, str], s: Settings) -> Table:
-    names = [OURS, OURS_EXPECTED, OURS_NO_C, TORCHVISION, TIMM, FLOOR]
-    table = Table(title=f"Masks: p={P}, block={BLOCK}, batch {s.batch}, {s.device}, median ms of {s.repeats} "
-                        f"(torchvision: {notes[TORCHVISION]}; timm: {notes[TIMM]})", title_justify="left")
-    for col in ["dtype", "CxHxW", *names, "ours/floor", "expected/floor", "no C/floor", "tv/ours", "timm/ours"]:
-        table.add_column(col, justify="left" if col in ("dtype", "CxHxW") else "right")
-    for r in rows:
-        cells = [fmt_ms(r["ms"].get(n)) for n in names]
-        ratios = [fmt_x(r[k]) for k in ("ours/floor", "ours expected/floor", "ours no C/floor", "torchvision/ours",
-                                        "timm/ours")]
-        table.add_row(r["dtype"], "x".join(map(str, r["shape"][1:])), *cells, *ratios)
-    return table
+        return version(package)
+    except Exception:
+        return None
 
 
 # ---------------------------------------------------------------- CLI
@@ -321,16 +158,6 @@ def cli_table(cli: dict[str, dict], s: Settings) -> Table:
 # ---------------------------------------------------------------- report
 
 
-def fmt_ms(v: float | str | None) -> str:
-    if v is None:
-        return "-"
-    return v if isinstance(v, str) else f"{v:.3f}"
-
-
-def fmt_x(v: float | None) -> str:
-    return "-" if v is None else f"{v:.2f}x"
-
-
 def goals_table(goals: list[dict]) -> Table:
     table = Table(title="Goals", title_justify="left")
     for col in ("goal", "measured", "verdict", "where / misses"):
@@ -342,7 +169,8 @@ def goals_table(goals: list[dict]) -> Table:
         where = g.get("note") or (f"worst: {g['where']}" if g.get("where") else "")
         misses = g.get("misses") or []
         if misses:
-            where += "; misses on all rows" if len(misses) == len(DTYPES) * len(STAGES) else f"; misses on: {', '.join(misses)}"
+            every = len(misses) == len(DTYPES) * len(STAGES)
+            where += "; misses on all rows" if every else f"; misses on: {', '.join(misses)}"
         table.add_row(g["goal"], shown, verdict, where)
     return table
 
@@ -350,7 +178,8 @@ def goals_table(goals: list[dict]) -> Table:
 def machine_line(info: dict) -> str:
     return (f"CPU: {info['cpu']}, {info['cores']} cores (torch threads {info['torch_threads']}); "
             f"python {info['python']}, torch {info['torch']}, dropblock {info['dropblock']}; "
-            f"device: {info['device']} ({info['device_name']}); masks: {info['mask_backend']}; {info['executable']}; "
+            f"device: {info['device']} ({info['device_name']}); masks: {info['mask_backend']} (triton {info['triton']}); "
+            f"{info['executable']}; "
             f"load average {' '.join(f'{v:.2f}' for v in info['load_average_at_start'])}")
 
 
@@ -361,9 +190,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, metavar="FILE", help="write every number to FILE")
     parser.add_argument("--skip-cli", action="store_true",
                         help="time the masks only (where the dropblock command is not installed, e.g. a GPU machine)")
+    parser.add_argument("--skip-sweep", action="store_true", help="leave out the `dropblock sweep` benchmark")
+    parser.add_argument("--only-sweep", action="store_true", help="time `dropblock sweep` alone (masks and CLI left out)")
+    parser.add_argument("--tile-sweep", action="store_true",
+                        help="instead, time the Triton kernels over tile sizes (CUDA; to tune dropblock._triton)")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device visible to torch")
+    if args.tile_sweep and args.device != "cuda":
+        parser.error("--tile-sweep times the Triton kernels: it needs --device cuda")
     return args
 
 
@@ -372,19 +207,30 @@ def main(argv: list[str] | None = None) -> None:
     s = settings_for(args.quick, args.device)
     info = machine_info(args.device)
     console.print(machine_line(info))
-    rows, notes = mask_rows(s)
-    console.print(mask_table(rows, notes, s))
-    cli = {} if args.skip_cli else cli_medians(s)
+    if args.tile_sweep:
+        sweep = tile_sweep(s)
+        console.print(sweep_table(sweep))
+        if args.json:
+            args.json.write_text(json.dumps({"machine": info, "settings": asdict(s), "tile_sweep": sweep}, indent=2))
+        return
+    rows, notes = ({}, {}) if args.only_sweep else mask_rows(s)
+    for name in PASSES if rows else ():
+        console.print(mask_table(rows[name], notes, s, name))
+    layer_sweep = {} if args.skip_sweep else layer_sweep_row(s)
+    if layer_sweep:
+        console.print(layer_sweep_table(layer_sweep, s))
+    cli = {} if args.skip_cli or args.only_sweep else cli_medians(s)
     if cli:
         console.print(cli_table(cli, s))
-    goals = mask_goals(rows, args.device) + (cli_goals(cli) if cli else [])
+    goals = ((mask_goals(rows, args.device) if rows else []) + ([layer_sweep_goal(layer_sweep)] if layer_sweep else [])
+             + (cli_goals(cli) if cli else []))
     console.print(goals_table(goals))
     info["load_average_at_end"] = list(os.getloadavg())
     console.print(f"load average at the end: {' '.join(f'{v:.2f}' for v in info['load_average_at_end'])} "
                   f"(1, 5, 15 min; {info['cores']} cores: above that, other work shares the CPUs)")
     if args.json:
         report = {"machine": info, "settings": asdict(s) | {"quick": args.quick, "p": P, "block_size": BLOCK},
-                  "masks": {"notes": notes, "rows": rows}, "cli": cli, "goals": goals}
+                  "masks": {"notes": notes, "rows": rows}, "sweep": layer_sweep, "cli": cli, "goals": goals}
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         console.print(f"wrote {args.json}")
 

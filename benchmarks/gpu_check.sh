@@ -1,16 +1,26 @@
 #!/usr/bin/env bash
-# The GPU checks in one device call, for a session lent an H100 or H200:
-#   device run, from the repository root:  bash benchmarks/gpu_check.sh   (timeout_s 540 leaves room)
-# Uses the device image's python3, which has torch, torchvision, timm, rich and pytest; dropblock
-# runs from this tree (PYTHONPATH), without the C helper, which the CUDA path does not use.
-# Writes gpu.txt, tests.txt, bench_cuda.txt and bench_cuda.json to $OUT (or /tmp/gpu_check).
+# The GPU checks in one device call, for a session lent an H100 or H200 (about 5 to 8 minutes):
+#   device run, from the repository root:  bash benchmarks/gpu_check.sh   (timeout_s 540)
+# Uses the device image's python3, which has torch, triton, torchvision, timm, rich, pytest and
+# pytest-xdist; nothing is installed. dropblock runs from this tree (PYTHONPATH), without the C helper,
+# which only the CPU path uses. Each step has its own time limit, so a slow step cannot starve the next.
+# Writes to $OUT (or /tmp/gpu_check): gpu.txt (machine), tests.txt (the CUDA tests, Triton's included),
+# bench_cuda.txt/.json (forward and forward+backward against the floor, torchvision and timm, with the
+# goals) and sweep.txt/.json (the Triton kernels over tile sizes, to tune dropblock/_triton.py).
 set -uo pipefail
 out=${OUT:-/tmp/gpu_check}
 mkdir -p "$out"
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
-python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$out/gpu.txt"
-timeout 180 python3 -m pytest -q -p no:cacheprovider -k "cuda" tests/test_devices.py tests/test_functional.py \
-    2>&1 | tee "$out/tests.txt"
-timeout 300 python3 benchmarks/bench.py --device cuda --skip-cli --json "$out/bench_cuda.json" \
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 DROPBLOCK_BACKEND=auto
+unset TRITON_INTERPRET
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee "$out/gpu.txt"
+python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)" \
+    | tee -a "$out/gpu.txt"
+workers=""
+python3 -c "import xdist" 2>/dev/null && workers="-n 8"  # Triton compiles kernels on the CPU: in parallel
+timeout 210 python3 -m pytest -q -p no:cacheprovider $workers -k "cuda or triton or hopper or fx or compile or export or fuzz" \
+    tests/test_triton.py tests/test_ops.py tests/test_fuzz.py tests/test_functional.py tests/test_masks.py \
+    tests/test_sampling.py tests/test_backends.py 2>&1 | tee "$out/tests.txt"
+timeout 200 python3 benchmarks/bench.py --device cuda --skip-cli --json "$out/bench_cuda.json" \
     2>&1 | tee "$out/bench_cuda.txt"
+timeout 90 python3 benchmarks/bench.py --device cuda --quick --tile-sweep --json "$out/sweep.json" \
+    2>&1 | tee "$out/sweep.txt"

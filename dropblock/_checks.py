@@ -43,3 +43,17 @@ def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
     return value
+
+
+def check_gamma(value: Any, modes: tuple[str, ...]) -> str | float:
+    """Return ``value`` if it names one of ``modes`` or is a number in [0, 1], or raise ValueError."""
+    if isinstance(value, str) and value in modes:
+        return value
+    if not isinstance(value, (str, bool)):
+        try:
+            if 0.0 <= float(value) <= 1.0:
+                return value
+        except (TypeError, ValueError):
+            pass
+    named = ", ".join(repr(m) for m in modes)
+    raise ValueError(f"gamma must be {named} or a probability in [0, 1], got {value!r}")

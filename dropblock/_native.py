@@ -1,6 +1,6 @@
 """The optional C helper ``dropblock._cblocks``, or None where it was not compiled (no C compiler at install).
 
-Callers read ``_native.blocks`` at call time, so tests can switch to the NumPy/torch fallback.
+Whether a call uses it is ``dropblock.backends``' decision (``DROPBLOCK_BACKEND``: auto, c, numpy, ...).
 """
 
 try:

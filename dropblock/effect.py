@@ -12,21 +12,22 @@ units (rows, columns of the h x w map).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from dropblock._checks import check_choice, check_positive_int, check_probability
-from dropblock.methods import METHODS, MaskDraw, draw_mask
+from dropblock.functional import batch_rescale
+from dropblock.methods import FEATURE_METHODS, MaskDraw, draw_mask
 from dropblock.stats import MeanSE
 
 if TYPE_CHECKING:
     from dropblock.models import LoadedModel
 
 __all__ = [
-    "Prediction", "LayerEffect", "top_k", "mask_scale", "apply_mask", "kl_divergence",
+    "Prediction", "LayerEffect", "MaskEdit", "top_k", "mask_scale", "apply_mask", "kl_divergence",
     "layer_effect", "effect_json", "TOP_CHANNELS", "TOP_K",
 ]
 
@@ -67,7 +68,7 @@ class LayerEffect:
     """What one regularizer on one layer's output does to one image's prediction.
 
     Setting: ``model``, ``layer`` (canonical names), ``feature_shape`` (C, H, W) of the layer's
-    output, ``method`` (one of ``METHODS``), ``p`` (target drop rate), ``params`` (the method's
+    output, ``method`` (one of ``FEATURE_METHODS``), ``p`` (target drop rate), ``params`` (the method's
     parameters, from :class:`~dropblock.methods.MaskDraw`), ``gamma`` (DropBlock's seed
     probability, else None), ``expected_drop_rate`` (exact, of the mask distribution).
 
@@ -92,6 +93,9 @@ class LayerEffect:
         probability after of the class that was top-1 before; top1_changed: fraction of draws
         whose top-1 class differs from before; prob_of_top1_after: probability of whatever class
         is top-1 after.
+
+    draws: every draw as ``(keep, scale)``: keep (1, C', h, w) bool on the drawing device, and the
+    factor kept units were multiplied by (what :mod:`dropblock.cam` applies again).
     """
 
     model: str
@@ -122,21 +126,30 @@ class LayerEffect:
     prob_of_clean_top1: MeanSE
     top1_changed: MeanSE
     prob_of_top1_after: MeanSE
+    draws: list[tuple[torch.Tensor, float]] = field(default_factory=list, repr=False)
+
+    @property
+    def channel_keep(self) -> np.ndarray:
+        """(k, h, w) bool: the first draw's mask of each of ``top_channels`` (the shared mask
+        repeated when one mask serves every channel)."""
+        if self.keep.shape[0] == 1:
+            return np.repeat(self.keep, len(self.top_channels), axis=0)
+        return self.keep[self.top_channels]
 
 
 def mask_scale(method: str, keep: torch.Tensor, p: float) -> float:
     """The factor training multiplies kept units by, for a ``keep`` mask of ``method`` at drop rate p.
 
     DropBlock: ``numel / kept`` of the mask (the batch rescale of the paper and torchvision; one
-    sample here); dropout: ``1 / (1 - p)``; Cutout: 1 (Cutout does not rescale). 1 when nothing is
-    kept (every unit is then 0 anyway).
+    sample here); dropout and spatial dropout: ``1 / (1 - p)``; Cutout: 1 (Cutout does not
+    rescale). 1 when nothing is kept (every unit is then 0 anyway).
     """
-    check_choice(method, "method", METHODS)
+    check_choice(method, "method", FEATURE_METHODS)
     kept = int(torch.count_nonzero(keep))
     if kept == 0 or method == "cutout":
         return 1.0
-    if method == "dropblock":
-        return keep.numel() / kept
+    if method == "dropblock":  # nothing dropped: the identity, as drop_block2d is at p = 0
+        return 1.0 if kept == keep.numel() else float(batch_rescale(keep.numel(), kept))
     return 1.0 / (1.0 - float(p))
 
 
@@ -174,11 +187,12 @@ def layer_effect(
         image: (H, W, 3) uint8 RGB.
         layer: a ``named_modules`` name whose output is one (1, C, h, w) map, or a built-in's
             short layer name (see ``layer_table``).
-        method: ``"dropblock"``, ``"dropout"`` or ``"cutout"``.
+        method: one of ``FEATURE_METHODS`` (``"dropblock"``, ``"dropout"``, ``"spatial-dropout"``,
+            ``"cutout"``).
         p: target drop rate in [0, 1].
         block_size: DropBlock's block side in feature-map units (clipped to the map).
         gamma: DropBlock's ``"paper"`` (Equation 1), ``"exact"`` (expected drop rate exactly p) or a float.
-        shared_channels: one mask for all channels (DropBlock, dropout; Cutout always shares).
+        shared_channels: one mask for all channels (Cutout always shares).
         samples: N masks, drawn in order from one ``torch.Generator(device).manual_seed(seed)``.
         seed: the generator's seed; the same seed gives the same result.
         device: where masks are drawn (the generator's device); the model stays where it is.
@@ -194,26 +208,37 @@ def layer_effect(
     from dropblock.models import as_loaded, forward_many, preprocess
 
     model = as_loaded(model)
-    method = check_choice(method, "method", METHODS)
+    method = check_choice(method, "method", FEATURE_METHODS)
     p = check_probability(p)
     samples = check_positive_int(samples, "samples")
     block_size = check_positive_int(block_size, "block_size")
     x, crop = preprocess(model, image)
-    recorder = _MaskRecorder(method, p, block_size, gamma, shared_channels,
-                             torch.Generator(device).manual_seed(int(seed)), device, progress)
+    recorder = MaskEdit(method, p, block_size=block_size, gamma=gamma, shared_channels=shared_channels,
+                        generator=torch.Generator(device).manual_seed(int(seed)), device=device, progress=progress)
     run = forward_many(model, x, layer, [recorder] * samples, batch_size=BATCH_SIZE)
     return _summarize(run, recorder, model, method, p, crop)
 
 
-class _MaskRecorder:
-    """An edit for :func:`~dropblock.models.forward_many`: draws a mask, applies it as training would,
-    and keeps each draw, its scale and the first edited map."""
+class MaskEdit:
+    """An edit for :func:`~dropblock.models.forward_many`, called once per mask: draws a mask of
+    ``method`` from ``generator`` on ``device`` and applies it as training would (kept units
+    rescaled by :func:`mask_scale`).
 
-    def __init__(self, method, p, block_size, gamma, shared_channels, generator, device, progress) -> None:
+    It records each draw's realized drop rate (``drop_rates``) and scale (``scales``), the first
+    edited map (``first_after``) and, with ``keep_draws``, every draw (``draws``; memory grows with
+    the masks). ``progress`` is called with 1 after each mask. Arguments are trusted: the public
+    callers check them.
+    """
+
+    def __init__(self, method: str, p: float, *, block_size: int, gamma: str | float, shared_channels: bool,
+                 generator: torch.Generator | None, device: str | torch.device,
+                 progress: Callable[[int], object] | None = None, keep_draws: bool = True) -> None:
         self.method, self.p, self.block_size, self.gamma = method, p, block_size, gamma
         self.shared_channels, self.generator, self.device, self.progress = shared_channels, generator, device, progress
+        self.keep_draws = keep_draws
         self.draws: list[MaskDraw] = []
         self.scales: list[float] = []
+        self.drop_rates: list[float] = []
         self.first_after: torch.Tensor | None = None
 
     def __call__(self, feature: torch.Tensor) -> torch.Tensor:
@@ -223,14 +248,16 @@ class _MaskRecorder:
         after = apply_mask(feature, draw.keep, scale)
         if self.first_after is None:
             self.first_after = after
-        self.draws.append(draw)
+        if self.keep_draws or not self.draws:
+            self.draws.append(draw)
         self.scales.append(scale)
+        self.drop_rates.append(draw.drop_rate)
         if self.progress is not None:
             self.progress(1)
         return after
 
 
-def _summarize(run, recorder: _MaskRecorder, model: LoadedModel, method: str, p: float,
+def _summarize(run, recorder: MaskEdit, model: LoadedModel, method: str, p: float,
                crop: np.ndarray) -> LayerEffect:
     """The LayerEffect of a forward_many run of ``model`` whose edits were ``recorder``."""
     before = run.feature_before[0].detach().to("cpu", torch.float32)
@@ -245,7 +272,7 @@ def _summarize(run, recorder: _MaskRecorder, model: LoadedModel, method: str, p:
     keep0 = first.keep[0].detach().to("cpu")
     order = torch.argsort(before.mean(dim=(1, 2)), descending=True, stable=True)[:min(TOP_CHANNELS, before.shape[0])]
     names = list(model.class_names)
-    drop_rates = [d.drop_rate for d in recorder.draws]
+    drop_rates = recorder.drop_rates
     return LayerEffect(
         model=model.spec, layer=run.layer, feature_shape=tuple(int(v) for v in before.shape),
         method=method, p=p, params=dict(first.params), gamma=first.gamma,
@@ -262,6 +289,7 @@ def _summarize(run, recorder: _MaskRecorder, model: LoadedModel, method: str, p:
         prob_of_clean_top1=MeanSE.of(probs_after[:, clean_top1].numpy()),
         top1_changed=MeanSE.of((torch.argmax(probs_after, dim=-1) != clean_top1).to(torch.float64).numpy()),
         prob_of_top1_after=MeanSE.of(probs_after.max(dim=-1).values.numpy()),
+        draws=[(d.keep, s) for d, s in zip(recorder.draws, recorder.scales)],
     )
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dropblock import _native
+from dropblock import _native, backends
 from dropblock._checks import check_positive_int, check_probability
 from dropblock.gamma import clip_block, resolve_gamma
 from dropblock.sampling import bernoulli_positions, grid_to_map, make_generator, positions_array
@@ -21,6 +21,7 @@ from dropblock.sampling import bernoulli_positions, grid_to_map, make_generator,
 # Paint block by block while the painted indices stay below this multiple of numel;
 # beyond it (drop rates near 1 with big blocks) a dense max-pool is cheaper.
 _SPARSE_LIMIT = 2.0
+_CPU = torch.device("cpu")
 
 
 def _block_offsets(bh: int, bw: int, width: int, device: torch.device) -> torch.Tensor:
@@ -61,14 +62,14 @@ def fill_blocks(flat: torch.Tensor, corners, width: int, bh: int, bw: int, value
     """Set the bh x bw block at each top-left corner of a contiguous 1-D (planes * H * W) tensor to ``value``.
 
     ``corners``: flat top-left indices, an integer tensor on ``flat``'s device or a NumPy array.
-    On the CPU, zeroing goes through the C helper (bh short runs of stores per block). Otherwise the
+    With the C helper backend, zeroing goes through it (bh short runs of stores per block). Otherwise the
     blocks are rows of an overlapping strided view (row i starts at flat index i), so the fill
     writes bw contiguous units per block row and needs no per-unit index. Overlapping blocks write
     the same value twice, which is harmless. Not for tensors that autograd tracks: the C helper
     bypasses torch, so the tensor's version counter does not move.
     """
-    native = _native.blocks
-    if native is not None and not value and flat.device.type == "cpu":
+    native = _native.blocks if not value and backends.seeds_backend(flat.device) == "c" else None
+    if native is not None:
         if isinstance(corners, torch.Tensor):
             corners = corners.to(torch.int64).contiguous().numpy()
         native.zero_blocks(flat.data_ptr(), flat.element_size(), flat.numel(), corners, width, bh, bw)
@@ -85,14 +86,14 @@ def union_size(corners, height: int, width: int, bh: int, bw: int) -> int:
     A block alone in its plane covers bh * bw units. The others are cut into their bh row segments
     [start, start + bw) of the flat map; a segment never runs past its row's end, so with the
     starts sorted, segment i adds min(start[i + 1] - start[i], bw) units and the last adds bw.
-    Cost: with the C helper (NumPy input), one bitmap per plane that holds several blocks; in NumPy,
+    Cost: with the C helper (NumPy input, c backend), one bitmap per plane that holds several blocks; in NumPy,
     a stable sort of bh * (blocks that share a plane) keys made of bh sorted runs; for tensors, a
     sort of all bh * K keys, which needs no host sync before the final count.
     """
     k = len(corners)
     if k < 2:
         return k * bh * bw
-    if isinstance(corners, np.ndarray) and _native.blocks is not None:
+    if isinstance(corners, np.ndarray) and backends.seeds_backend(_CPU) == "c":
         return _native.blocks.union_size(np.ascontiguousarray(corners, dtype=np.int64), height, width, bh, bw)
     if isinstance(corners, torch.Tensor):  # GPUs: sort every block's rows, one host sync at the end
         rows = torch.arange(bh, dtype=torch.int64, device=corners.device)[:, None] * width

@@ -3,7 +3,8 @@
 ``draw_mask(method, shape, p, ...)`` returns the keep mask, its seeds or hole centres, and the exact
 expected drop rate, so that DropBlock, dropout and Cutout can be shown and compared side by side.
 On an image (``show``, ``compare``, ``schedule``) one mask is shared by the three colour channels
-and sizes are in pixels: the regularizer removes regions.
+and sizes are in pixels: the regularizer removes regions. On a CNN's feature maps spatial dropout
+(whole channels) joins them: :data:`FEATURE_METHODS`.
 """
 
 from __future__ import annotations
@@ -16,18 +17,18 @@ import torch
 from dropblock.gamma import (
     clip_block, cutout_expected_drop_rate, cutout_length_for, expected_drop_rate, linear_keep_prob,
 )
-from dropblock.masks import cutout_mask, dropblock_mask, dropout_mask
+from dropblock.masks import cutout_mask, dropblock_mask, dropout_mask, spatial_dropout_mask
+from dropblock.method_names import FEATURE_METHODS, METHODS  # their torch-free home, re-exported here
 from dropblock.sampling import make_generator
 from dropblock.stats import MeanSE
-
-METHODS = ("dropblock", "dropout", "cutout")
 
 
 @dataclass
 class MaskDraw:
     """One mask of one method.
 
-    keep: (N, C', H, W) bool, True where kept (C' is 1 when shared by all channels).
+    keep: (N, C', H, W) bool, True where kept (C' is 1 when shared by all channels; spatial
+        dropout's (N, C', 1, 1) draw is expanded, a view, to the map).
     centres: (K, 2) float (row, col) of DropBlock block centres or Cutout hole centres, for the
         first sample and channel only (what a figure marks); None for dropout.
     gamma: DropBlock's seed probability (None for the others).
@@ -56,8 +57,10 @@ def draw_mask(
     """Draw one mask of ``method`` for an (N, C, H, W) input at target drop rate p.
 
     DropBlock: blocks of ``block_size`` (clipped to the map), ``gamma`` "paper" or "exact".
-    Dropout: each unit with probability p. Cutout: ``n_holes`` squares whose side is chosen so that
-    the exact expected erased fraction is closest to p; always one mask for all channels.
+    Dropout: each unit with probability p. Spatial dropout: each whole channel with probability p
+    (expected drop rate exactly p; with ``shared_channels``, the whole map). Cutout: ``n_holes``
+    squares whose side is chosen so that the exact expected erased fraction is closest to p; always
+    one mask for all channels.
     """
     n, c, h, w = shape
     if method == "dropblock":
@@ -71,6 +74,9 @@ def draw_mask(
     if method == "dropout":
         keep = dropout_mask((n, 1 if shared_channels else c, h, w), p, device=device, generator=generator)
         return MaskDraw(method, keep, None, None, p, {"shared_channels": shared_channels})
+    if method == "spatial-dropout":
+        keep = spatial_dropout_mask((n, 1 if shared_channels else c, h, w), p, device=device, generator=generator)
+        return MaskDraw(method, keep.expand(-1, -1, h, w), None, None, p, {"shared_channels": shared_channels})
     if method == "cutout":
         length = cutout_length_for(p, h, w, n_holes) if p > 0 else 1
         if p == 0:
@@ -80,7 +86,7 @@ def draw_mask(
         keep, centres = cutout_mask(shape, n_holes, length, device=device, generator=generator)
         return MaskDraw(method, keep, centres[0].double(), None, cutout_expected_drop_rate(n_holes, length, h, w),
                         {"length": length, "n_holes": n_holes})
-    raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+    raise ValueError(f"method must be one of {', '.join(FEATURE_METHODS)}; got {method!r}")
 
 
 def default_block_size(height: int, width: int) -> int:

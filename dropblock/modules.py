@@ -7,8 +7,9 @@ import torch
 from torch import nn
 
 from dropblock import functional as Fd
-from dropblock._checks import check_choice, check_positive_int, check_probability
+from dropblock._checks import check_choice, check_gamma, check_positive_int, check_probability
 from dropblock.gamma import linear_keep_prob
+from dropblock.gamma import GAMMA_MODES
 from dropblock.sampling import make_generator
 
 
@@ -34,9 +35,7 @@ class DropBlock2d(nn.Module):
         self.block_size = check_positive_int(block_size, "block_size")
         self.inplace = inplace
         self.eps = eps
-        if isinstance(gamma, str):
-            check_choice(gamma, "gamma", ("paper", "exact"))
-        self.gamma = gamma
+        self.gamma = check_gamma(gamma, GAMMA_MODES)
         self.rescale = check_choice(rescale, "rescale", Fd.RESCALES)
         self.shared_channels = shared_channels
         self.generator = generator
@@ -44,17 +43,19 @@ class DropBlock2d(nn.Module):
     def _drop_prob(self) -> float:
         return self.p
 
-    def _generator_for(self, device: torch.device) -> torch.Generator | None:
-        if self.seed is not None and (self.generator is None or self.generator.device != device):
-            self.generator = make_generator(self.seed, device)
+    def _generator_for(self, input: torch.Tensor) -> torch.Generator | None:
+        if self.seed is not None and (self.generator is None or self.generator.device != input.device):
+            if Fd.tracing(input):
+                raise ValueError(Fd.TRACED_RNG)
+            self.generator = make_generator(self.seed, input.device)
         return self.generator
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return Fd.drop_block2d(
-            input, self._drop_prob(), self.block_size, self.inplace, self.eps, self.training,
-            gamma=self.gamma, rescale=self.rescale, shared_channels=self.shared_channels,
-            generator=self._generator_for(input.device),
-        )
+        """Arguments were checked in __init__; only the input is checked here."""
+        if not isinstance(input, torch.fx.Proxy):
+            Fd.check_input(input)
+        return Fd._drop_block2d(input, self._drop_prob(), self.block_size, self.inplace, self.eps, self.training,
+                                self.gamma, self.rescale, self.shared_channels, self._generator_for(input))
 
     def extra_repr(self) -> str:
         return (

@@ -7,8 +7,9 @@ give (no replacement, no approximation), in O(gamma * n) time and memory.
 
 On the CPU the integer bookkeeping runs in the C helper (``dropblock._cblocks``), or in NumPy where
 it was not compiled: either costs a fraction of torch's per-call overhead on arrays of a few
-thousand entries. The uniforms always come from torch, so ``generator`` and ``torch.manual_seed``
-make draws reproducible as usual, and both give the same draw for the same generator state.
+thousand entries. Elsewhere (and on the CPU with ``DROPBLOCK_BACKEND=torch``) it runs in torch
+tensor ops. The uniforms always come from torch, so ``generator`` and ``torch.manual_seed`` make
+draws reproducible as usual, and all three give the same draw for the same generator state.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import math
 import numpy as np
 import torch
 
-from dropblock import _native
+from dropblock import _native, backends
 
 
 def make_generator(seed: int | None, device: torch.device | str) -> torch.Generator | None:
@@ -28,6 +29,18 @@ def make_generator(seed: int | None, device: torch.device | str) -> torch.Genera
     gen = torch.Generator(device=torch.device(device))
     gen.manual_seed(int(seed))
     return gen
+
+
+def default_generator(device: torch.device) -> torch.Generator:
+    """torch's default generator for ``device`` (the one ``torch.manual_seed`` seeds)."""
+    if device.type == "cuda":
+        return torch.cuda.default_generators[torch.cuda.current_device() if device.index is None else device.index]
+    if device.type == "cpu":
+        return torch.default_generator
+    gens = getattr(getattr(torch, device.type, None), "default_generators", None)  # e.g. torch.xpu
+    if not gens:
+        raise RuntimeError(f"no default torch generator known for {device}: pass generator=")
+    return gens[device.index or 0]
 
 
 def _draw_size(left: int, gamma: float) -> int:
@@ -55,27 +68,24 @@ def grid_to_map(seeds, height: int, width: int, bh: int, bw: int):
     return plane * (height * width) + (rest // ws) * width + rest % ws
 
 
-NUMPY_ON_CPU = True
-"""Draws on the CPU do their integer work in NumPy (or the C helper). Tests switch this off to run, on
-the CPU, the tensor code that other devices (GPUs) take."""
-
-
 def positions_array(
     n: int, gamma: float, *, device: torch.device, generator: torch.Generator | None = None,
     blocks: tuple[int, int, int, int] | None = None,
 ) -> np.ndarray | torch.Tensor:
-    """The draw of ``bernoulli_positions``: a NumPy int64 array when ``device`` is the CPU, else a tensor on it.
+    """The draw of ``bernoulli_positions``: a NumPy int64 array for the c and numpy backends (CPU), else a
+    tensor on ``device`` (see ``dropblock.backends``).
 
     With ``blocks`` = (H, W, bh, bw), the n positions are a (planes, H - bh + 1, W - bw + 1) seed
     grid and each seed comes back as its block's top-left corner in the (planes, H, W) map.
     """
-    use_numpy = device.type == "cpu" and NUMPY_ON_CPU
+    backend = backends.seeds_backend(device)
+    use_numpy = backend != "torch"
     if n <= 0 or gamma <= 0.0:
         return np.empty(0, dtype=np.int64) if use_numpy else torch.empty(0, dtype=torch.int64, device=device)
     if gamma >= 1.0:
         pos = np.arange(n, dtype=np.int64) if use_numpy else torch.arange(n, dtype=torch.int64, device=device)
         return pos if blocks is None else grid_to_map(pos, *blocks)
-    native = _native.blocks if use_numpy else None
+    native = _native.blocks if backend == "c" else None
     geometry = blocks if blocks is not None else (1, n, 1, 1)  # one row of n: positions are their own corners
     chunks = []
     start = 0  # the next position not yet decided

@@ -95,6 +95,54 @@ def test_resnet_weights_file_in_torchvision_layout_is_used(sample_images, tmp_pa
     assert r.exit_code == 1 and "fc.weight" in r.stderr
 
 
+def test_show_layer_with_cam_json_and_table(sample_images, tmp_path):
+    out = tmp_path / "cam.png"
+    r = run("show", sample_images / "coffee.jpg", "--layer", "blocks.8", "--cam", "gradcam", "-n", "2", "-o", out,
+            "--json")
+    assert r.exit_code == 0, r.output
+    cam = json.loads(r.stdout)["cam"]
+    assert {"method", "layer", "class_index", "peak_before", "peak_after", "correlation"} <= set(cam)
+    assert (cam["method"], cam["layer"], cam["class_index"], cam["samples"]) == ("gradcam", "head", 967, 2)
+    assert all(0 <= v < 7 for v in cam["peak_before"] + cam["peak_after"]) and -1 <= cam["correlation"] <= 1
+    r = run("show", sample_images / "coffee.jpg", "--layer", "blocks.8", "--cam", "layercam", "--cam-layer",
+            "blocks.12", "--class", "cup", "-o", out)
+    assert r.exit_code == 0, r.output
+    assert "layercam at blocks.12 (cup)" in r.stdout and "peak" in r.stdout
+
+
+def test_compare_layer_with_cam_gives_each_method_its_cam(sample_images, tmp_path):
+    r = run("compare", sample_images / "chelsea.jpg", "--layer", "blocks.8", "--cam", "gradcam", "--class", "281",
+            "-o", tmp_path / "c.png", "--json")
+    assert r.exit_code == 0, r.output
+    cams = [m["cam"] for m in json.loads(r.stdout)["methods"]]
+    assert [c["class_label"] for c in cams] == ["tabby"] * 3
+    assert len({tuple(c["peak_before"]) for c in cams}) == 1  # one clean network
+
+
+def test_spatial_dropout_on_a_layer(sample_images, tmp_path):
+    r = run("show", sample_images / "coffee.jpg", "--layer", "blocks.8", "-m", "spatial-dropout", "-o",
+            tmp_path / "s.png", "--json")
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert data["method"] == "spatial-dropout" and data["expected_drop_rate"] == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("args, text", [
+    (["--cam", "gradcam"], "--cam needs --layer"),
+    (["--layer", "blocks.8", "--cam-layer", "head"], "need --cam"),
+    (["--layer", "blocks.8", "--cam", "grad-cam"], "--cam must be one of"),
+    (["--layer", "blocks.8", "--cam", "gradcam", "--cam-layer", "blocks.2"], "comes before layer"),
+    (["--layer", "blocks.8", "--cam", "gradcam", "--cam-layer", "blocks.99"], "close matches"),
+    (["--layer", "blocks.8", "--cam", "gradcam", "--class", "crane"], "several classes"),
+    (["-m", "spatial-dropout"], "spatial-dropout needs --layer"),
+])
+def test_cam_usage_errors(sample_images, tmp_path, args, text):
+    r = run("show", sample_images / "coffee.jpg", "-o", tmp_path / "o.png", *args)
+    assert r.exit_code == 2, r.output
+    assert len(r.stderr.strip().splitlines()) == 1 and text in r.stderr, r.stderr
+    assert not (tmp_path / "o.png").exists()
+
+
 @pytest.mark.parametrize("model", ["efficientnet-lite0", "resnet18", "resnet50"])
 def test_builtin_tables_keep_their_short_names(model):
     from dropblock.models import layer_table

@@ -4,6 +4,7 @@ import torch
 
 from dropblock.conventions import CONVENTIONS, convention_drop_rates, convention_rates
 from dropblock.measure import measure_function
+from integration import require
 from reference_impls import REFERENCES
 from stats import assert_can_see_bias, assert_close_se
 
@@ -66,16 +67,14 @@ def test_the_notes_claims_hold():
 def measure_sharply(fn, p, b, h, w, expected):
     """measure_function with enough masks (from a pilot's spread) to resolve a 2% bias."""
     pilot = measure_function(fn, p, b, h, w, samples=20000, seed=2)
-    needed = int(pilot.samples * (4.5 * pilot.se / (0.02 * expected)) ** 2) + 1
+    needed = int(pilot.n * (4.5 * pilot.se / (0.02 * expected)) ** 2) + 1
     return measure_function(fn, p, b, h, w, samples=max(needed, 20000), seed=3)
 
 
 def _try_import(path):
-    try:
-        module, _, attr = path.partition(":")
-        return getattr(__import__(module, fromlist=[attr]), attr)
-    except Exception as exc:  # e.g. torchvision built for another torch raises RuntimeError on import
-        pytest.skip(f"{path} not usable here: {type(exc).__name__}")
+    """The function at MODULE:ATTR; skips (fails under DROPBLOCK_REQUIRE_INTEGRATION=1) without its package."""
+    module, _, attr = path.partition(":")
+    return getattr(require(module), attr)
 
 
 @pytest.mark.parametrize("h,w,p,b", [(14, 14, 0.1, 7), (14, 14, 0.2, 3), (20, 12, 0.15, 5), (9, 9, 0.1, 9)])

@@ -12,12 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import SAMPLES
+from conftest import SAMPLES, pretrained_one_thread
 from dropblock.effect import (
     LayerEffect, Prediction, apply_mask, effect_json, kl_divergence, layer_effect, mask_scale, top_k,
 )
 from dropblock.methods import draw_mask
-from dropblock.models import class_names, forward_many, load_model, preprocess
+from dropblock.models import class_names, forward_many, preprocess
 
 MODEL = "efficientnet-lite0"
 LAYER = "blocks.8"  # 112 x 14 x 14, mid-network
@@ -25,14 +25,7 @@ LAYER = "blocks.8"  # 112 x 14 x 14, mid-network
 
 @pytest.fixture(scope="module")
 def model():
-    # One intra-op thread: on a small shared machine, torch's OpenMP threads contend with other
-    # processes and a batch-1 forward pass can take 40x longer (2 s instead of 0.05 s).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield load_model(MODEL)
-    finally:
-        torch.set_num_threads(threads)
+    yield from pretrained_one_thread(MODEL)
 
 
 def _image(name: str) -> np.ndarray:
@@ -80,7 +73,7 @@ def test_kl_divergence_is_zero_only_for_equal_logits():
 
 # --- the mask is all that changes ---------------------------------------------------------------
 
-@pytest.mark.parametrize("method", ["dropblock", "dropout", "cutout"])
+@pytest.mark.parametrize("method", ["dropblock", "dropout", "spatial-dropout", "cutout"])
 def test_feature_changes_exactly_where_the_mask_says(model, chelsea, method):
     p = 0.2
     e = layer_effect(model, chelsea, LAYER, method, p, gamma="exact", seed=3)
@@ -93,7 +86,7 @@ def test_feature_changes_exactly_where_the_mask_says(model, chelsea, method):
     assert np.array_equal(draw.keep[0].numpy(), e.keep)
     scale = mask_scale(method, draw.keep, p)
     training_scale = {"dropblock": draw.keep.numel() / draw.keep.sum().item(),  # numel / kept
-                      "dropout": 1 / (1 - p), "cutout": 1.0}[method]
+                      "dropout": 1 / (1 - p), "spatial-dropout": 1 / (1 - p), "cutout": 1.0}[method]
     assert e.scale == scale == pytest.approx(training_scale)
     run = forward_many(model, x, LAYER, [lambda f: apply_mask(f, draw.keep, scale)], keep_features=True)
     before, after = run.feature_before[0], run.features_after[0]
@@ -109,11 +102,15 @@ def test_feature_changes_exactly_where_the_mask_says(model, chelsea, method):
     assert np.array_equal(e.drop_fraction, (~keep).float().mean(0).numpy())
     assert e.realized_drop_rate == pytest.approx((~keep).float().mean().item())
     assert e.channels_after.shape == (8, h, w) and e.keep.dtype == bool
+    # The per-channel masks of the top channels are the real masks of those channels.
+    assert e.channel_keep.shape == (8, h, w)
+    assert np.array_equal(e.channel_keep, keep[idx].numpy())
+    assert len(e.draws) == 1 and torch.equal(e.draws[0][0], draw.keep) and e.draws[0][1] == scale
     probs_after = torch.softmax(run.logits_after[0].double(), -1)
     assert [q.index for q in e.predictions_after] == [q.index for q in top_k(probs_after)]
     assert e.predictions_after[0].prob == pytest.approx(probs_after.max().item(), rel=1e-5)
     assert e.kl_divergence == pytest.approx(kl_divergence(run.logits_before, run.logits_after).item(), rel=1e-4)
-    if method == "dropout":
+    if method in ("dropout", "spatial-dropout"):
         assert e.centres is None and e.gamma is None
     else:
         assert e.centres.ndim == 2 and e.centres.shape[1] == 2
@@ -174,6 +171,8 @@ def test_same_seed_same_result_different_seed_different_mask(model, chelsea):
     b = layer_effect(model, chelsea, LAYER, "dropblock", 0.1, seed=7, **kw)
     c = layer_effect(model, chelsea, LAYER, "dropblock", 0.1, seed=8, **kw)
     assert calls == [1] * 4
+    assert len(a.draws) == 4 and all(torch.equal(da[0], db[0]) for da, db in zip(a.draws, b.draws))
+    assert a.drop_rate.mean == pytest.approx(np.mean([float((~k).float().mean()) for k, _ in a.draws]))
     assert np.array_equal(a.keep, b.keep) and np.array_equal(a.centres, b.centres)
     assert np.array_equal(a.act_after, b.act_after)
     assert a.kl == b.kl and a.kl_divergence == b.kl_divergence and a.drop_rate == b.drop_rate

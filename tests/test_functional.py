@@ -1,9 +1,11 @@
+import inspect
+
 import pytest
 import torch
 
-from dropblock.functional import cutout, drop_block2d, dropout, spatial_dropout
+from conftest import EVERY_PATH, masked_by_own_draw, needs_cuda
+from dropblock.functional import batch_rescale, cutout, drop_block2d, dropout, spatial_dropout
 from dropblock.gamma import expected_drop_rate, gamma_paper
-from conftest import masked_by_own_draw, needs_cuda
 
 
 def x4(*shape, dtype=torch.float32, device="cpu", seed=0):
@@ -39,14 +41,10 @@ def test_rescale_modes(rescale):
         assert values.item() == 1.0
 
 
-def test_output_is_input_times_the_mask_and_gradients_flow():
-    x = x4(2, 3, 10, 10).requires_grad_()
-    y = drop_block2d(x, 0.3, 3, generator=torch.Generator().manual_seed(1))
-    y.sum().backward()
-    keep = y.detach() != 0
-    scale = keep.numel() / (1e-6 + keep.sum().item())
-    assert torch.allclose(x.grad, keep.float() * scale)
-    assert torch.allclose(y.detach()[keep], x.detach()[keep] * scale)
+def test_batch_rescale_is_numel_over_eps_plus_kept():
+    assert batch_rescale(100, 80) == 100 / (1e-6 + 80)
+    assert batch_rescale(100, 0, eps=0.5) == 200.0
+    torch.testing.assert_close(batch_rescale(10, torch.tensor([5.0, 10.0]), eps=0.0), torch.tensor([2.0, 1.0]))
 
 
 def test_inplace_changes_the_input_and_returns_it():
@@ -64,12 +62,20 @@ def test_dtypes_are_kept(dtype):
         assert y.dtype == dtype and y.shape == x.shape
 
 
-def test_same_generator_seed_same_output():
-    x = x4(2, 4, 20, 20)
-    a = drop_block2d(x, 0.2, 5, generator=torch.Generator().manual_seed(3))
-    b = drop_block2d(x, 0.2, 5, generator=torch.Generator().manual_seed(3))
-    c = drop_block2d(x, 0.2, 5, generator=torch.Generator().manual_seed(4))
-    assert torch.equal(a, b) and not torch.equal(a, c)
+@EVERY_PATH
+def test_the_same_seed_gives_the_same_output(backend):
+    """generator=, seed= and torch.manual_seed each reproduce a draw, on every path (Triton keys its
+    Philox draw from the torch generator); the generator moves on between draws."""
+    x = x4(2, 4, 20, 20, device=backend)
+    a = drop_block2d(x, 0.2, 5, generator=torch.Generator(backend.type).manual_seed(3))
+    assert torch.equal(a, drop_block2d(x, 0.2, 5, generator=torch.Generator(backend.type).manual_seed(3)))
+    assert torch.equal(drop_block2d(x, 0.2, 5, seed=3), a)  # seed= is a generator seeded with it
+    gen = torch.Generator(backend.type).manual_seed(4)
+    assert not torch.equal(drop_block2d(x, 0.2, 5, generator=gen), drop_block2d(x, 0.2, 5, generator=gen))
+    torch.manual_seed(5)
+    b = drop_block2d(x, 0.2, 5)
+    torch.manual_seed(5)
+    assert torch.equal(drop_block2d(x, 0.2, 5), b) and not torch.equal(a, b)
 
 
 def test_shared_channels_drop_the_same_units_in_every_channel():
@@ -79,19 +85,28 @@ def test_shared_channels_drop_the_same_units_in_every_channel():
 
 
 def test_positional_signature_matches_torchvision():
-    x = x4(1, 2, 9, 9)
-    y = drop_block2d(x, 0.2, 3, False, 1e-6, True)
-    assert y.shape == x.shape
+    """torchvision.ops.drop_block2d(input, p, block_size, inplace=False, eps=1e-06, training=True)."""
+    names = list(inspect.signature(drop_block2d).parameters)[:6]
+    assert names == ["input", "p", "block_size", "inplace", "eps", "training"]
+    x = x4(2, 3, 9, 9)
+    assert drop_block2d(x, 0.2, 3, False, 1e-6, False) is x  # training, 6th
+    big_eps = float(x.numel())  # scale numel / (eps + kept) < 1: only eps can do that
+    by_name = drop_block2d(x.clone(), 0.2, 3, inplace=False, eps=big_eps, training=True, seed=0)
+    y = x.clone()
+    out = drop_block2d(y, 0.2, 3, True, big_eps, True, seed=0)  # inplace 4th, eps 5th
+    assert out is y and torch.equal(out, by_name) and 0 < by_name.max() < x.max()
 
 
 @pytest.mark.parametrize("call, match", [
-    (lambda x: drop_block2d(x, 1.0, 3), r"^p must be in \[0, 1\)"),
-    (lambda x: drop_block2d(x, -0.2, 3), r"^p must be in \[0, 1\)"),
+    (lambda x: drop_block2d(x, 1.0, 3), r"^p must be in \[0, 1\), got 1.0"),
+    (lambda x: drop_block2d(x, -0.2, 3), r"^p must be in \[0, 1\), got -0.2"),
     (lambda x: drop_block2d(x, 0.1, 0), r"^block_size must be an integer >= 1, got 0"),
     (lambda x: drop_block2d(x, 0.1, 2.5), r"^block_size must be an integer >= 1, got 2.5"),
     (lambda x: drop_block2d(x[0], 0.1, 3), r"^input must be 4-D \(N, C, H, W\), got shape \(2, 9, 9\)"),
     (lambda x: drop_block2d(x.long(), 0.1, 3), r"^input must be a floating tensor"),
-    (lambda x: drop_block2d(x, 0.1, 3, rescale="mean"), r"^rescale must be one of"),
+    (lambda x: drop_block2d(x, 0.1, 3, rescale="mean"), r"^rescale must be one of batch, sample, expected, none; got 'mean'"),
+    (lambda x: drop_block2d(x, 0.1, 3, gamma=1.5), r"^gamma must be 'paper', 'exact' or a probability in \[0, 1\], got 1.5"),
+    (lambda x: drop_block2d(x, 0.1, 3, gamma="median"), r"^gamma must be 'paper', 'exact' or a probability .*'median'"),
     (lambda x: cutout(x, 0, 3), r"^n_holes must be an integer >= 1"),
 ])
 def test_bad_arguments_raise_value_error_naming_them(call, match):
@@ -115,69 +130,28 @@ def test_cutout_zeroes_one_square_in_all_channels_without_rescaling():
 
 
 @needs_cuda
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_cuda_matches_the_math_and_is_reproducible(dtype):
+def test_cuda_drop_rate_matches_the_math():
     from dropblock.measure import measure_dropblock
     from stats import assert_close_se
 
-    x = x4(8, 16, 14, 14, dtype=dtype, device="cuda")
-    a = drop_block2d(x, 0.1, 7, generator=torch.Generator("cuda").manual_seed(1))
-    b = drop_block2d(x, 0.1, 7, generator=torch.Generator("cuda").manual_seed(1))
-    assert a.device.type == "cuda" and a.dtype == dtype and torch.equal(a, b)
     m = measure_dropblock(0.1, 7, 14, 14, samples=200000, device="cuda", seed=0)
     expected = expected_drop_rate(gamma_paper(0.1, 7, 14), 7, 14)
     assert_close_se(m.mean, expected, m.se, what="cuda drop rate")
 
 
-# ---- the fast paths give exactly what a dense mask gives -------------------------------------------
+# ---- every seed-list path (C helper, NumPy, torch; CPU and CUDA) gives exactly x times its own mask ----
 
-from dropblock.masks import (  # noqa: E402
-    block_corners, block_indices, fill_blocks, paint_blocks, seed_positions, union_size,
-)
-from dropblock.sampling import grid_to_map  # noqa: E402
-
-
-@pytest.mark.parametrize("planes,h,w,bh,bw,gamma", [
-    (64, 14, 14, 7, 7, 0.006), (16, 28, 20, 4, 3, 0.02), (300, 9, 9, 3, 3, 0.01), (8, 56, 56, 7, 7, 0.003),
-    (40, 7, 7, 7, 7, 0.3), (30, 6, 9, 1, 1, 0.2), (5, 12, 12, 5, 2, 0.5), (3, 10, 10, 3, 3, 0.0),
-    (4, 9, 150, 3, 70, 0.05), (6, 5, 64, 2, 64, 0.5), (3, 4, 200, 4, 129, 0.3),  # rows of several words
-])
-def test_union_size_counts_the_units_the_blocks_cover(planes, h, w, bh, bw, gamma, backend):
-    gen = torch.Generator().manual_seed(0)
-    seeds = seed_positions(planes, h, w, bh, bw, gamma, device=torch.device("cpu"), generator=gen)
-    dense = paint_blocks(torch.ones(planes, h, w, dtype=torch.bool), seeds, h, w, bh, bw)
-    corners = grid_to_map(seeds, h, w, bh, bw)
-    assert union_size(corners.numpy(), h, w, bh, bw) == int((~dense).sum())
-    assert union_size(corners, h, w, bh, bw) == int((~dense).sum())  # the tensor path (GPUs take it)
-
-
-def test_block_corners_are_the_seeds_in_map_coordinates():
-    h, w, bh, bw = 11, 9, 4, 3
-    a = seed_positions(20, h, w, bh, bw, 0.1, device=torch.device("cpu"), generator=torch.Generator().manual_seed(5))
-    b = block_corners(20, h, w, bh, bw, 0.1, device=torch.device("cpu"), generator=torch.Generator().manual_seed(5))
-    rows, cols = (torch.from_numpy(b) % (h * w)) // w, torch.from_numpy(b) % w
-    assert torch.equal(torch.from_numpy(b), grid_to_map(a, h, w, bh, bw))
-    assert int(rows.max()) <= h - bh and int(cols.max()) <= w - bw
-
-
-def test_fill_blocks_matches_per_unit_indices():
-    gen = torch.Generator().manual_seed(1)
-    planes, h, w, bh, bw = 12, 17, 13, 5, 4
-    seeds = seed_positions(planes, h, w, bh, bw, 0.05, device=torch.device("cpu"), generator=gen)
-    a = torch.ones(planes * h * w)
-    corners = grid_to_map(seeds, h, w, bh, bw)
-    a.index_fill_(0, block_indices(corners, w, bh, bw), 0)
-    b = torch.ones(planes * h * w)
-    fill_blocks(b, corners, w, bh, bw, 0)
-    assert torch.equal(a, b)
-
-
-@pytest.mark.parametrize("shape,b", [((4, 8, 14, 14), 7), ((2, 16, 7, 7), 7), ((2, 4, 20, 12), 5), ((3, 5, 6, 6), 9)])
-@pytest.mark.parametrize("rescale", ["batch", "none"])
-def test_fast_paths_equal_the_dense_mask(shape, b, rescale, backend):
-    x = x4(*shape)
-    y = drop_block2d(x, 0.2, b, rescale=rescale, generator=torch.Generator().manual_seed(7))
-    torch.testing.assert_close(y, masked_by_own_draw(x, 0.2, b, 7, rescale))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("rescale", ["batch", "expected", "none"])
+@pytest.mark.parametrize("shape,b", [((4, 8, 14, 14), 7), ((2, 16, 7, 7), 7), ((2, 4, 20, 12), 5), ((3, 5, 6, 6), 9),
+                                     ((2, 4, 9, 130), 5)])
+def test_output_is_the_input_times_its_own_mask(backend, dtype, rescale, shape, b):
+    x = x4(*shape, dtype=dtype, device=backend)
+    y = drop_block2d(x, 0.2, b, rescale=rescale, generator=torch.Generator(backend.type).manual_seed(7))
+    assert y.device == x.device and y.dtype == dtype
+    ref = masked_by_own_draw(x, 0.2, b, 7, rescale)
+    assert torch.equal(y == 0, ref == 0)  # the same units dropped
+    torch.testing.assert_close(y, ref)
 
 
 def test_channels_last_input_gives_the_same_result():
@@ -188,21 +162,13 @@ def test_channels_last_input_gives_the_same_result():
 
 
 @pytest.mark.parametrize("b", [3, 14])
-def test_gradient_of_the_fast_paths_is_the_mask_times_the_scale(b, backend):
-    x = x4(2, 6, 14, 14).requires_grad_()
-    y = drop_block2d(x, 0.3, b, generator=torch.Generator().manual_seed(2))
+@pytest.mark.parametrize("inplace", [False, True])
+def test_gradient_is_the_mask_times_the_scale(backend, b, inplace):
+    leaf = x4(2, 6, 14, 14, device=backend).requires_grad_()
+    x = leaf * 1.0 if inplace else leaf
+    y = drop_block2d(x, 0.3, b, inplace=inplace, generator=torch.Generator(backend.type).manual_seed(2))
     (y * 2).sum().backward()
-    keep = (y.detach() != 0).float()
-    scale = keep.numel() / (1e-6 + keep.sum())
-    torch.testing.assert_close(x.grad, 2 * keep * scale)
-
-
-def test_inplace_under_autograd_matches_out_of_place(backend):
-    x = x4(2, 6, 14, 14)
-    ref = drop_block2d(x, 0.3, 3, generator=torch.Generator().manual_seed(4))
-    leaf = x4(2, 6, 14, 14).requires_grad_()
-    y = leaf * 1.0
-    out = drop_block2d(y, 0.3, 3, inplace=True, generator=torch.Generator().manual_seed(4))
-    out.sum().backward()
-    torch.testing.assert_close(out.detach(), ref)
-    torch.testing.assert_close(leaf.grad, (ref != 0).float() * (ref[ref != 0] / x[ref != 0]).mean())
+    ref = masked_by_own_draw(leaf.detach(), 0.3, b, 2, "batch")
+    torch.testing.assert_close(y.detach(), ref)
+    keep = (ref != 0).float()
+    torch.testing.assert_close(leaf.grad, 2 * keep * batch_rescale(keep.numel(), keep.sum()))

@@ -7,8 +7,10 @@ from dropblock.gamma import (
     cutout_expected_drop_rate, cutout_probability_map, drop_probability_map, expected_drop_rate, gamma_exact, gamma_paper,
 )
 from dropblock.masks import (
-    block_keep_mask, cutout_mask, dropblock_mask, dropout_mask, paint_blocks, spatial_dropout_mask,
+    block_corners, block_indices, block_keep_mask, cutout_mask, dropblock_mask, dropout_mask, fill_blocks, paint_blocks,
+    seed_positions, spatial_dropout_mask, union_size,
 )
+from dropblock.sampling import grid_to_map
 from stats import assert_close_se, assert_per_unit, measure_until_sharp
 
 GRID = [  # (h, w, block, p, shared channels)
@@ -88,11 +90,11 @@ def test_shared_masks_are_shared_and_per_channel_masks_differ():
     assert not torch.equal(per.keep[0, 0], per.keep[0, 1])
 
 
-def test_same_generator_seed_same_mask():
+def test_the_same_seed_gives_the_same_mask():
     a = dropblock_mask((1, 2, 20, 20), 0.2, 5, generator=torch.Generator().manual_seed(11))
-    b = dropblock_mask((1, 2, 20, 20), 0.2, 5, generator=torch.Generator().manual_seed(11))
+    b = dropblock_mask((1, 2, 20, 20), 0.2, 5, seed=11)
     c = dropblock_mask((1, 2, 20, 20), 0.2, 5, generator=torch.Generator().manual_seed(12))
-    assert torch.equal(a.keep, b.keep) and not torch.equal(a.keep, c.keep)
+    assert torch.equal(a.keep, b.keep) and torch.equal(a.seeds, b.seeds) and not torch.equal(a.keep, c.keep)
 
 
 def test_dropout_and_spatial_dropout_rates():
@@ -137,3 +139,43 @@ def test_cutout_hole_is_a_square_of_side_length_around_its_centre():
 def test_bad_arguments_name_the_argument(kwargs, match):
     with pytest.raises(ValueError, match=match):
         dropblock_mask(**kwargs)
+
+
+# ---- the sparse helpers give exactly what a dense mask gives, on every seed-list path -----------------
+
+@pytest.mark.parametrize("planes,h,w,bh,bw,gamma", [
+    (64, 14, 14, 7, 7, 0.006), (16, 28, 20, 4, 3, 0.02), (300, 9, 9, 3, 3, 0.01), (8, 56, 56, 7, 7, 0.003),
+    (40, 7, 7, 7, 7, 0.3), (30, 6, 9, 1, 1, 0.2), (5, 12, 12, 5, 2, 0.5), (3, 10, 10, 3, 3, 0.0),
+    (4, 9, 150, 3, 70, 0.05), (6, 5, 64, 2, 64, 0.5), (3, 4, 200, 4, 129, 0.3),  # rows of several words
+])
+def test_union_size_counts_the_units_the_blocks_cover(planes, h, w, bh, bw, gamma, backend):
+    corners = block_corners(planes, h, w, bh, bw, gamma, device=backend, generator=torch.Generator(backend.type).manual_seed(0))
+    on_cpu = torch.as_tensor(corners).cpu()
+    hs, ws = h - bh + 1, w - bw + 1
+    seeds = (on_cpu // (h * w)) * (hs * ws) + (on_cpu % (h * w)) // w * ws + on_cpu % w
+    dense = paint_blocks(torch.ones(planes, h, w, dtype=torch.bool), seeds, h, w, bh, bw)
+    assert union_size(corners, h, w, bh, bw) == int((~dense).sum())
+    assert union_size(on_cpu, h, w, bh, bw) == int((~dense).sum())  # a tensor of corners sorts on the device
+
+
+def test_block_corners_are_the_seeds_in_map_coordinates():
+    h, w, bh, bw = 11, 9, 4, 3
+    a = seed_positions(20, h, w, bh, bw, 0.1, device=torch.device("cpu"), generator=torch.Generator().manual_seed(5))
+    b = block_corners(20, h, w, bh, bw, 0.1, device=torch.device("cpu"), generator=torch.Generator().manual_seed(5))
+    rows, cols = (torch.from_numpy(b) % (h * w)) // w, torch.from_numpy(b) % w
+    assert torch.equal(torch.from_numpy(b), grid_to_map(a, h, w, bh, bw))
+    assert int(rows.max()) <= h - bh and int(cols.max()) <= w - bw
+
+
+def test_fill_blocks_matches_per_unit_indices(backend):
+    gen = torch.Generator(backend.type).manual_seed(1)
+    planes, h, w, bh, bw = 12, 17, 13, 5, 4
+    seeds = seed_positions(planes, h, w, bh, bw, 0.05, device=backend, generator=gen)
+    corners = grid_to_map(seeds, h, w, bh, bw)
+    expected = torch.ones(planes * h * w, device=backend)
+    expected.index_fill_(0, block_indices(corners, w, bh, bw), 0)
+    for dtype in (torch.bool, torch.uint8, torch.bfloat16, torch.float32, torch.float64):
+        for given in (corners, corners.cpu().numpy()):  # corners as a tensor or a NumPy array
+            t = torch.ones(planes * h * w, dtype=dtype, device=backend)
+            fill_blocks(t, given, w, bh, bw, 0)
+            assert torch.equal(t != 0, expected != 0), dtype

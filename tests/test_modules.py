@@ -29,19 +29,22 @@ def test_training_mode_drops_and_gradients_flow_through_a_network():
     assert net[0].weight.grad is not None and net[0].weight.grad.abs().sum() > 0
 
 
-def test_generator_makes_modules_reproducible():
-    x = torch.rand(2, 4, 14, 14) + 0.1
-    a = DropBlock2d(0.2, 3, generator=torch.Generator().manual_seed(0))(x)
-    b = DropBlock2d(0.2, 3, generator=torch.Generator().manual_seed(0))(x)
-    assert torch.equal(a, b)
-
-
-@pytest.mark.parametrize("args, match", [((1.2, 3), r"^p must be in"), ((0.1, 0), r"^block_size"), ((0.1, "7"), r"^block_size")])
-def test_bad_constructor_arguments(args, match):
+@pytest.mark.parametrize("args, kwargs, match", [
+    ((1.2, 3), {}, r"^p must be in \[0, 1\), got 1.2"),
+    ((0.1, 0), {}, r"^block_size must be an integer >= 1, got 0"),
+    ((0.1, "7"), {}, r"^block_size must be an integer >= 1, got '7'"),
+    ((0.1, 3), {"gamma": "median"}, r"^gamma must be 'paper', 'exact' or a probability in \[0, 1\], got 'median'"),
+    ((0.1, 3), {"gamma": -0.1}, r"^gamma must be 'paper', 'exact' or a probability in \[0, 1\], got -0.1"),
+    ((0.1, 3), {"rescale": "mean"}, r"^rescale must be one of batch, sample, expected, none; got 'mean'"),
+])
+def test_bad_constructor_arguments(args, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        DropBlock2d(*args)
-    with pytest.raises(ValueError, match="^gamma must be one of"):
-        DropBlock2d(0.1, 3, gamma="median")
+        DropBlock2d(*args, **kwargs)
+
+
+def test_forward_checks_the_input():
+    with pytest.raises(ValueError, match=r"^input must be 4-D \(N, C, H, W\), got shape \(4, 14, 14\)"):
+        DropBlock2d(0.1, 3)(torch.rand(4, 14, 14))
 
 
 def test_schedule_is_linear_from_one_to_the_target():
@@ -70,19 +73,12 @@ def test_schedule_state_survives_state_dict():
     assert "step_count" in m.state_dict()
 
 
-def test_seed_makes_a_module_reproducible_across_instances():
+def test_seed_or_generator_makes_a_module_reproducible_across_instances():
     x = torch.rand(2, 4, 14, 14) + 0.1
     a, b = DropBlock2d(0.2, 3, seed=5), DropBlock2d(0.2, 3, seed=5)
     first, second = a(x), a(x)
     assert torch.equal(first, b(x)) and torch.equal(second, b(x))
     assert not torch.equal(first, second)  # the generator advances between calls
+    assert torch.equal(DropBlock2d(0.2, 3, generator=torch.Generator().manual_seed(5))(x), first)
     with pytest.raises(ValueError, match="not both"):
         DropBlock2d(0.2, 3, seed=1, generator=torch.Generator())
-
-
-def test_seed_in_the_functional_form_and_the_mask_function():
-    from dropblock import drop_block2d, dropblock_mask
-
-    x = torch.rand(2, 4, 14, 14) + 0.1
-    assert torch.equal(drop_block2d(x, 0.2, 3, seed=9), drop_block2d(x, 0.2, 3, seed=9))
-    assert torch.equal(dropblock_mask((1, 2, 9, 9), 0.3, 3, seed=2).keep, dropblock_mask((1, 2, 9, 9), 0.3, 3, seed=2).keep)

@@ -9,9 +9,7 @@ import pytest
 import torch
 
 import dropblock._native as native
-from dropblock.functional import drop_block2d
-from dropblock.masks import block_corners, fill_blocks, paint_blocks, seed_positions
-from dropblock.sampling import grid_to_map
+from dropblock.masks import block_corners
 
 needs_native = pytest.mark.skipif(native.blocks is None, reason="dropblock._cblocks was not compiled")
 CPU = torch.device("cpu")
@@ -26,53 +24,27 @@ def test_the_helper_is_built_where_a_compiler_and_python_headers_exist():
 
 @pytest.mark.parametrize("shape,b,gamma", [((3, 5, 14, 14), 7, 0.02), ((2, 3, 9, 130), 3, 0.05),
                                            ((4, 6, 7, 7), 7, 0.3), ((2, 2, 12, 10), 1, 0.1)])
-def test_c_and_fallback_draw_the_same_corners_from_the_same_generator(monkeypatch, shape, b, gamma):
+@needs_native
+def test_c_and_numpy_draw_the_same_corners_from_the_same_generator(monkeypatch, shape, b, gamma):
     n, c, h, w = shape
     draw = lambda: block_corners(n * c, h, w, min(b, h), min(b, w), gamma, device=CPU,  # noqa: E731
                                  generator=torch.Generator().manual_seed(11))
-    if native.blocks is None:
-        pytest.skip("dropblock._cblocks was not compiled")
+    monkeypatch.setenv("DROPBLOCK_BACKEND", "c")
     with_c = draw()
-    monkeypatch.setattr(native, "blocks", None)
+    monkeypatch.setenv("DROPBLOCK_BACKEND", "numpy")
     assert np.array_equal(with_c, draw())
 
 
+@needs_native
 def test_many_chunks_give_the_same_draw_in_both_backends(monkeypatch):
     import dropblock.sampling as sampling
 
     monkeypatch.setattr(sampling, "_draw_size", lambda left, gamma: 4)
     draw = lambda: block_corners(40, 11, 9, 4, 3, 0.07, device=CPU, generator=torch.Generator().manual_seed(2))  # noqa: E731
-    if native.blocks is None:
-        pytest.skip("dropblock._cblocks was not compiled")
+    monkeypatch.setenv("DROPBLOCK_BACKEND", "c")
     with_c = draw()
-    monkeypatch.setattr(native, "blocks", None)
+    monkeypatch.setenv("DROPBLOCK_BACKEND", "numpy")
     assert len(with_c) > 8 and np.array_equal(with_c, draw())
-
-
-@pytest.mark.parametrize("rescale", ["batch", "expected", "none"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
-def test_drop_block2d_is_the_same_in_both_backends(monkeypatch, rescale, dtype):
-    if native.blocks is None:
-        pytest.skip("dropblock._cblocks was not compiled")
-    x = torch.randn(3, 8, 14, 14, generator=torch.Generator().manual_seed(0)).to(dtype)
-    run = lambda: drop_block2d(x, 0.2, 5, rescale=rescale, seed=9)  # noqa: E731
-    with_c = run()
-    monkeypatch.setattr(native, "blocks", None)
-    assert torch.equal(with_c, run())
-
-
-def test_fill_blocks_zeroes_exactly_the_blocks(backend):
-    h, w, bh, bw = 13, 11, 4, 3
-    seeds = seed_positions(9, h, w, bh, bw, 0.08, device=CPU, generator=torch.Generator().manual_seed(4))
-    corners = grid_to_map(seeds, h, w, bh, bw)
-    expected = paint_blocks(torch.ones(9, h, w, dtype=torch.bool), seeds, h, w, bh, bw)
-    for dtype in (torch.bool, torch.uint8, torch.bfloat16, torch.float32, torch.float64):
-        t = torch.ones(9 * h * w, dtype=dtype)
-        fill_blocks(t, corners, w, bh, bw, 0)
-        assert torch.equal(t.view(9, h, w) != 0, expected), dtype
-        t = torch.ones(9 * h * w, dtype=dtype)
-        fill_blocks(t, corners.numpy(), w, bh, bw, 0)  # NumPy corners too
-        assert torch.equal(t.view(9, h, w) != 0, expected), dtype
 
 
 @needs_native

@@ -8,25 +8,27 @@ from dropblock.sampling import bernoulli_positions, make_generator
 from stats import assert_can_see_bias, assert_close_se
 
 
-def draws(n, gamma, reps, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    return [bernoulli_positions(n, gamma, generator=gen) for _ in range(reps)]
+def draws(n, gamma, reps, seed=0, device=torch.device("cpu")):
+    gen = torch.Generator(device.type).manual_seed(seed)
+    return [bernoulli_positions(n, gamma, device=device, generator=gen) for _ in range(reps)]
 
 
-def test_positions_are_sorted_distinct_and_in_range():
-    for pos in draws(1000, 0.05, 200):
-        assert pos.dtype == torch.int64
+def test_positions_are_sorted_distinct_and_in_range(backend):
+    for pos in draws(1000, 0.05, 200, device=backend):
+        assert pos.dtype == torch.int64 and pos.device.type == backend.type
         assert torch.all(pos[1:] > pos[:-1])
         assert pos.numel() == 0 or (pos[0] >= 0 and pos[-1] < 1000)
 
 
-def check_bernoulli(n, gamma, reps, seed=0):
+def check_bernoulli(n, gamma, reps, seed=0, device=torch.device("cpu")):
     """Count ~ Binomial(n, gamma) (mean and variance), each position hit with probability gamma,
     and neighbours independent (P(i and i+1) = gamma^2)."""
     counts = torch.zeros(reps, dtype=torch.float64)
     hits = torch.zeros(n, dtype=torch.float64)
     pairs = 0.0
-    for k, pos in enumerate(draws(n, gamma, reps, seed)):
+    for k, pos in enumerate(draws(n, gamma, reps, seed, device)):
+        assert pos.device.type == device.type and bool((pos[1:] > pos[:-1]).all())
+        pos = pos.cpu()
         counts[k] = pos.numel()
         hits[pos] += 1
         flags = torch.zeros(n, dtype=torch.bool)
@@ -48,12 +50,12 @@ def check_bernoulli(n, gamma, reps, seed=0):
 
 
 def test_seeds_have_the_bernoulli_distribution(backend):
-    check_bernoulli(n=2000, gamma=0.02, reps=3000)
+    check_bernoulli(n=2000, gamma=0.02, reps=3000, device=backend)
 
 
 def test_seeds_are_right_when_the_draw_runs_over_many_chunks(monkeypatch, backend):
     monkeypatch.setattr(sampling, "_draw_size", lambda left, gamma: 3)
-    check_bernoulli(n=500, gamma=0.05, reps=3000, seed=1)
+    check_bernoulli(n=500, gamma=0.05, reps=3000, seed=1, device=backend)
 
 
 def test_a_sampler_with_replacement_would_fail():
@@ -70,10 +72,10 @@ def test_a_sampler_with_replacement_would_fail():
 
 
 def test_edge_cases(backend):
-    assert bernoulli_positions(0, 0.5).numel() == 0
-    assert bernoulli_positions(10, 0.0).numel() == 0
-    assert torch.equal(bernoulli_positions(10, 1.0), torch.arange(10))
-    tiny = bernoulli_positions(10**9, 1e-8, generator=torch.Generator().manual_seed(0))
+    assert bernoulli_positions(0, 0.5, device=backend).numel() == 0
+    assert bernoulli_positions(10, 0.0, device=backend).numel() == 0
+    assert torch.equal(bernoulli_positions(10, 1.0, device=backend).cpu(), torch.arange(10))
+    tiny = bernoulli_positions(10**9, 1e-8, device=backend, generator=torch.Generator(backend.type).manual_seed(0))
     assert 0 < tiny.numel() < 40 and int(tiny[-1]) < 10**9
 
 

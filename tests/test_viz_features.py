@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from dropblock import viz
 from dropblock.viz import FeatureColumn, figure_feature_compare, figure_feature_show, save_figure
@@ -37,10 +38,11 @@ TITLES = {
 
 def test_figure_feature_show(tmp_path: Path) -> None:
     crop, before, after, drop, tcb, tca, pb, pa = feature_inputs()
+    keep = np.broadcast_to(drop == 0, tcb.shape).copy()
     fig = figure_feature_show(
         crop, before, after, drop, top_channels_before=tcb, top_channels_after=tca,
         preds_before=pb, preds_after=pa, titles=TITLES, suptitle="feature show",
-        channel_ids=[5, 9, 1, 30],
+        channel_ids=[5, 9, 1, 30], channel_keep=keep,
     )
     all_titles = [ax.get_title() for ax in fig.axes]
     for key in ("image", "mask", "after", "before_preds", "after_preds"):
@@ -49,7 +51,7 @@ def test_figure_feature_show(tmp_path: Path) -> None:
     # titles do not collide with the suptitle or with each other
     fig.canvas.draw()
     r = fig.canvas.get_renderer()
-    sup = fig._suptitle.get_window_extent(r)
+    sup = next(t_ for t_ in fig.texts if t_.get_text() == "feature show").get_window_extent(r)
     top = [ax for ax in fig.axes if ax.get_title() in (TITLES["image"], TITLES["mask"], TITLES["after"])]
     assert len(top) == 3
     for ax in top:
@@ -62,11 +64,21 @@ def test_figure_feature_show(tmp_path: Path) -> None:
     # probabilities are written as text on the bar charts
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert "60.0%" in texts and "40.0%" in texts
-    # the channel rows: before over after, each channel scaled by its pair's range
-    rows = [ax for ax in fig.axes if ax.get_ylabel() in ("before", "after")]
-    assert [ax.get_ylabel() for ax in rows] == ["before", "after"]
-    b_img, a_img = (np.asarray(ax.images[0].get_array()) for ax in rows)
+    # the "after" panel shows what changed: before - after per cell, on a symmetric scale
+    after_ax = next(ax for ax in fig.axes if ax.get_title() == TITLES["after"])
+    change = np.asarray(after_ax.images[1].get_array())
+    np.testing.assert_allclose(change, before - after)
+    lo, hi = after_ax.images[1].get_clim()
+    assert lo == -hi == -np.abs(before - after).max()
+    # the channel rows: before, the channels' own masks, after; each channel scaled by its pair's range
+    rows = [ax for ax in fig.axes if ax.get_ylabel() in ("before", "mask", "after")]
+    assert [ax.get_ylabel() for ax in rows] == ["before", "mask", "after"]
+    b_img, m_img, a_img = (np.asarray(ax.images[0].get_array()) for ax in rows)
     h, w = tcb.shape[1:]
+    for j in range(4):
+        cols = slice(j * (w + 1), j * (w + 1) + w)
+        assert np.array_equal(m_img[:, cols], (~keep[j]).astype(float))  # 1 = dropped
+    assert np.isnan(m_img[:, w]).all()  # a blank column between channels
     assert b_img.shape == (h, 4 * (w + 1) - 1)
     for j in range(4):
         cols = slice(j * (w + 1), j * (w + 1) + w)
@@ -78,16 +90,64 @@ def test_figure_feature_show(tmp_path: Path) -> None:
 
 
 def test_figure_feature_compare(tmp_path: Path) -> None:
-    crop, before, after, drop, *_ = feature_inputs()
+    crop, before, after, drop, tcb, *_ = feature_inputs()
+    rng = np.random.default_rng(3)
+    masks = {"dropblock": np.broadcast_to(drop == 0, (6, 7, 7)), "dropout": rng.random((6, 7, 7)) > 0.1,
+             "cutout": np.broadcast_to(drop == 0, (6, 7, 7))}
     cols = [
-        FeatureColumn("dropblock", drop, after, "tiger cat", 0.4, "DropBlock"),
-        FeatureColumn("dropout", np.full((7, 7), 0.1), before * 0.9, "tabby cat", 0.55, "dropout"),
-        FeatureColumn("cutout", drop, after, "a very long label that will be cut short", 0.3, "Cutout"),
+        FeatureColumn("dropblock", drop, after, "tiger cat", 0.4, "DropBlock", channel_keep=masks["dropblock"]),
+        FeatureColumn("dropout", np.full((7, 7), 0.1), before * 0.9, "tabby cat", 0.55, "dropout",
+                      channel_keep=masks["dropout"]),
+        FeatureColumn("cutout", drop, after, "a very long label that will be cut short", 0.3, "Cutout",
+                      channel_keep=masks["cutout"]),
     ]
-    fig = figure_feature_compare(crop, cols, suptitle="compare features")
+    channels = np.random.default_rng(4).random((6, 7, 7))
+    fig = figure_feature_compare(crop, cols, act_before=before, top1_before=("tabby cat", 0.6),
+                                 channels_before=channels, channel_ids=[4, 8, 15, 16, 23, 42], suptitle="compare")
     titles = [ax.get_title() for ax in fig.axes] + [ax.get_title(loc="left") for ax in fig.axes]
     assert "DropBlock" in titles and any("tiger cat" in t and "40.0%" in t for t in titles)
-    # activations share one colour scale across columns
-    act_clims = {ax.images[1].get_clim() for ax in fig.axes if len(ax.images) == 2 and ax.images[1].get_cmap().name == viz.ACTIVATION_CMAP}
-    assert len(act_clims) == 1
+    assert any("before: tabby cat" in t for t in titles) and any("4, 8, 15, 16, 23, 42" in t for t in titles)
+    # the change panels: before - after per method, on one symmetric scale
+    change_axes = [ax for ax in fig.axes if ax.get_title() == "mean activation before − after"]
+    assert len(change_axes) == 3
+    np.testing.assert_allclose(change_axes[1].images[1].get_array(), before - before * 0.9)
+    assert len({ax.images[1].get_clim() for ax in change_axes}) == 1
+    # the channel-mask row: each method's own masks of the same channels, 3 tiles a row
+    mask_axes = [ax for ax in fig.axes if len(ax.images) == 1 and ax.images[0].get_cmap().N == 2]
+    assert len(mask_axes) == 3
+    shown = np.asarray(mask_axes[1].images[0].get_array())
+    assert shown.shape == (2 * 8 - 1, 3 * 8 - 1)
+    assert np.array_equal(shown[8:15, 0:7], (~masks["dropout"][3]).astype(float))
     save_figure(fig, tmp_path / "fc.svg")
+
+
+def _cam(after_shift: int = 1):
+    from dropblock.cam import CamResult
+
+    before = np.zeros((7, 7), np.float32)
+    before[2, 3] = 1.0
+    after = np.roll(before, after_shift, axis=0) * 0.8
+    return CamResult("gradcam", "head", 282, "tiger cat", before, after, 4)
+
+
+def test_cam_rows_draw_before_and_after_with_their_peaks(tmp_path: Path) -> None:
+    crop, before, after, drop, tcb, tca, pb, pa = feature_inputs()
+    cam = _cam()
+    fig = figure_feature_show(crop, before, after, drop, top_channels_before=tcb, top_channels_after=tca,
+                              preds_before=pb, preds_after=pa, titles=TITLES, cam=cam)
+    titled = {ax.get_title(): ax for ax in fig.axes}
+    b_ax = titled["Grad-CAM at head for tiger cat, before"]
+    a_ax = next(ax for t, ax in titled.items() if t.startswith("Grad-CAM after (mean of 4 masks)"))
+    assert "peak (2, 3) → (3, 3)" in a_ax.get_title()
+    assert np.array_equal(b_ax.images[1].get_array(), cam.before)
+    assert np.array_equal(a_ax.images[1].get_array(), cam.after)
+    # the peaks: a cross at the peak, a circle at the peak before; (row 2, col 3) of 7 on a 224 crop
+    x, y = a_ax.get_lines()[0].get_data()
+    assert (x[0], y[0]) == (pytest.approx(3.5 * 32 - 0.5), pytest.approx(3.5 * 32 - 0.5))
+    assert len(a_ax.get_lines()) == 3 and len(b_ax.get_lines()) == 2
+    save_figure(fig, tmp_path / "cam.png", dpi=30)
+    cols = [FeatureColumn(m, drop, after, "tiger cat", 0.4, m, cam=_cam(i)) for i, m in enumerate(("dropblock", "cutout"))]
+    fig = figure_feature_compare(crop, cols, act_before=before)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert "Grad-CAM at head for tiger cat, before" in titles
+    assert sum(t.startswith("Grad-CAM after") for t in titles) == 2

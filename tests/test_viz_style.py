@@ -107,7 +107,8 @@ def render_every_figure(out: Path) -> list[Path]:
             crop, fmap, fmap * (1 - drop), drop, top_channels_before=fmap[None], top_channels_after=fmap[None],
             preds_before=[("a", 0.5)], preds_after=[("b", 0.4)], titles=TITLES,
         ),
-        "feature_compare": figure_feature_compare(crop, [FeatureColumn("dropout", drop, fmap, "a", 0.5, "t")]),
+        "feature_compare": figure_feature_compare(crop, [FeatureColumn("dropout", drop, fmap, "a", 0.5, "t")],
+                                                  act_before=fmap),
     }
     return [save_figure(fig, out / f"{name}.png", dpi=30) for name, fig in figs.items()]
 

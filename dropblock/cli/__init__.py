@@ -6,6 +6,7 @@ figures), and prints a table or JSON. One module per command family:
 * :mod:`~dropblock.cli.images`: ``show``, ``compare``, ``schedule`` on an image;
 * :mod:`~dropblock.cli.layers`: ``layers`` and the ``--layer`` runs of show and compare;
 * :mod:`~dropblock.cli.gamma`: ``gamma``;
+* :mod:`~dropblock.cli.sweep`: ``sweep`` (regularizers at inference across images);
 * :mod:`~dropblock.cli.options` (shared options and checks), :mod:`~dropblock.cli.report` (tables,
   JSON), :mod:`~dropblock.cli.app` (the app and its one-line errors).
 
@@ -19,8 +20,9 @@ from dropblock.cli.app import app
 from dropblock.cli.gamma import gamma
 from dropblock.cli.images import compare, schedule, show
 from dropblock.cli.layers import layers
+from dropblock.cli.sweep import sweep
 
-for _command in (gamma, show, compare, schedule, layers):
+for _command in (gamma, show, compare, schedule, layers, sweep):
     app.command()(_command)
 
 __all__ = ["app", "main"]

@@ -11,8 +11,9 @@ import typer
 from dropblock.cli.layers import LayerRequest, run_on_layer
 from dropblock.cli.models import model_choice
 from dropblock.cli.options import (
-    GAMMA_HELP, METHOD_HELP, BlockOpt, ClassNamesOpt, DeviceOpt, DownloadOpt, DpiOpt, InputSizeOpt, JsonOpt,
-    KeepProbOpt, LayerOpt, MeanOpt, ModelOpt, ProgressBar, SeedOpt, SharedOpt, StdOpt, WeightsOpt,
+    GAMMA_HELP, METHOD_HELP, BlockOpt, CamLayerOpt, CamOpt, ClassNamesOpt, ClassOpt, DeviceOpt, DownloadOpt, DpiOpt,
+    InputSizeOpt, JsonOpt, KeepProbOpt, LayerOpt, MeanOpt, ModelOpt, ProgressBar, SeedOpt, SharedOpt, StdOpt,
+    WeightsOpt, check_cam_options,
     check_figure_options, check_output_path, check_positive, default_output, drop_rate_from, fail,
     load_image_or_fail, note_if_clipped, save_or_fail,
 )
@@ -63,9 +64,13 @@ def show(
     samples: int = typer.Option(1, "--samples", "-n", help="With --layer: average drop rate, KL and top-1 over N masks."),
     shared_channels: SharedOpt = False,
     device: DeviceOpt = "cpu",
+    cam: CamOpt = None,
+    cam_layer: CamLayerOpt = None,
+    class_: ClassOpt = None,
 ) -> None:
     """Draw the image, the mask and the masked result to a figure, with a short table."""
-    check_figure_options(gamma_mode, dpi, seed, method)
+    check_figure_options(gamma_mode, dpi, seed, method, feature_maps=layer is not None)
+    check_cam_options(layer, cam, cam_layer, class_)
     p = drop_rate_from(drop_rate, keep_prob)
     check_positive(block_size, "--block-size")
     check_positive(samples, "--samples")
@@ -75,8 +80,8 @@ def show(
     if layer is not None:
         run_on_layer(LayerRequest(
             image=image, methods=(method,), p=p, block_size=block_size, gamma_mode=gamma_mode, seed=seed,
-            output=output, dpi=dpi or 110, as_json=as_json, layer=layer, model=choice,
-            samples=samples, shared_channels=shared_channels, device=device))
+            output=output, dpi=dpi or 110, as_json=as_json, layer=layer, model=choice, samples=samples,
+            shared_channels=shared_channels, device=device, cam=cam, cam_layer=cam_layer, class_=class_))
         return
     loaded = load_image_or_fail(image)
     from dropblock.methods import default_block_size, draw_on_image
@@ -117,22 +122,26 @@ def compare(
     class_names: ClassNamesOpt = None,
     shared_channels: SharedOpt = False,
     device: DeviceOpt = "cpu",
+    cam: CamOpt = None,
+    cam_layer: CamLayerOpt = None,
+    class_: ClassOpt = None,
 ) -> None:
     """DropBlock, dropout and Cutout side by side at the same target drop rate."""
     check_figure_options(gamma_mode, dpi, seed)
+    check_cam_options(layer, cam, cam_layer, class_)
     p = drop_rate_from(drop_rate, keep_prob)
     check_positive(block_size, "--block-size")
     check_positive(samples, "--samples", 0)
     choice = model_choice(model, weights, download, input_size, mean, std, class_names, used=layer is not None)
     output = output or default_output(image, "compare" if layer is None else f"compare-{layer}")
     check_output_path(output, "--output", (image,))
-    from dropblock.methods import METHODS
+    from dropblock.method_names import METHODS
 
     if layer is not None:
         run_on_layer(LayerRequest(
             image=image, methods=METHODS, p=p, block_size=block_size, gamma_mode=gamma_mode, seed=seed,
-            output=output, dpi=dpi or 110, as_json=as_json, layer=layer, model=choice,
-            samples=max(samples, 1), shared_channels=shared_channels, device=device))
+            output=output, dpi=dpi or 110, as_json=as_json, layer=layer, model=choice, samples=max(samples, 1),
+            shared_channels=shared_channels, device=device, cam=cam, cam_layer=cam_layer, class_=class_))
         return
     loaded = load_image_or_fail(image)
     from dropblock.methods import compare_on_image, default_block_size

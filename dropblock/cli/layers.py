@@ -10,10 +10,10 @@ from typing import Optional
 import typer
 
 from dropblock.cli.models import (
-    ModelChoice, fail_for, load_or_fail, model_choice, resolve_layer_or_fail, structure_or_fail,
+    ModelChoice, fail_for, load_network, model_choice, structure_or_fail,
 )
 from dropblock.cli.options import (
-    MODEL_HELP, InputSizeOpt, ProgressBar, fail, load_image_or_fail, note_if_clipped, resolve_device, save_or_fail,
+    MODEL_HELP, InputSizeOpt, ProgressBar, fail, load_image_or_fail, note_if_clipped, save_or_fail,
 )
 from dropblock.cli.report import columns, key_value, mean_se, pct, print_json, stdout_console
 from dropblock.models.names import DEFAULT_MODEL
@@ -93,38 +93,36 @@ class LayerRequest:
     samples: int
     shared_channels: bool
     device: str
-
-
-def _load_network(request: LayerRequest):
-    """(model spec, layer name, LoadedModel, device); exit 2 for unknown names or files, 1 for failures."""
-    device = resolve_device(request.device)
-    net = load_or_fail(request.model, device)
-    return net.spec, resolve_layer_or_fail(net, request.layer), net, device
+    cam: Optional[str] = None  # a dropblock.cam.CAM_METHODS key, with its layer and class (None: default)
+    cam_layer: Optional[str] = None
+    class_: Optional[str] = None
 
 
 def run_on_layer(request: LayerRequest) -> None:
     """Apply each requested method to the layer's output, ``request.samples`` masks each, then draw the
     figure and print the table (or JSON)."""
-    model_name, layer_name, net, device = _load_network(request)
+    _, layer_name, net, device = load_network(request.model, request.layer, request.device)
     loaded = load_image_or_fail(request.image)
     b = request.block_size or 7
     effects = _effects(request, net, loaded.pixels, layer_name, b, device)
     _, h, w = effects[0].feature_shape
     if "dropblock" in request.methods:
         note_if_clipped(b, h, w, what=f"map of {layer_name}")
+    cams = _cams(request, net, layer_name, loaded.pixels, effects) if request.cam else None
     from dropblock.viz import feature_compare_figure, feature_show_figure
 
     name = loaded.path.name
     one = len(effects) == 1
-    save_or_fail(feature_show_figure(effects[0], name) if one else feature_compare_figure(effects, name),
-                 request.output, request.dpi)
+    figure = (feature_show_figure(effects[0], name, cam=cams and cams[0]) if one
+              else feature_compare_figure(effects, name, cams=cams))
+    save_or_fail(figure, request.output, request.dpi)
     if request.as_json:
-        _print_layer_json(effects, request)
+        _print_layer_json(effects, request, cams)
     elif one:
-        stdout_console().print(_layer_show_table(effects[0], name, request.output))
+        stdout_console().print(_layer_show_table(effects[0], name, request.output, cams and cams[0]))
     else:
         console = stdout_console()
-        console.print(_layer_compare_table(effects, name))
+        console.print(_layer_compare_table(effects, name, cams))
         console.print(f"figure written to {request.output}")
 
 
@@ -147,10 +145,42 @@ def _effects(request: LayerRequest, net, pixels, layer_name: str, block_size: in
     return effects
 
 
-def _print_layer_json(effects, request: LayerRequest) -> None:
+def _cams(request: LayerRequest, net, layer_name: str, pixels, effects) -> list:
+    """The CAM before and after of each effect's masks; exit 2 for a bad --class or --cam-layer."""
+    from dropblock.cam import layer_cam
+    from dropblock.labels import LabelError, class_index
+    from dropblock.models import UnknownNameError
+
+    try:
+        index = None if request.class_ is None else class_index(request.class_, list(net.class_names))
+    except LabelError as e:
+        fail(f"--class: {e}", 2)
+    cams = []
+    with ProgressBar(len(effects), "class activation maps", show=request.cam in ("scorecam", "sscam", "iscam")) as bar:
+        for effect in effects:
+            try:
+                cams.append(layer_cam(net, pixels, layer_name, effect.draws, method=request.cam,
+                                      cam_layer=request.cam_layer, class_index=index, seed=request.seed))
+            except UnknownNameError as e:
+                fail(f"--cam-layer: {e}", 2)
+            except ValueError as e:
+                fail(f"--cam: {e}", 2)
+            bar.advance(1)
+    return cams
+
+
+def _cam_text(cam) -> str:
+    r = "—" if cam.correlation is None else f"{cam.correlation:.3f}"
+    return f"r {r}; peak {list(cam.peak_before)} → {list(cam.peak_after)}"
+
+
+def _print_layer_json(effects, request: LayerRequest, cams=None) -> None:
+    from dropblock.cam import cam_json
     from dropblock.effect import effect_json
 
     rows = [dict(effect_json(effect), output=str(request.output), seed=request.seed) for effect in effects]
+    for row, cam in zip(rows, cams or ()):
+        row["cam"] = cam_json(cam)
     if len(rows) == 1:
         print_json(rows[0])
         return
@@ -164,7 +194,7 @@ def _prediction(pred) -> str:
     return f"{pred.label} ({100 * pred.prob:.1f}%)"
 
 
-def _layer_show_table(effect, name: str, output: Path):
+def _layer_show_table(effect, name: str, output: Path, cam=None):
     from dropblock.viz.labels import METHOD_LABELS, describe
 
     c, h, w = effect.feature_shape
@@ -188,11 +218,14 @@ def _layer_show_table(effect, name: str, output: Path):
             (f"  P({effect.predictions_before[0].label}) after", mean_se(effect.prob_of_clean_top1, 1)),
             ("  top-1 changed", mean_se(effect.top1_changed, 1)),
         ]
+    if cam is not None:
+        what = f"{cam.method} at {cam.layer} ({cam.class_label})"
+        rows.append((what, _cam_text(cam) + (f" (mean of {cam.samples} masks)" if cam.samples > 1 else "")))
     rows.append(("output", str(output)))
     return key_value(f"dropblock show --layer: {label}", rows)
 
 
-def _layer_compare_table(effects, name: str):
+def _layer_compare_table(effects, name: str, cams=None):
     from dropblock.viz.labels import METHOD_LABELS, describe
 
     first = effects[0]
@@ -203,5 +236,9 @@ def _layer_compare_table(effects, name: str):
     rows = [[METHOD_LABELS[e.method], describe(e.method, e.params, e.gamma, unit="cells"), pct(e.expected_drop_rate),
              mean_se(e.drop_rate), mean_se(e.prob_of_clean_top1, 1), mean_se(e.top1_changed, 0),
              mean_se(e.kl, percent=False)] for e in effects]
+    if cams:
+        headers.append(f"{cams[0].method} ({cams[0].class_label})")
+        for row, cam in zip(rows, cams):
+            row.append(_cam_text(cam))
     title = f"{name} on {first.model} {first.layer} ({c}x{h}x{w}): before, {_prediction(top)}; target drop rate {pct(first.p)}"
     return columns(title, headers, rows, right_from=2)

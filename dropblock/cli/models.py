@@ -111,6 +111,16 @@ def structure_or_fail(choice: ModelChoice):
         fail_for(e)
 
 
+def load_network(choice: ModelChoice, layer: str, device: str):
+    """(model spec, layer name, LoadedModel, torch device) for ``--layer`` runs; exit 2 for unknown names or
+    files, 1 for failures."""
+    from dropblock.cli.options import resolve_device
+
+    device = resolve_device(device)
+    net = load_or_fail(choice, device)
+    return net.spec, resolve_layer_or_fail(net, layer), net, device
+
+
 def resolve_layer_or_fail(model, layer: str) -> str:
     """``layer``'s name in ``model`` (a built-in's short name as given); exit 2 with close matches when no
     module has it."""

@@ -12,7 +12,7 @@ from dropblock.cli.app import error_line
 from dropblock.cli.report import note, stderr_console
 
 GAMMA_HELP = "paper (Equation 1) or exact (expected drop rate = target)."
-METHOD_HELP = "dropblock, dropout or cutout."
+METHOD_HELP = "dropblock, dropout or cutout; with --layer also spatial-dropout (whole channels)."
 BLOCK_HELP = ("DropBlock block side: in pixels of the input image \\[default: 1/8 of its shorter side]; "
               "with --layer, in feature-map units \\[default: 7, clipped to the map].")
 
@@ -49,6 +49,14 @@ ClassNamesOpt = Annotated[Optional[Path], typer.Option(
                           "weights' names, else ImageNet's for 1000 outputs, else 'class N'].", show_default=False)]
 SharedOpt = Annotated[bool, typer.Option("--shared-channels", help="With --layer: one mask for all channels.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="With --layer: cpu, cuda or auto.")]
+CamOpt = Annotated[Optional[str], typer.Option(
+    "--cam", help="With --layer: a class activation map before and after (torchcam): gradcam, gradcampp, "
+                  "smoothgradcampp, xgradcam, layercam, cam, scorecam, sscam or iscam.", show_default=False)]
+CamLayerOpt = Annotated[Optional[str], typer.Option(
+    "--cam-layer", help="With --cam: the layer the map is taken at, at or after --layer \\[default: the model's "
+                        "last 4-D layer].", show_default=False)]
+ClassOpt = Annotated[Optional[str], typer.Option(
+    "--class", help="With --cam: the class (index or ImageNet name) \\[default: the clean top-1].", show_default=False)]
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -97,15 +105,34 @@ def check_gamma_mode(gamma_mode: str) -> None:
         fail(f"--gamma must be {' or '.join(GAMMA_MODES)}, got {gamma_mode!r}", 2)
 
 
-def check_figure_options(gamma_mode: str, dpi: Optional[int], seed: int, method: Optional[str] = None) -> None:
-    """The options every mask figure command takes: --gamma, --dpi, --seed and, for show, --method."""
-    from dropblock.methods import METHODS
+def check_figure_options(gamma_mode: str, dpi: Optional[int], seed: int, method: Optional[str] = None,
+                         feature_maps: bool = False) -> None:
+    """The options every mask figure command takes: --gamma, --dpi, --seed and, for show, --method
+    (spatial-dropout too on feature maps)."""
+    from dropblock.method_names import FEATURE_METHODS, METHODS
 
-    if method is not None and method not in METHODS:
-        fail(f"--method must be one of {', '.join(METHODS)}; got {method!r}", 2)
+    allowed = FEATURE_METHODS if feature_maps else METHODS
+    if method is not None and method not in allowed:
+        extra = "; spatial-dropout needs --layer" if method == "spatial-dropout" else ""
+        fail(f"--method must be one of {', '.join(allowed)}; got {method!r}{extra}", 2)
     check_gamma_mode(gamma_mode)
     check_positive(dpi, "--dpi", 10)
     check_positive(seed, "--seed", 0)
+
+
+def check_cam_options(layer: Optional[str], cam: Optional[str], cam_layer: Optional[str],
+                      class_: Optional[str]) -> None:
+    """--cam needs --layer and a torchcam method; --cam-layer and --class need --cam."""
+    if cam is None:
+        if cam_layer is not None or class_ is not None:
+            fail("--cam-layer and --class need --cam METHOD (e.g. --cam gradcam)", 2)
+        return
+    if layer is None:
+        fail("--cam needs --layer: the map is taken on a CNN's feature maps", 2)
+    from dropblock.cam import CAM_METHODS
+
+    if cam not in CAM_METHODS:
+        fail(f"--cam must be one of {', '.join(CAM_METHODS)}; got {cam!r}", 2)
 
 
 def resolve_device(name: str) -> str:

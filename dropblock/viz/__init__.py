@@ -5,7 +5,9 @@ figure is drawn. Where each figure lives:
 
 * :mod:`~dropblock.viz.masks`: ``show`` and ``compare`` on an image;
 * :mod:`~dropblock.viz.curves`: the keep_prob schedule and the gamma sweep;
-* :mod:`~dropblock.viz.features`: ``show --layer`` and ``compare --layer`` on a CNN's feature maps;
+* :mod:`~dropblock.viz.features` and :mod:`~dropblock.viz.feature_compare`: ``show --layer`` and
+  ``compare --layer`` on a CNN's feature maps, from the panels of :mod:`~dropblock.viz.panels`;
+* :mod:`~dropblock.viz.sweep`: ``sweep`` (the paper's Figure 5);
 * :mod:`~dropblock.viz.style`: palette, fonts and atomic saving; :mod:`~dropblock.viz.display`:
   panels reduced to the resolution they are shown at.
 """
@@ -21,8 +23,9 @@ _EXPORTS = {
     "show_figure": "masks", "compare_figure": "masks",
     "ScheduleSnapshot": "curves", "figure_schedule": "curves", "figure_gamma_sweep": "curves",
     "schedule_figure": "curves", "gamma_sweep_figure": "curves",
-    "FeatureColumn": "features", "figure_feature_show": "features", "figure_feature_compare": "features",
-    "feature_show_figure": "features", "feature_compare_figure": "features",
+    "FeatureColumn": "feature_compare", "figure_feature_show": "features", "figure_feature_compare": "feature_compare",
+    "feature_show_figure": "features", "feature_compare_figure": "feature_compare",
+    "figure_sweep": "sweep", "sweep_figure": "sweep",
 }
 
 __all__ = sorted(_EXPORTS)

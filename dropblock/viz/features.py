@@ -1,234 +1,157 @@
-"""Feature-map figures of ``show --layer`` and ``compare --layer``: a regularizer on a CNN's feature maps.
+"""The feature-map figure of ``show --layer``: one regularizer on a CNN's feature maps.
 
-Activations are (h, w) maps drawn over the network's (S, S, 3) uint8 input crop; drop maps give the
-fraction of channels dropped at each feature cell.
+Activations are (h, w) maps drawn over the network's (S, S, 3) uint8 input crop; the mask panel gives
+the fraction of channels dropped at each feature cell, the change panel before − after, and the
+channel rows the most active channels before, their own masks, and after. With a CAM, a second row
+shows it before and after. The compare figure is in :mod:`dropblock.viz.feature_compare`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import LinearSegmentedColormap, to_rgb
 from matplotlib.figure import Figure
-from matplotlib.ticker import PercentFormatter
+from matplotlib.ticker import MaxNLocator
 
 from dropblock.viz.labels import METHOD_LABELS, describe
+from dropblock.viz.panels import (
+    cam_title, change_limit, draw_mask_mosaic, drop_key, is_binary, mosaic, overlay_activation, overlay_cam,
+    overlay_change, overlay_drop, pred_bars, shared_range,
+)
 from dropblock.viz.style import (
-    ACTIVATION_CMAP, COLORS, DIM, DROPPED_ALPHA, SMALL_PT, SUPTITLE_PT, TITLE_PT, check_image, check_map,
-    method_color, new_figure, plain, title_lines, wrap,
+    ACTIVATION_CMAP, SMALL_PT, SUPTITLE_PT, TITLE_PT, check_image, check_map, method_color, plain, wrap,
 )
 
-
-@dataclass
-class FeatureColumn:
-    """One method in :func:`figure_feature_compare`.
-
-    drop_fraction: (h, w) float in [0, 1], fraction of channels dropped per feature cell.
-    act_after: (h, w) float, channel-mean activation after dropping.
-    top1_label/top1_prob: the network's top-1 class after dropping, probability in [0, 1].
-    """
-
-    method: str
-    drop_fraction: np.ndarray
-    act_after: np.ndarray
-    top1_label: str
-    top1_prob: float
-    title: str
+WIDTH = 13.0  # inches
+PANEL = 3.8  # side of a panel over the crop, inches
+LEFTS = (0.45, 4.6, 8.75)  # left edges of the three panels of a row
+CHANNEL_ROWS_W = 6.9  # width of the channel rows
 
 
-def _overlay_activation(ax, crop: np.ndarray, act: np.ndarray, vmin: float, vmax: float):
-    """The crop with an (h, w) activation bilinearly upsampled over it at alpha 0.5."""
-    H, W = crop.shape[:2]
-    ax.imshow(crop, interpolation="nearest", aspect="equal")
-    im = ax.imshow(
-        act, cmap=ACTIVATION_CMAP, vmin=vmin, vmax=vmax, alpha=0.5, interpolation="bilinear",
-        extent=(-0.5, W - 0.5, H - 0.5, -0.5), aspect="equal",
-    )
-    ax.set_xlim(-0.5, W - 0.5)
-    ax.set_ylim(H - 0.5, -0.5)
-    return im
+class _Sheet:
+    """Axes and text placed in inches from the figure's top-left corner (a fixed layout: the
+    constrained engine took about half of this figure's drawing time)."""
+
+    def __init__(self, height: float) -> None:
+        self.h = height
+        self.fig = Figure(figsize=(WIDTH, height), dpi=100)
+        FigureCanvasAgg(self.fig)
+
+    def axes(self, left: float, top: float, width: float, height: float):
+        return self.fig.add_axes((left / WIDTH, 1 - (top + height) / self.h, width / WIDTH, height / self.h))
+
+    def text(self, x: float, y: float, s: str, **kw):
+        return self.fig.text(x / WIDTH, 1 - y / self.h, s, **kw)
+
+    def colorbar(self, mappable, left: float, top: float, label: str):
+        """A horizontal colourbar 0.16 in high under a panel whose left edge is ``left``."""
+        cb = self.fig.colorbar(mappable, cax=self.axes(left + 0.25, top, PANEL - 0.5, 0.16), orientation="horizontal")
+        cb.ax.xaxis.set_major_locator(MaxNLocator(6))
+        cb.set_label(label, fontsize=SMALL_PT)
+        cb.ax.tick_params(labelsize=SMALL_PT)
+        return cb
 
 
-def _dropped_cmap() -> LinearSegmentedColormap:
-    """Transparent at 0 to COLORS['dropped'] at 1, opacity growing as sqrt(fraction).
-
-    With a linear ramp a per-channel mask (about p of the channels dropped at every cell,
-    e.g. 10%) is all but invisible; the square root makes 10% a clear tint (alpha 0.27)
-    while 100% stays the full fill. The colourbar shows the same mapping.
-    """
-    r, g, b = to_rgb(COLORS["dropped"])
-    xs = np.linspace(0.0, 1.0, 256)
-    return LinearSegmentedColormap.from_list(
-        "dropped_fraction", [(x, (r, g, b, DROPPED_ALPHA * np.sqrt(x))) for x in xs]
-    )
+def _panel_row(sheet: _Sheet, top: float, titles: Sequence[str]):
+    """Three panels at ``top`` (inches), titled (wrapped to the panel's width)."""
+    axes = [sheet.axes(left, top, PANEL, PANEL) for left in LEFTS]
+    for ax, title in zip(axes, titles):
+        ax.set_title(wrap(title, PANEL + 0.1), fontsize=TITLE_PT)
+        plain(ax)
+    return axes
 
 
-def _overlay_drop(ax, crop: np.ndarray, drop_fraction: np.ndarray):
-    """The dimmed crop with the (h, w) dropped fraction drawn per feature cell (nearest)."""
-    H, W = crop.shape[:2]
-    h, w = drop_fraction.shape
-    ax.imshow(np.rint(crop * DIM).astype(np.uint8), interpolation="nearest", aspect="equal")
-    im = ax.imshow(
-        np.clip(drop_fraction, 0, 1), cmap=_dropped_cmap(), vmin=0.0, vmax=1.0,
-        interpolation="nearest", extent=(-0.5, W - 0.5, H - 0.5, -0.5), aspect="equal",
-    )
-    if max(h, w) <= 32:  # feature-cell grid
-        for r in range(1, h):
-            ax.axhline(r * H / h - 0.5, color="white", lw=0.3, alpha=0.35)
-        for c in range(1, w):
-            ax.axvline(c * W / w - 0.5, color="white", lw=0.3, alpha=0.35)
-    ax.set_xlim(-0.5, W - 0.5)
-    ax.set_ylim(H - 0.5, -0.5)
-    return im
+def _activation_row(sheet, top, crop, before, after, drop, text, method: str) -> None:
+    """Activation before | fraction of channels dropped | before − after, with their keys."""
+    ax_i, ax_m, ax_a = _panel_row(sheet, top, (text["image"], text["mask"], text["after"]))
+    vmin, vmax = shared_range(before)
+    im_b = overlay_activation(ax_i, crop, before, vmin, vmax)
+    im_d = overlay_drop(ax_m, crop, drop)
+    change = before - after
+    im_c = overlay_change(ax_a, crop, change, change_limit(change))
+    plain(ax_m, frame=method_color(method))
+    key_top = top + PANEL + 0.12
+    sheet.colorbar(im_b, LEFTS[0], key_top, "mean activation over channels")
+    drop_key(sheet.fig, im_d, is_binary(drop), cax=sheet.axes(LEFTS[1] + 0.25, key_top, PANEL - 0.5, 0.16))
+    sheet.colorbar(im_c, LEFTS[2], key_top, "before − after (red: lower after, blue: higher after)")
 
 
-def _is_binary(a: np.ndarray) -> bool:
-    return bool(np.all((a == 0) | (a == 1)))
+def _cam_row(sheet, top, crop, cam) -> None:
+    """The CAM before | after (mean over the masks) | before − after; peaks marked."""
+    titles = (cam_title(cam, after=False), cam_title(cam, after=True), "CAM before − after")
+    ax_b, ax_a, ax_d = _panel_row(sheet, top, titles)
+    im = overlay_cam(ax_b, crop, cam.before, mark=[cam.peak_before])
+    overlay_cam(ax_a, crop, cam.after, mark=[cam.peak_after, cam.peak_before])
+    change = cam.before.astype(np.float64) - cam.after
+    im_c = overlay_change(ax_d, crop, change, change_limit(change))
+    key_top = top + PANEL + 0.12
+    for left in LEFTS[:2]:
+        sheet.colorbar(im, left, key_top, "CAM, scaled to 0..1 (+ peak; ○ peak before)")
+    sheet.colorbar(im_c, LEFTS[2], key_top, "before − after (red: lower after, blue: higher after)")
 
 
-def _drop_key(fig, ax_or_axes, mappable, binary: bool, location: str = "bottom", *, cax=None) -> None:
-    """Colourbar for the drop map: 0..100 % of channels, or kept/dropped when it is binary.
-
-    ``ax_or_axes``: the axes to steal room from (constrained layout); or pass a ready ``cax``
-    for a horizontal colourbar there (fixed layout).
-    """
-    # no ``shrink``: a shrunk colourbar makes the constrained layout need several passes
-    # to converge, and the first pass (the one savefig does) lets the suptitle cover titles
-    if cax is not None:
-        cb = fig.colorbar(mappable, cax=cax, orientation="horizontal")
-    else:
-        cb = fig.colorbar(mappable, ax=ax_or_axes, location=location, aspect=30, pad=0.02)
-    cb.ax.tick_params(labelsize=SMALL_PT)
-    if binary:
-        cb.set_ticks([0.0, 1.0], labels=["kept", "dropped"])
-        cb.set_label("one mask shared by all channels", fontsize=SMALL_PT)
-    else:
-        fmt = PercentFormatter(xmax=1.0)
-        (cb.ax.xaxis if location in ("bottom", "top") else cb.ax.yaxis).set_major_formatter(fmt)
-        cb.set_label("fraction of channels dropped", fontsize=SMALL_PT)
-
-
-def _channel_mosaics(before: np.ndarray, after: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Two (h, k * (w + 1) - 1) rows of k channels side by side, NaN between them; each channel is
-    scaled to 0..1 by the range of its before/after pair, so a pair shares one colour scale."""
-    k, h, w = before.shape
-    rows = np.full((2, h, k * (w + 1) - 1), np.nan)
-    for j in range(k):
-        pair = np.concatenate([before[j].ravel(), after[j].ravel()])
+def _pair_scaled(before: np.ndarray, after: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each channel's before and after scaled to 0..1 by the range of the pair (one colour scale a pair)."""
+    b, a = np.array(before, dtype=np.float64), np.array(after, dtype=np.float64)
+    for j in range(len(b)):
+        pair = np.concatenate([b[j].ravel(), a[j].ravel()])
         pair = pair[np.isfinite(pair)]
         lo, hi = (float(pair.min()), float(pair.max())) if pair.size else (0.0, 1.0)
-        if hi <= lo:
-            hi = lo + 1.0
-        cols = slice(j * (w + 1), j * (w + 1) + w)
-        rows[0][:, cols] = (before[j] - lo) / (hi - lo)
-        rows[1][:, cols] = (after[j] - lo) / (hi - lo)
-    return rows[0], rows[1]
+        hi = hi if hi > lo else lo + 1.0
+        b[j], a[j] = (b[j] - lo) / (hi - lo), (a[j] - lo) / (hi - lo)
+    return b, a
 
 
-def _shorten(text: str, n: int = 26) -> str:
-    return text if len(text) <= n else text[: n - 1] + "…"
+def _channel_rows(sheet, top, before, after, keep, title: str, channel_ids) -> None:
+    """The k most active channels: before, their masks (when given) and after, each row one mosaic image."""
+    import matplotlib
 
-
-def _pred_bars(ax, preds: Sequence[tuple[str, float]], color: str, title: str) -> None:
-    """Horizontal bars of top-k (label, probability), the top-1 at the top, % as text."""
-    preds = list(preds)[:5]
-    labels = [_shorten(str(lbl)) for lbl, _ in preds]
-    probs = [float(prob) for _, prob in preds]
-    y = np.arange(len(preds))[::-1]
-    ax.barh(y, probs, color=color, height=0.7)
-    for yi, prob in zip(y, probs):
-        inside = prob > 0.75
-        ax.text(
-            prob - 0.02 if inside else prob + 0.015, yi, f"{prob:.1%}", va="center",
-            ha="right" if inside else "left", fontsize=SMALL_PT,
-            color="white" if inside else "black",
-        )
-    ax.set_yticks(y, labels, fontsize=SMALL_PT + 0.5)
-    ax.set_xlim(0, 1.0)
-    ax.xaxis.set_major_formatter(PercentFormatter(xmax=1.0))
-    ax.tick_params(axis="x", labelsize=SMALL_PT)
-    ax.set_title(title, fontsize=TITLE_PT)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
-
-
-def _shared_range(*maps: np.ndarray) -> tuple[float, float]:
-    """(vmin, vmax) over the finite values of ``maps``; (0, 1) when none, never an empty range."""
-    finite = np.concatenate([m[np.isfinite(m)] for m in maps])
-    vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    return vmin, (vmax if vmax > vmin else vmin + 1.0)
-
-
-def _activation_row(fig, crop, before, after, drop, titles, method: str) -> None:
-    """Top row of the show figure: activation before | dropped fraction | activation after, with keys."""
-    lefts = (0.035, 0.3525, 0.67)
-    ax_i, ax_m, ax_a = (fig.add_axes((x, 0.49, 0.295, 0.40)) for x in lefts)
-    vmin, vmax = _shared_range(before, after)
-    im_b = _overlay_activation(ax_i, crop, before, vmin, vmax)
-    im_d = _overlay_drop(ax_m, crop, drop)
-    _overlay_activation(ax_a, crop, after, vmin, vmax)
-    for ax, key in ((ax_i, "image"), (ax_m, "mask"), (ax_a, "after")):
-        ax.set_title(wrap(titles[key], 3.9), fontsize=TITLE_PT)
-        plain(ax)
-    plain(ax_m, frame=method_color(method))
-    for x in (lefts[0], lefts[2]):
-        cb = fig.colorbar(im_b, cax=fig.add_axes((x + 0.02, 0.455, 0.255, 0.014)), orientation="horizontal")
-        cb.set_label("mean activation over channels (shared scale)", fontsize=SMALL_PT)
-        cb.ax.tick_params(labelsize=SMALL_PT)
-    _drop_key(fig, ax_m, im_d, _is_binary(drop), cax=fig.add_axes((lefts[1] + 0.02, 0.455, 0.255, 0.014)))
-
-
-def _channel_rows(fig, before: np.ndarray, after: np.ndarray, title: str, channel_ids) -> None:
-    """Bottom left: the k most active channels, before (upper row) and after (lower row), each row one
-    mosaic image (one axes per row draws far faster than one per channel)."""
     k, h, w = before.shape
-    rows = _channel_mosaics(before, after)
-    width = min(0.53, 0.066 * k)
-    height = width * 13.0 / 9.6 * h / rows[0].shape[1]
-    x0 = 0.06 + (0.53 - width) / 2
+    b, a = _pair_scaled(before, after)
+    cols = k * (w + 1) - 1
+    row_h = CHANNEL_ROWS_W * h / cols
     cmap = matplotlib.colormaps[ACTIVATION_CMAP].with_extremes(bad="white")
-    for r, (mosaic, label) in enumerate(zip(rows, ("before", "after"))):
-        ax = fig.add_axes((x0, 0.25 - r * (height + 0.035), width, height))
-        ax.imshow(mosaic, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest", aspect="equal")
+    rows = [("before", b), ("mask", keep), ("after", a)] if keep is not None else [("before", b), ("after", a)]
+    y = top + 0.55
+    for label, maps in rows:
+        ax = sheet.axes(0.55, y, CHANNEL_ROWS_W, row_h)
+        if label == "mask":
+            draw_mask_mosaic(ax, maps, k)
+        else:
+            ax.imshow(mosaic(maps, k), cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest", aspect="equal")
         plain(ax)
         ax.set_ylabel(label, fontsize=TITLE_PT)
+        y += row_h + 0.1
     for j in range(k):
         name = f"ch {channel_ids[j]}" if channel_ids is not None and j < len(channel_ids) else f"#{j + 1}"
-        fig.text(x0 + width * (j * (w + 1) + w / 2) / rows[0].shape[1], 0.25 + height + 0.008, name,
-                 ha="center", va="bottom", fontsize=SMALL_PT + 0.5)
-    fig.text(0.325, 0.375, title, ha="center", fontsize=TITLE_PT + 0.5)
-    fig.text(0.325, 0.07, "each column: one channel, before and after on one colour scale",
-             ha="center", fontsize=SMALL_PT)
+        sheet.text(0.55 + CHANNEL_ROWS_W * (j * (w + 1) + w / 2) / cols, top + 0.5, name, ha="center", va="bottom",
+                   fontsize=SMALL_PT + 0.5)
+    sheet.text(0.55 + CHANNEL_ROWS_W / 2, top + 0.1, title, ha="center", va="top", fontsize=TITLE_PT + 0.5)
+    note = "each column: one channel, before and after on one colour scale"
+    if keep is not None:
+        note += "; mask: dropped units in orange"
+    sheet.text(0.55 + CHANNEL_ROWS_W / 2, y + 0.1, note, ha="center", va="top", fontsize=SMALL_PT)
 
 
 def figure_feature_show(
-    crop: np.ndarray,
-    act_before: np.ndarray,
-    act_after: np.ndarray,
-    drop_fraction: np.ndarray,
-    *,
-    top_channels_before: np.ndarray,
-    top_channels_after: np.ndarray,
-    preds_before: Sequence[tuple[str, float]],
-    preds_after: Sequence[tuple[str, float]],
-    titles: Mapping[str, str],
-    suptitle: str | None = None,
-    channel_ids: Sequence[int] | None = None,
-    method: str = "dropblock",
+    crop: np.ndarray, act_before: np.ndarray, act_after: np.ndarray, drop_fraction: np.ndarray, *,
+    top_channels_before: np.ndarray, top_channels_after: np.ndarray,
+    preds_before: Sequence[tuple[str, float]], preds_after: Sequence[tuple[str, float]],
+    titles: Mapping[str, str], suptitle: str | None = None, channel_ids: Sequence[int] | None = None,
+    method: str = "dropblock", channel_keep: np.ndarray | None = None, cam=None,
 ) -> Figure:
     """What dropping does inside a CNN: maps over the input crop, top channels, predictions.
 
-    crop: (S, S, 3) uint8, the network's input (S = 224 typically). act_before/act_after:
-    (h, w) channel-mean activations, bilinearly upsampled over the crop at alpha 0.5 on one
-    shared colour scale. drop_fraction: (h, w) in [0, 1], the fraction of channels dropped
-    per feature cell, drawn per cell (nearest). top_channels_before/after: (k, h, w), k <= 8,
-    the most active channels; each before/after pair shares a colour scale. preds_*: top-5
-    (label, probability). titles keys: "image", "mask", "after", "channels",
-    "before_preds", "after_preds". channel_ids: optional channel numbers for the grid.
+    crop: (S, S, 3) uint8, the network's input (S = 224 typically). act_before/act_after: (h, w)
+    channel-mean activations: the before panel overlays act_before, the change panel draws
+    act_before − act_after per cell on a symmetric diverging scale. drop_fraction: (h, w) in [0, 1],
+    the fraction of channels dropped per feature cell. top_channels_before/after: (k, h, w), k <= 8,
+    the most active channels (each pair on one colour scale); channel_keep: (k, h, w) bool, their
+    masks (True kept), drawn between them. preds_*: top-5 (label, probability). titles keys: "image",
+    "mask", "after", "channels", "before_preds", "after_preds". channel_ids: the channels' numbers.
+    cam: a :class:`~dropblock.cam.CamResult` for a second row (before, after, before − after).
     """
     crop = check_image(crop)
     before = check_map(act_before, "act_before")
@@ -239,89 +162,45 @@ def figure_feature_show(
     if channels_before.ndim != 3 or channels_before.shape != channels_after.shape:
         raise ValueError("top_channels_before/after must both be (k, h, w), "
                          f"got {channels_before.shape} and {channels_after.shape}")
+    keep = None if channel_keep is None else np.asarray(channel_keep, dtype=bool)
+    if keep is not None and keep.shape != channels_before.shape:
+        raise ValueError(f"channel_keep must be {channels_before.shape} like the channels, got {keep.shape}")
     k = min(channels_before.shape[0], 8)
     keys = ("image", "mask", "after", "channels", "before_preds", "after_preds")
     text = {key: titles.get(key, key.replace("_", " ")) for key in keys}
-    # A fixed layout (figure fractions of 13 x 9.6 in): the constrained layout engine took about
-    # half of this figure's drawing time, which `show --layer` pays on every call.
-    fig = Figure(figsize=(13.0, 9.6), dpi=100)
-    FigureCanvasAgg(fig)
+    channels_top = 5.85 + (5.05 if cam is not None else 0.0)
+    h, w = before.shape
+    rows_h = (2 + (keep is not None)) * (CHANNEL_ROWS_W * h / max(k * (w + 1) - 1, 1) + 0.1) if k else 0.0
+    sheet = _Sheet(channels_top + max(0.55 + rows_h + 0.4, 4.05))
     if suptitle:
-        fig.suptitle(suptitle, fontsize=SUPTITLE_PT + 1, y=0.99, va="top")
-    _activation_row(fig, crop, before, after, drop, text, method)
+        sheet.text(WIDTH / 2, 0.12, suptitle, ha="center", va="top", fontsize=SUPTITLE_PT + 1)
+    _activation_row(sheet, 1.05, crop, before, after, drop, text, method)
+    if cam is not None:
+        _cam_row(sheet, 6.1, crop, cam)
     if k:
-        _channel_rows(fig, channels_before[:k], channels_after[:k], text["channels"], channel_ids)
-    _pred_bars(fig.add_axes((0.795, 0.255, 0.18, 0.135)), preds_before, "0.55", text["before_preds"])
-    _pred_bars(fig.add_axes((0.795, 0.055, 0.18, 0.135)), preds_after, method_color(method), text["after_preds"])
-    return fig
-
-
-def figure_feature_compare(
-    crop: np.ndarray, columns: Sequence[FeatureColumn], *, suptitle: str | None = None
-) -> Figure:
-    """One column per method: dropped fraction over the crop, activation after, top-1 after.
-
-    crop: (S, S, 3) uint8. Each column's drop_fraction and act_after are (h, w); activations
-    share one colour scale across columns so they can be compared; top1_prob in [0, 1].
-    """
-    crop = check_image(crop)
-    if not columns:
-        raise ValueError("figure_feature_compare needs at least one column")
-    drops = [check_map(c.drop_fraction, f"drop_fraction of {c.method!r}") for c in columns]
-    acts = [check_map(c.act_after, f"act_after of {c.method!r}", d.shape) for c, d in zip(columns, drops)]
-    vmin, vmax = _shared_range(*acts)
-    pw = 3.0
-    titles = [wrap(c.title, pw) for c in columns]
-    n = len(columns)
-    fig = new_figure((n * pw + 1.2, 2 * pw + 1.3 + 0.2 * title_lines(*titles) + (0.4 if suptitle else 0)))
-    grid = fig.add_gridspec(3, n, height_ratios=[pw, pw, 0.42])
-    masks_axes, act_axes = [], []
-    for j, (col, drop, act) in enumerate(zip(columns, drops, acts)):
-        masks_axes.append(fig.add_subplot(grid[0, j]))
-        im_d = _overlay_drop(masks_axes[-1], crop, drop)
-        masks_axes[-1].set_title(titles[j], fontsize=TITLE_PT)
-        plain(masks_axes[-1], frame=method_color(col.method), lw=2.5)
-        act_axes.append(fig.add_subplot(grid[1, j]))
-        im_a = _overlay_activation(act_axes[-1], crop, act, vmin, vmax)
-        plain(act_axes[-1])
-        _top1_bar(fig.add_subplot(grid[2, j]), col)
-    act_axes[0].set_ylabel("activation after", fontsize=SMALL_PT + 0.5)
-    masks_axes[0].set_ylabel("dropped", fontsize=SMALL_PT + 0.5)
-    _drop_key(fig, masks_axes, im_d, all(_is_binary(d) for d in drops), location="right")
-    cb = fig.colorbar(im_a, ax=act_axes, location="right", aspect=20, pad=0.01)
-    cb.set_label("mean activation (shared scale)", fontsize=SMALL_PT)
-    cb.ax.tick_params(labelsize=SMALL_PT)
-    if suptitle:
-        fig.suptitle(suptitle, fontsize=SUPTITLE_PT)
-    return fig
-
-
-def _top1_bar(ax, col: FeatureColumn) -> None:
-    """A bar of the top-1 probability after, on a light full-width track."""
-    prob = float(col.top1_prob)
-    ax.barh([0], [prob], color=method_color(col.method), height=0.55)
-    ax.barh([0], [1.0], color="0.92", height=0.55, zorder=0)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(-0.5, 0.5)
-    ax.set_title(f"top-1 after: {_shorten(col.top1_label, 24)}  {prob:.1%}", fontsize=SMALL_PT + 0.5, loc="left")
-    plain(ax)
+        _channel_rows(sheet, channels_top, channels_before[:k], channels_after[:k],
+                      None if keep is None else keep[:k], text["channels"], channel_ids)
+    pred_bars(sheet.axes(10.25, channels_top + 0.45, 2.45, 1.35), preds_before, "0.55", text["before_preds"])
+    pred_bars(sheet.axes(10.25, channels_top + 2.35, 2.45, 1.35), preds_after, method_color(method),
+              text["after_preds"])
+    return sheet.fig
 
 
 def _params(effect) -> str:
     return describe(effect.method, effect.params, effect.gamma, unit="cells")
 
 
-def feature_show_figure(effect, image_name: str) -> Figure:
-    """:func:`figure_feature_show` of one :class:`~dropblock.effect.LayerEffect`: overlays, top
-    channels, top-5 before and after."""
+def feature_show_figure(effect, image_name: str, cam=None) -> Figure:
+    """:func:`figure_feature_show` of one :class:`~dropblock.effect.LayerEffect` (and its CAM): overlays,
+    the top channels with their masks, top-5 before and after."""
     c, h, w = effect.feature_shape
     label = METHOD_LABELS[effect.method]
     titles = {
         "image": f"{image_name}: mean activation of {effect.layer} ({c}x{h}x{w})",
         "mask": f"{label} mask: {_params(effect)}; dropped {100 * effect.realized_drop_rate:.1f}% "
                 f"(target {100 * effect.p:g}%)",
-        "after": f"mean activation after {label}",
-        "channels": "most active channels: before (top), after (bottom)",
+        "after": f"what {label} changed: mean before − after",
+        "channels": "most active channels: before, mask, after",
         "before_preds": "top-5 before",
         "after_preds": f"top-5 after (KL {effect.kl_divergence:.3g} nats)",
     }
@@ -331,26 +210,5 @@ def feature_show_figure(effect, image_name: str) -> Figure:
         preds_before=[(pred.label, pred.prob) for pred in effect.predictions_before],
         preds_after=[(pred.label, pred.prob) for pred in effect.predictions_after],
         titles=titles, channel_ids=[int(i) for i in effect.top_channels], method=effect.method,
-        suptitle=f"{effect.model}, layer {effect.layer}",
-    )
-
-
-def feature_compare_figure(effects: list, image_name: str) -> Figure:
-    """:func:`figure_feature_compare`: one column per method at the same target drop rate."""
-    cols = []
-    for effect in effects:
-        top = effect.predictions_after[0]
-        cols.append(FeatureColumn(
-            method=effect.method, drop_fraction=effect.drop_fraction, act_after=effect.act_after,
-            top1_label=top.label, top1_prob=top.prob,
-            title=f"{METHOD_LABELS[effect.method]}: {_params(effect)}\n"
-                  f"dropped {100 * effect.realized_drop_rate:.1f}%, KL {effect.kl_divergence:.3g}",
-        ))
-    first = effects[0]
-    c, h, w = first.feature_shape
-    before = first.predictions_before[0]
-    return figure_feature_compare(
-        first.crop, cols,
-        suptitle=f"{image_name} on {first.model} {first.layer} ({c}x{h}x{w}), target drop rate {100 * first.p:g}%; "
-                 f"before: {before.label} {100 * before.prob:.1f}%",
+        suptitle=f"{effect.model}, layer {effect.layer}", channel_keep=effect.channel_keep, cam=cam,
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-METHOD_LABELS = {"dropblock": "DropBlock", "dropout": "Dropout", "cutout": "Cutout"}
+METHOD_LABELS = {"dropblock": "DropBlock", "dropout": "Dropout", "spatial-dropout": "Spatial dropout", "cutout": "Cutout"}
 
 
 def describe(method: str, params: dict, gamma: float | None, unit: str = "px") -> str:
@@ -14,4 +14,6 @@ def describe(method: str, params: dict, gamma: float | None, unit: str = "px") -
     if method == "cutout":
         n = params["n_holes"]
         return f"{n} hole{'s' if n > 1 else ''} of {params['length']} {unit}"
+    if method == "spatial-dropout":
+        return "whole channels independently"
     return "each unit independently"

@@ -128,8 +128,8 @@ def check_seeds(seeds: np.ndarray | None) -> np.ndarray | None:
 
 
 def method_color(method: str) -> str:
-    """The method's palette colour; grey for other names."""
-    return COLORS.get(method, "#555555")
+    """The method's palette colour (``spatial-dropout`` or ``spatial_dropout``); grey for other names."""
+    return COLORS.get(method.replace("-", "_"), "#555555")
 
 
 def wrap(title: str, width_in: float, pt: float = TITLE_PT) -> str:

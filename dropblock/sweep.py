@@ -1,0 +1,283 @@
+"""The paper's Figure 5 on your own images: a regularizer applied at inference to one layer of a
+trained network, swept over keep_prob, block size and method, across many images.
+
+For every image and setting (method, block size for DropBlock, keep_prob), :func:`sweep_image` draws
+N masks and applies each to the layer's (1, C, h, w) activation as training would (kept units
+rescaled); the rest of the network runs in eval mode. The activation is computed once per image and
+the N edited copies of every setting go through the rest of the network in batches
+(:func:`~dropblock.models.forward_many`). Per image and setting it measures, averaged over the
+masks: the realized drop rate, KL(clean || after) in nats, the agreement of the top-1 class with the
+clean top-1, and the accuracy when the true class is known (all fractions in [0, 1]).
+
+Seeds: each (image, setting) draws from its own generator, seeded from the run's seed, the image's
+content (SHA-256 of the file's bytes, so where the file lies does not matter) and the setting
+(:func:`setting_seed`). An image's results never depend on the other images of the run, on the
+order of the settings, or on whether the run was resumed. keep_prob 1 is the clean network: no mask
+and no pass, so its KL is exactly 0 and its agreement exactly 1.
+
+:func:`summarize` averages across images: the masks are averaged within each image first, then the
+standard error is taken across images, so it counts the spread of both (it needs two images; with
+one it is None). CSV files of the per-image rows: :mod:`dropblock.sweep_csv`. Nothing here prints.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dropblock._checks import check_choice, check_positive_int
+from dropblock.method_names import FEATURE_METHODS
+from dropblock.stats import MeanSE
+
+__all__ = [
+    "SWEEP_METHODS", "DEFAULT_KEEP_PROBS", "DEFAULT_BLOCK_SIZES", "Setting", "ImageRow", "SweepPoint",
+    "settings_grid", "content_id", "setting_seed", "sweep_image", "summarize", "point_json", "find_images",
+]
+
+SWEEP_METHODS = FEATURE_METHODS
+DEFAULT_KEEP_PROBS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7)
+DEFAULT_BLOCK_SIZES = (1, 3, 5, 7)
+BATCH_SIZE = 32
+"""Edited maps per pass through the rest of the network."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One point of the sweep: ``method``, ``block_size`` (DropBlock's side in feature-map units,
+    clipped to the map when drawn; None for the other methods) and ``keep_prob`` (1 - drop rate)."""
+
+    method: str
+    block_size: int | None
+    keep_prob: float
+
+    @property
+    def series(self) -> tuple[str, int | None]:
+        """(method, block_size): one line of the figure."""
+        return (self.method, self.block_size)
+
+
+def _check_setting(s: Setting) -> None:
+    check_choice(s.method, "method", SWEEP_METHODS)
+    if not 0.0 < float(s.keep_prob) <= 1.0:
+        raise ValueError(f"keep_prob must be in (0, 1], got {s.keep_prob!r}")
+    if s.method == "dropblock":
+        check_positive_int(s.block_size, "block_size")
+    elif s.block_size is not None:
+        raise ValueError(f"block_size must be None for {s.method}, got {s.block_size!r}")
+
+
+def settings_grid(methods: Sequence[str], block_sizes: Sequence[int], keep_probs: Sequence[float]) -> list[Setting]:
+    """Every (method, block size, keep_prob): DropBlock once per block size, the others once; in the
+    order given (methods, then block sizes, then keep_probs).
+
+    Raises:
+        ValueError: an unknown method, a block size < 1 or a keep_prob outside (0, 1]; or nothing to do.
+    """
+    out = []
+    for method in methods:
+        for b in (block_sizes if method == "dropblock" else (None,)):
+            for kp in keep_probs:
+                s = Setting(method, None if b is None else int(b), float(kp))
+                _check_setting(s)
+                out.append(s)
+    if not out:
+        raise ValueError("the sweep needs at least one method, block size and keep_prob")
+    return out
+
+
+def content_id(path: str | Path) -> str:
+    """SHA-256 (hex) of a file's bytes: the image's identity for its seeds. Raises OSError."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def setting_seed(seed: int, content: str, setting: Setting) -> int:
+    """The generator seed, in [0, 2^63), of one image (its :func:`content_id`) and one setting."""
+    text = f"dropblock-sweep|{int(seed)}|{content}|{setting.method}|{setting.block_size}|{float(setting.keep_prob)!r}"
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    """One image and one setting, averaged over its ``masks`` masks: ``drop_rate`` (realized),
+    ``kl`` (KL(clean || after), nats), ``agreement`` (fraction of masks whose top-1 is the clean
+    top-1) and ``accuracy`` (fraction whose top-1 is the true class; None without a label).
+    ``image`` is the path as found from the run's arguments (the CSV's key)."""
+
+    image: str
+    setting: Setting
+    masks: int
+    drop_rate: float
+    kl: float
+    agreement: float
+    accuracy: float | None
+
+
+def sweep_image(
+    model, image: np.ndarray, layer: str, settings: Sequence[Setting], *, masks: int, seed: int,
+    content: str, name: str = "", gamma: str | float = "paper", label: int | None = None,
+    device="cpu", batch_size: int = BATCH_SIZE, progress: Callable[[int], object] | None = None,
+) -> list[ImageRow]:
+    """One image through every setting: ``masks`` masks each, one row per setting (in order).
+
+    Args:
+        model: as for :func:`~dropblock.effect.layer_effect` (a LoadedModel or a built-in network).
+        image: (H, W, 3) uint8 RGB.
+        layer: the layer whose output is masked.
+        settings: from :func:`settings_grid`.
+        masks: N masks per setting.
+        seed, content: the run's seed and the image's :func:`content_id` (see :func:`setting_seed`).
+        name: the image's ``ImageRow.image``.
+        gamma: DropBlock's ``"paper"``, ``"exact"`` or a float.
+        label: the true class index, or None.
+        device: where masks are drawn (the model's device).
+        batch_size: edited maps per pass.
+        progress: called with the number of masks done, as they are drawn.
+
+    Raises:
+        UnknownNameError: unknown layer. LayerError: its output is not one 4-D map. ValueError: bad
+        settings, masks, batch size or image.
+    """
+    import torch
+
+    from dropblock.effect import MaskEdit
+    from dropblock.models import as_loaded, forward_many, preprocess
+
+    model = as_loaded(model)
+    masks = check_positive_int(masks, "masks")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    for s in settings:
+        _check_setting(s)
+    x, _ = preprocess(model, image)
+    live = [s for s in settings if s.keep_prob < 1.0]
+    edits = {s: MaskEdit(s.method, 1.0 - s.keep_prob, block_size=s.block_size or 1, gamma=gamma,
+                         shared_channels=False, device=device, progress=progress, keep_draws=False,
+                         generator=torch.Generator(device).manual_seed(setting_seed(seed, content, s)))
+             for s in live}
+    queue = [edits[s] for s in live for _ in range(masks)] or [lambda f: f]
+    run = forward_many(model, x, layer, queue, batch_size=batch_size)
+    clean = run.logits_before[0].detach().to("cpu", torch.float64)
+    after = run.logits_after.detach().to("cpu", torch.float64)
+    rows, start = [], 0
+    for s in settings:
+        if s in edits:
+            rows.append(_row(name, s, clean, after[start:start + masks], edits[s].drop_rates, label))
+            start += masks
+        else:
+            rows.append(_row(name, s, clean, clean[None].expand(masks, -1), [0.0] * masks, label))
+            if progress is not None:
+                progress(masks)
+    return rows
+
+
+def _row(name: str, s: Setting, clean, after, drop_rates: list[float], label: int | None) -> ImageRow:
+    """The means over one setting's masks; ``after`` (N, K) float64 logits, ``clean`` (K,)."""
+    from dropblock.effect import kl_divergence
+
+    top1 = after.argmax(dim=-1)
+    kl = float(kl_divergence(clean.expand_as(after), after).mean())  # exactly 0 where after is clean
+    agreement = float((top1 == int(clean.argmax())).double().mean())
+    accuracy = None if label is None else float((top1 == int(label)).double().mean())
+    return ImageRow(name, s, int(after.shape[0]), float(np.mean(drop_rates)), kl, agreement, accuracy)
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One setting across images. ``images``: how many; ``masks``: in all (images x N).
+    ``drop_rate``, ``kl``, ``agreement``: :class:`~dropblock.stats.MeanSE` over the per-image means
+    (se across images; see :func:`se_or_none`); ``accuracy``: the same over the images with a known
+    class, or None when none has one."""
+
+    setting: Setting
+    images: int
+    masks: int
+    drop_rate: MeanSE
+    kl: MeanSE
+    agreement: MeanSE
+    accuracy: MeanSE | None
+
+
+def summarize(rows: Iterable[ImageRow], order: Sequence[Setting] | None = None) -> list[SweepPoint]:
+    """One :class:`SweepPoint` per setting found in ``rows``, in ``order`` (settings not in it follow
+    in order of appearance). A repeated (image, setting) counts once (the first row)."""
+    by_setting: dict[Setting, dict[str, ImageRow]] = {}
+    for row in rows:
+        by_setting.setdefault(row.setting, {}).setdefault(row.image, row)
+    rank = {s: i for i, s in enumerate(order or ())}
+    points = []
+    for s in sorted(by_setting, key=lambda s: rank.get(s, len(rank))):
+        group = list(by_setting[s].values())
+        labelled = [r.accuracy for r in group if r.accuracy is not None]
+        points.append(SweepPoint(
+            s, len(group), sum(r.masks for r in group), MeanSE.of([r.drop_rate for r in group]),
+            MeanSE.of([r.kl for r in group]), MeanSE.of([r.agreement for r in group]),
+            MeanSE.of(labelled) if labelled else None))
+    return points
+
+
+def se_or_none(stat: MeanSE) -> float | None:
+    """The standard error across images, or None from a single image (there is no spread to take)."""
+    return stat.se if stat.n > 1 else None
+
+
+def point_json(p: SweepPoint) -> dict:
+    """A JSON-ready dict: method, block_size (null but for DropBlock), keep_prob, images, masks,
+    drop_rate (mean), kl and agreement as {mean, se}, accuracy as {mean, se, images} or null."""
+    def stat(m: MeanSE) -> dict:
+        return {"mean": m.mean, "se": se_or_none(m)}
+
+    accuracy = None if p.accuracy is None else dict(stat(p.accuracy), images=p.accuracy.n)
+    return {"method": p.setting.method, "block_size": p.setting.block_size, "keep_prob": p.setting.keep_prob,
+            "images": p.images, "masks": p.masks, "drop_rate": p.drop_rate.mean, "kl": stat(p.kl),
+            "agreement": stat(p.agreement), "accuracy": accuracy}
+
+
+@dataclass(frozen=True)
+class FoundImages:
+    """``paths``: candidate image files, each once, in a stable order; ``missing``: the arguments
+    that named nothing (no such file or folder, a glob that matches nothing, an empty folder)."""
+
+    paths: list[Path]
+    missing: list[str]
+
+
+def _files_under(folder: Path) -> list[Path]:
+    """Every file under ``folder``, recursively and sorted, leaving out hidden files and folders."""
+    return sorted(p for p in folder.rglob("*")
+                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def find_images(args: Sequence[str]) -> FoundImages:
+    """The files that ``args`` name: files as given, folders searched recursively (every file that is
+    not hidden is a candidate; the caller skips what does not load), globs (``*``, ``?``, ``[``,
+    ``**``) expanded and sorted. A file named twice is kept once (the first time)."""
+    found, missing, seen = [], [], set()
+    for arg in args:
+        path = Path(arg)
+        if path.is_dir():
+            matches = _files_under(path)
+        elif path.exists():
+            matches = [path]
+        elif any(ch in arg for ch in "*?["):
+            matches = []
+            for hit in sorted(glob.glob(arg, recursive=True)):
+                hit_path = Path(hit)
+                matches.extend(_files_under(hit_path) if hit_path.is_dir() else [hit_path])
+        else:
+            matches = []
+        if not matches:
+            missing.append(arg)
+        for m in matches:
+            key = m.resolve()
+            if key not in seen:
+                seen.add(key)
+                found.append(m)
+    return FoundImages(found, missing)

@@ -1,0 +1,113 @@
+"""The ``sweep`` figure: the paper's Figure 5 for your images. Each metric against keep_prob, one line
+per method and block size, with a band of ± one standard error (across images)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from matplotlib.ticker import PercentFormatter
+
+from dropblock.sweep import SweepPoint, se_or_none
+from dropblock.viz.labels import METHOD_LABELS
+from dropblock.viz.style import COLORS, MARKERS, SMALL_PT, SUPTITLE_PT, TITLE_PT, method_color, new_figure
+
+#: (SweepPoint attribute, panel title, drawn as a percentage)
+METRICS = (
+    ("agreement", "top-1 agreement with the clean network", True),
+    ("kl", "KL(clean ‖ after), nats", False),
+    ("accuracy", "top-1 accuracy", True),
+    ("drop_rate", "realized drop rate", True),
+)
+
+
+def series_label(method: str, block_size: int | None) -> str:
+    """'DropBlock, block 7' or the method's name."""
+    label = METHOD_LABELS.get(method, method)
+    return label if block_size is None else f"{label}, block {block_size}"
+
+
+def series_colors(series: Sequence[tuple[str, int | None]]) -> dict[tuple[str, int | None], str]:
+    """A colour per (method, block size): DropBlock's block sizes in blues from light (small) to dark
+    (large), the other methods in their palette colour."""
+    blocks = sorted({b for m, b in series if m == "dropblock" and b is not None})
+    blues = colormaps["Blues"]
+    colors = {}
+    for method, block in series:
+        if method == "dropblock" and len(blocks) > 1:
+            colors[(method, block)] = blues(0.45 + 0.55 * blocks.index(block) / (len(blocks) - 1))
+        else:
+            colors[(method, block)] = method_color(method)
+    return colors
+
+
+def _series(points: Sequence[SweepPoint]) -> dict[tuple[str, int | None], list[SweepPoint]]:
+    out: dict[tuple[str, int | None], list[SweepPoint]] = {}
+    for point in points:
+        out.setdefault(point.setting.series, []).append(point)
+    return {k: sorted(v, key=lambda p: -p.setting.keep_prob) for k, v in out.items()}
+
+
+def _panel(ax, lines, metric: str, title: str, percent: bool, colors, keep_probs) -> None:
+    """One metric against keep_prob (1 on the left, falling to the right), a band of ± 1 SE."""
+    for i, (key, pts) in enumerate(lines.items()):
+        stats = [getattr(p, metric) for p in pts]
+        x = np.array([p.setting.keep_prob for p, s in zip(pts, stats) if s is not None])
+        if not x.size:
+            continue
+        kept = [s for s in stats if s is not None]
+        y = np.array([s.mean for s in kept])
+        se = np.array([se_or_none(s) or 0.0 for s in kept])
+        ax.plot(x, y, color=colors[key], marker=MARKERS[i % len(MARKERS)], ms=4.5, lw=1.6,
+                label=series_label(*key), zorder=3)
+        if se.any():
+            ax.fill_between(x, y - se, y + se, color=colors[key], alpha=0.13, lw=0, zorder=2)
+    if metric == "drop_rate":
+        xs = np.array(sorted(keep_probs))
+        ax.plot(xs, 1 - xs, ls="--", color=COLORS["target"], lw=1.0, label="target (1 − keep_prob)", zorder=1)
+    ax.set_xticks(sorted(keep_probs))
+    ax.set_xlim(max(keep_probs) + 0.01, min(keep_probs) - 0.01)
+    if percent:
+        ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
+    if metric == "kl":
+        ax.set_ylim(bottom=0)
+    ax.set_title(title, fontsize=TITLE_PT)
+    ax.set_xlabel("keep_prob", fontsize=SMALL_PT + 0.5)
+    ax.tick_params(labelsize=SMALL_PT)
+    ax.grid(True, color="0.9", lw=0.8)
+    ax.set_axisbelow(True)
+
+
+def figure_sweep(points: Sequence[SweepPoint], *, title: str | None = None) -> Figure:
+    """Agreement, KL, accuracy (when any image has a label) and realized drop rate against keep_prob.
+
+    points: :class:`~dropblock.sweep.SweepPoint` of any settings; one line per (method, block size),
+    a band of ± one standard error where there are two images or more.
+    """
+    if not points:
+        raise ValueError("figure_sweep needs at least one point")
+    metrics = [m for m in METRICS if m[0] != "accuracy" or any(p.accuracy is not None for p in points)]
+    lines = _series(points)
+    colors = series_colors(list(lines))
+    keep_probs = sorted({p.setting.keep_prob for p in points})
+    rows = -(-(len(lines) + 1) // 4)  # legend rows below the panels
+    fig = new_figure((4.0 * len(metrics), 3.7 + 0.25 * rows + (0.35 if title else 0.0)))
+    axes = fig.subplots(1, len(metrics))
+    for ax, (metric, label, percent) in zip(np.atleast_1d(axes), metrics):
+        _panel(ax, lines, metric, label, percent, colors, keep_probs)
+    handles, labels = np.atleast_1d(axes)[-1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4), fontsize=SMALL_PT + 0.5,
+               frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=SUPTITLE_PT)
+    return fig
+
+
+def sweep_figure(points: Sequence[SweepPoint], *, model: str, layer: str, images: int, masks: int) -> Figure:
+    """:func:`figure_sweep` titled with the model, layer, image count and masks per image."""
+    band = "band: ± 1 standard error across images" if images > 1 else "one image: no band"
+    title = (f"{model} {layer}: regularizer applied at inference, {images} image{'s' * (images != 1)}, "
+             f"{masks} masks each ({band})")
+    return figure_sweep(points, title=title)

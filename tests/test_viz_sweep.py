@@ -1,0 +1,55 @@
+"""dropblock.viz.sweep: the Figure 5 style figure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dropblock.stats import MeanSE
+from dropblock.sweep import Setting, SweepPoint
+from dropblock.viz.sweep import figure_sweep, series_colors, sweep_figure
+from figures import assert_png_size, save_png
+
+
+def _point(method, block, kp, kl, images=3, accuracy=None):
+    se = 0.01 if images > 1 else 0.0
+    return SweepPoint(Setting(method, block, kp), images, images * 4, MeanSE(1 - kp, se, images),
+                      MeanSE(kl, se, images), MeanSE(1 - kl, se, images),
+                      None if accuracy is None else MeanSE(accuracy, se, images))
+
+
+POINTS = [_point(m, b, kp, (1 - kp) * f) for m, b, f in (("dropblock", 1, 0.5), ("dropblock", 7, 2.0),
+                                                          ("dropout", None, 0.4))
+          for kp in (1.0, 0.9, 0.8)]
+
+
+def test_one_panel_per_metric_one_line_per_series(tmp_path):
+    fig = figure_sweep(POINTS, title="t")
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["top-1 agreement with the clean network", "KL(clean ‖ after), nats", "realized drop rate"]
+    kl_ax = fig.axes[1]
+    lines = {line.get_label(): line for line in kl_ax.get_lines()}
+    assert set(lines) == {"DropBlock, block 1", "DropBlock, block 7", "Dropout"}
+    x, y = lines["DropBlock, block 7"].get_data()
+    assert list(x) == [1.0, 0.9, 0.8] and np.allclose(y, [0.0, 0.2, 0.4])
+    assert kl_ax.get_xlim()[0] > kl_ax.get_xlim()[1]  # keep_prob falls to the right
+    assert len(kl_ax.collections) == 3  # a ± 1 SE band per series
+    assert "target (1 − keep_prob)" in [line.get_label() for line in fig.axes[2].get_lines()]
+    assert len(fig.legends) == 1
+    assert_png_size(save_png(fig, tmp_path / "s.png", 60), fig, 60)
+
+
+def test_accuracy_panel_only_with_labels_and_no_band_from_one_image():
+    labelled = POINTS[:-1] + [_point("dropout", None, 0.8, 0.08, accuracy=0.5)]
+    assert "top-1 accuracy" in [ax.get_title() for ax in figure_sweep(labelled).axes]
+    one = [_point("cutout", None, kp, 0.1, images=1) for kp in (1.0, 0.9)]
+    fig = sweep_figure(one, model="m", layer="l", images=1, masks=4)
+    assert all(len(ax.collections) == 0 for ax in fig.axes) and "one image: no band" in fig._suptitle.get_text()
+    with pytest.raises(ValueError):
+        figure_sweep([])
+
+
+def test_block_sizes_go_from_light_to_dark_blue():
+    colors = series_colors([("dropblock", 7), ("dropblock", 1), ("dropout", None)])
+    assert sum(colors[("dropblock", 1)][:3]) > sum(colors[("dropblock", 7)][:3])
+    assert colors[("dropout", None)] == "#E69F00"
