@@ -194,3 +194,22 @@ def test_model_options_need_a_layer(sample_images, tmp_path):
     one_error_line(r, 2, "--model needs --layer")
     r = run("layers", "--filter", "nothing*")
     one_error_line(r, 2, "--filter nothing*: none of the 133 layers of efficientnet-lite0 matches")
+
+
+def test_cam_and_sweep_take_own_code_too(code_dir, trained, sample_images, tmp_path):
+    weights = save_weights(trained, tmp_path / "w.pth")
+    model = ("--model", "tinynet:build", "--weights", weights, "--input-size", SIZE)
+    r = run("show", sample_images / "coffee.jpg", *model, "--layer", "stem", "--cam", "gradcam", "-o",
+            tmp_path / "cam.png", "--json")
+    assert r.exit_code == 0, r.output
+    cam = json.loads(r.stdout)["cam"]
+    assert (cam["layer"], cam["class_index"], cam["class_label"]) == ("block", 3, "class 3")  # the last 4-D map
+    r = run("sweep", sample_images / "coffee.jpg", sample_images / "chelsea.jpg", *model, "--layer", "block",
+            "--keep-probs", "1,0.8", "--block-sizes", "3", "--methods", "dropblock", "-n", "2", "-o",
+            tmp_path / "sweep.png", "--json")
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert (data["model"], data["layer"], data["images"]) == ("tinynet:build", "block", 2)
+    assert [(x["keep_prob"], x["masks"]) for x in data["results"]] == [(1.0, 4), (0.8, 4)]
+    r = run("sweep", sample_images / "coffee.jpg", *model, "--layer", "fc", "-o", tmp_path / "s.png")
+    one_error_line(r, 2, "layer 'fc' of tinynet:build outputs shape")
