@@ -13,7 +13,7 @@ from dropblock.cli.models import (
     ModelChoice, fail_for, load_network, model_choice, structure_or_fail,
 )
 from dropblock.cli.options import (
-    MODEL_HELP, InputSizeOpt, ProgressBar, fail, load_image_or_fail, note_if_clipped, save_or_fail,
+    INPUT_SIZE_HELP, MODEL_HELP, ProgressBar, fail, load_image_or_fail, note_if_clipped, save_or_fail,
 )
 from dropblock.cli.report import columns, key_value, mean_se, pct, print_json, stdout_console
 from dropblock.models.names import DEFAULT_MODEL
@@ -23,8 +23,9 @@ FILTER_HELP = ("Only the layers whose name matches this glob (* matches dots too
 
 
 def layers(
-    model: str = typer.Option(DEFAULT_MODEL, "--model", help=MODEL_HELP),
-    input_size: InputSizeOpt = None,
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help=MODEL_HELP[0].upper() + MODEL_HELP[1:]),
+    input_size: Optional[int] = typer.Option(None, "--input-size", help=INPUT_SIZE_HELP[0].upper() + INPUT_SIZE_HELP[1:],
+                                             show_default=False),
     filters: Optional[list[str]] = typer.Option(None, "--filter", help=FILTER_HELP, show_default=False),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list of {name, type, shape, dropblock_ok, calls}."),
 ) -> None:
