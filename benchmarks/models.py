@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import IMAGE, machine_info, rotated, run_once, unavailable_reason  # noqa: E402
+from bench import IMAGE, machine_info, rotated, time_commands  # noqa: E402
 
 SHOW_GOAL, LAYERS_GOAL, HOOKS_GOAL = 1.5, 1.3, 1.05
 HOOK_CASES = [("efficientnet-lite0", "stem"), ("efficientnet-lite0", "blocks.8"), ("efficientnet-lite0", "head"),
@@ -64,21 +64,7 @@ def cli_commands(tmp: Path) -> dict[str, list[str]]:
 def cli_medians(runs: int) -> dict[str, dict]:
     """Median wall seconds of each command over ``runs`` interleaved rounds, after one warm-up run each."""
     with tempfile.TemporaryDirectory() as folder:
-        commands = cli_commands(Path(folder))
-        results, live = {}, []
-        for label, cmd in commands.items():
-            _, done = run_once(cmd)
-            if done.returncode == 0:
-                live.append(label)
-            else:
-                results[label] = {"seconds": None, "note": unavailable_reason(done)}
-        samples: dict[str, list[float]] = {label: [] for label in live}
-        for r in range(runs):
-            for label in rotated(live, r):
-                samples[label].append(run_once(commands[label])[0])
-    for label, values in samples.items():
-        results[label] = {"seconds": statistics.median(values), "runs": len(values), "note": ""}
-    return {label: results[label] for label in commands}
+        return time_commands(cli_commands(Path(folder)), runs)
 
 
 def cli_goals(rows: dict[str, dict]) -> list[dict]:
