@@ -102,28 +102,33 @@ def unavailable_reason(done: subprocess.CompletedProcess) -> str:
     return f"not available (exit {done.returncode}: {last[:120]})"
 
 
+def time_commands(commands: dict[str, list[str]], runs: int) -> dict[str, dict]:
+    """Median seconds of each command over ``runs`` interleaved runs, after one warm-up run each; a command
+    that cannot run gets ``seconds`` None and a note saying why."""
+    results, live = {}, []
+    for label, cmd in commands.items():
+        try:
+            _, done = run_once(cmd)
+        except OSError as e:
+            results[label] = {"seconds": None, "note": f"not available ({e})"}
+            continue
+        if done.returncode == 0:
+            live.append(label)
+        else:
+            results[label] = {"seconds": None, "note": unavailable_reason(done)}
+    samples: dict[str, list[float]] = {label: [] for label in live}
+    for r in range(runs):
+        for label in rotated(live, r):
+            samples[label].append(run_once(commands[label])[0])
+    for label, v in samples.items():
+        results[label] = {"seconds": statistics.median(v), "runs": len(v), "note": ""}
+    return {label: results[label] for label in commands}
+
+
 def cli_medians(s: Settings) -> dict[str, dict]:
     """Median seconds of each command over ``cli_runs`` interleaved runs, after one warm-up run each."""
     with tempfile.TemporaryDirectory() as tmp:
-        commands = cli_commands(Path(tmp))
-        results, live = {}, []
-        for label, cmd in commands.items():
-            try:
-                _, done = run_once(cmd)
-            except OSError as e:
-                results[label] = {"seconds": None, "note": f"not available ({e})"}
-                continue
-            if done.returncode == 0:
-                live.append(label)
-            else:
-                results[label] = {"seconds": None, "note": unavailable_reason(done)}
-        samples: dict[str, list[float]] = {label: [] for label in live}
-        for r in range(s.cli_runs):
-            for label in rotated(live, r):
-                samples[label].append(run_once(commands[label])[0])
-        for label, v in samples.items():
-            results[label] = {"seconds": statistics.median(v), "runs": len(v), "note": ""}
-    return {label: results[label] for label in commands}
+        return time_commands(cli_commands(Path(tmp)), s.cli_runs)
 
 
 def cli_goals(cli: dict[str, dict]) -> list[dict]:

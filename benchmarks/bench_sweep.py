@@ -43,7 +43,7 @@ def layer_sweep_row(s: Settings) -> dict:
                 net.forward_range(batch, step + 1)
 
     def sweep(_):
-        sweep_image(net, SWEEP_MODEL, pixels, SWEEP_LAYER, settings, masks=SWEEP_MASKS, seed=0, content="bench",
+        sweep_image(net, pixels, SWEEP_LAYER, settings, masks=SWEEP_MASKS, seed=0, content="bench",
                     device=s.device, batch_size=SWEEP_BATCH)
 
     ms = interleaved_medians({"sweep": sweep, "bare suffix": bare}, batch, s)

@@ -95,23 +95,21 @@ def _finish_order(model, x, names: Sequence[str]) -> dict[str, tuple[int, int, t
     return seen
 
 
-def _pickable(model, model_name: str) -> tuple[str, ...]:
-    """The layer names the user can pick (input to output)."""
-    from dropblock.models import layer_names
+def _pickable(model) -> tuple[str, ...]:
+    """The layer names the user can pick (input to output): a built-in's short names, else every
+    module of a LoadedModel with a 4-D output."""
+    short = getattr(model.module, "layer_paths", None)
+    return tuple(short) if short else tuple(li.name for li in model.layers)
 
-    return layer_names(model_name)
 
-
-def _cam_layer(model, model_name: str, x, layer: str, cam_layer: str | None) -> str:
+def _cam_layer(model, x, layer: str, cam_layer: str | None) -> str:
     """``cam_layer`` checked to be at or after ``layer`` (it finishes later in a forward pass, or is the
     same map), or by default the model's last 4-D layer larger than 1 x 1 (the pickable layer that
     finishes last: ResNets ``layer4``, EfficientNet-Lite0 ``head``)."""
-    from dropblock.models import resolve_layer
-
-    names = list(_pickable(model, model_name))
+    names = list(_pickable(model))
     if cam_layer is not None:
-        cam_layer = resolve_layer(model_name, cam_layer)
-    order = _finish_order(model, x, names + [layer] + ([cam_layer] if cam_layer else []))
+        cam_layer = model.resolve_layer(cam_layer)
+    order = _finish_order(model.module, x, names + [layer] + ([cam_layer] if cam_layer else []))
     if cam_layer is None:
         maps = [n for n, (_, _, shape) in order.items() if len(shape) == 4 and shape[2] * shape[3] > 1]
         cam_layer = max(maps, key=lambda n: order[n][0])
@@ -124,13 +122,16 @@ def _cam_layer(model, model_name: str, x, layer: str, cam_layer: str | None) -> 
     return cam_layer
 
 
-def default_cam_layer(model, model_name: str) -> str:
-    """The CAM layer :func:`layer_cam` uses when none is given (see ``_cam_layer``)."""
-    from dropblock.models import preprocess
+def default_cam_layer(model) -> str:
+    """The CAM layer :func:`layer_cam` uses for ``model`` (a LoadedModel or a built-in network) when none
+    is given (see ``_cam_layer``)."""
+    from dropblock.models import as_loaded, preprocess
 
-    x, _ = preprocess(model_name, np.zeros((224, 224, 3), np.uint8))
-    x = x.to(next(model.parameters()).device)
-    return _cam_layer(model, model_name, x, _pickable(model, model_name)[0], None)
+    model = as_loaded(model)
+    size = model.input_size
+    x, _ = preprocess(model, np.zeros((size, size, 3), np.uint8))
+    x = x.to(next(model.module.parameters()).device)
+    return _cam_layer(model, x, _pickable(model)[0], None)
 
 
 @contextmanager
@@ -191,13 +192,14 @@ def _maps(model, x, cam_layer: str, method: str, class_index: int | None, edit=N
     return maps.detach().to("cpu", torch.float32), c
 
 
-def layer_cam(model, model_name: str, image: np.ndarray, layer: str, draws: Sequence, *, method: str = "gradcam",
+def layer_cam(model, image: np.ndarray, layer: str, draws: Sequence, *, method: str = "gradcam",
               cam_layer: str | None = None, class_index: int | None = None, batch_size: int = BATCH_SIZE,
               seed: int = 0) -> CamResult:
     """A CAM of ``image`` before and after the masks ``draws`` at ``layer``.
 
     Args:
-        model, model_name, image, layer: as for :func:`~dropblock.effect.layer_effect`.
+        model, image, layer: as for :func:`~dropblock.effect.layer_effect` (a LoadedModel or a built-in
+            network).
         draws: the masks, ``(keep, scale)`` pairs: keep (1, C or 1, h, w) bool, kept units times scale
             (a LayerEffect's ``draws``).
         method: a :data:`CAM_METHODS` key.
@@ -208,24 +210,24 @@ def layer_cam(model, model_name: str, image: np.ndarray, layer: str, draws: Sequ
             sscam, iscam).
 
     Raises:
-        UnknownNameError: unknown model or layer. ValueError: bad method, no draws, a CAM layer before
+        UnknownNameError: unknown layer or CAM layer. ValueError: bad method, no draws, a CAM layer before
         ``layer`` or not 4-D, a class index out of range; torchcam's own errors, in one line.
     """
     import torch
 
     from dropblock._checks import check_choice, check_positive_int
-    from dropblock.effect import _check_model
-    from dropblock.models import class_names, preprocess, resolve_layer
+    from dropblock.models import as_loaded, preprocess
 
-    name = _check_model(model, model_name)
+    loaded = as_loaded(model)
     method = check_choice(method, "method", tuple(CAM_METHODS))
     batch_size = check_positive_int(batch_size, "batch_size")
-    layer = resolve_layer(name, layer)
+    layer = loaded.resolve_layer(layer)
     if not draws:
         raise ValueError("draws must hold at least one (keep, scale) mask")
-    x, _ = preprocess(name, image)
+    model = loaded.module
+    x, _ = preprocess(loaded, image)
     x = x.to(next(model.parameters()).device)
-    cam_layer = _cam_layer(model, name, x, layer, cam_layer)
+    cam_layer = _cam_layer(loaded, x, layer, cam_layer)
     step = batch_size if method in _BATCHED else 1
     devices = [x.device] if x.device.type == "cuda" else []
     with _eval_mode(model), torch.enable_grad(), torch.random.fork_rng(devices=devices):
@@ -233,6 +235,6 @@ def layer_cam(model, model_name: str, image: np.ndarray, layer: str, draws: Sequ
         before, c = _maps(model, x, cam_layer, method, class_index)
         after = torch.cat([_maps(model, x.expand(len(draws[i:i + step]), -1, -1, -1), cam_layer, method, c,
                                  (layer, draws[i:i + step]))[0] for i in range(0, len(draws), step)]).mean(dim=0)
-    names = class_names()
+    names = loaded.class_names
     return CamResult(method, cam_layer, c, names[c] if c < len(names) else str(c), before[0].numpy(),
                      after.numpy(), len(draws))

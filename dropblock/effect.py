@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,6 +22,9 @@ from dropblock._checks import check_choice, check_positive_int, check_probabilit
 from dropblock.functional import batch_rescale
 from dropblock.methods import FEATURE_METHODS, MaskDraw, draw_mask
 from dropblock.stats import MeanSE
+
+if TYPE_CHECKING:
+    from dropblock.models import LoadedModel
 
 __all__ = [
     "Prediction", "LayerEffect", "MaskEdit", "top_k", "mask_scale", "apply_mask", "kl_divergence",
@@ -69,7 +73,7 @@ class LayerEffect:
     probability, else None), ``expected_drop_rate`` (exact, of the mask distribution).
 
     The first draw (what a figure shows):
-        crop: (224, 224, 3) uint8, the image region the network sees.
+        crop: (S, S, 3) uint8, the image region the network sees (S: the model's input size).
         keep: (C', h, w) bool, True where kept (C' = 1 when one mask is shared by all channels).
         centres: (K, 2) float64 (row, col) block centres (channel 0) or hole centres, in map
             units; None for dropout.
@@ -168,28 +172,21 @@ def kl_divergence(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tenso
     return (lp.exp() * (lp - lq)).sum(dim=-1).clamp_min(0.0)
 
 
-def _check_model(model: torch.nn.Module, model_name: str) -> str:
-    from dropblock.models import resolve_model
-
-    name = resolve_model(model_name)
-    arch = getattr(model, "arch", None)
-    if arch is not None and arch != name:
-        raise ValueError(f"model_name {model_name!r} does not match the model given ({arch})")
-    return name
-
-
 def layer_effect(
-    model: torch.nn.Module, model_name: str, image: np.ndarray, layer: str, method: str, p: float, *,
+    model: LoadedModel | torch.nn.Module, image: np.ndarray, layer: str, method: str, p: float, *,
     block_size: int = 7, gamma: str | float = "paper", shared_channels: bool = False, samples: int = 1,
     seed: int = 0, device: str | torch.device = "cpu", progress: Callable[[int], object] | None = None,
 ) -> LayerEffect:
     """Apply ``samples`` masks of ``method`` to ``layer``'s output and measure the prediction's change.
 
     Args:
-        model: a network from :func:`dropblock.models.load_model` (run in eval mode, restored after).
-        model_name: its registry name (selects the preprocessing; must match the model).
+        model: a :class:`~dropblock.models.LoadedModel` (:func:`~dropblock.models.load_classifier`):
+            its preprocessing makes the input, its class names label the predictions, its spec
+            names it; or a built-in network from :func:`~dropblock.models.load_model`. Run in eval
+            mode, restored after.
         image: (H, W, 3) uint8 RGB.
-        layer: a layer name of the model (see ``layer_table``).
+        layer: a ``named_modules`` name whose output is one (1, C, h, w) map, or a built-in's
+            short layer name (see ``layer_table``).
         method: one of ``FEATURE_METHODS`` (``"dropblock"``, ``"dropout"``, ``"spatial-dropout"``,
             ``"cutout"``).
         p: target drop rate in [0, 1].
@@ -203,22 +200,23 @@ def layer_effect(
             so it may run up to one batch ahead of the forward passes).
 
     Raises:
-        UnknownNameError: unknown model or layer name.
-        ValueError: bad method, p, samples, block size, image, or a model_name that does not
-            match the model.
+        UnknownNameError: unknown layer name (close matches first).
+        LayerError: the layer's output is not one (1, C, h, w) map.
+        ModelLoadError: the model fails, or does not return (1, K) logits.
+        ValueError: bad method, p, samples, block size or image.
     """
-    from dropblock.models import forward_many, preprocess
+    from dropblock.models import as_loaded, forward_many, preprocess
 
-    name = _check_model(model, model_name)
+    model = as_loaded(model)
     method = check_choice(method, "method", FEATURE_METHODS)
     p = check_probability(p)
     samples = check_positive_int(samples, "samples")
     block_size = check_positive_int(block_size, "block_size")
-    x, crop = preprocess(name, image)
+    x, crop = preprocess(model, image)
     recorder = MaskEdit(method, p, block_size=block_size, gamma=gamma, shared_channels=shared_channels,
                         generator=torch.Generator(device).manual_seed(int(seed)), device=device, progress=progress)
     run = forward_many(model, x, layer, [recorder] * samples, batch_size=BATCH_SIZE)
-    return _summarize(run, recorder, name, method, p, crop)
+    return _summarize(run, recorder, model, method, p, crop)
 
 
 class MaskEdit:
@@ -259,10 +257,9 @@ class MaskEdit:
         return after
 
 
-def _summarize(run, recorder: MaskEdit, model: str, method: str, p: float, crop: np.ndarray) -> LayerEffect:
-    """The LayerEffect of a forward_many run whose edits were ``recorder``."""
-    from dropblock.models import class_names
-
+def _summarize(run, recorder: MaskEdit, model: LoadedModel, method: str, p: float,
+               crop: np.ndarray) -> LayerEffect:
+    """The LayerEffect of a forward_many run of ``model`` whose edits were ``recorder``."""
     before = run.feature_before[0].detach().to("cpu", torch.float32)
     after = recorder.first_after[0].detach().to("cpu", torch.float32)
     logits_before = run.logits_before[0].detach().to("cpu", torch.float64)
@@ -274,10 +271,10 @@ def _summarize(run, recorder: MaskEdit, model: str, method: str, p: float, crop:
     first = recorder.draws[0]
     keep0 = first.keep[0].detach().to("cpu")
     order = torch.argsort(before.mean(dim=(1, 2)), descending=True, stable=True)[:min(TOP_CHANNELS, before.shape[0])]
-    names = class_names()
+    names = list(model.class_names)
     drop_rates = recorder.drop_rates
     return LayerEffect(
-        model=model, layer=run.layer, feature_shape=tuple(int(v) for v in before.shape),
+        model=model.spec, layer=run.layer, feature_shape=tuple(int(v) for v in before.shape),
         method=method, p=p, params=dict(first.params), gamma=first.gamma,
         expected_drop_rate=float(first.expected_drop_rate), crop=crop, keep=keep0.numpy().astype(bool),
         centres=None if first.centres is None else first.centres.detach().to("cpu", torch.float64).numpy(),

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 
-def one_line(exc: BaseException, *, with_type: bool = False) -> str:
+def one_line(exc: BaseException, *, with_type: bool = False, limit: int | None = None) -> str:
     """``exc``'s message with its whitespace (newlines included) collapsed, or its type's name when
-    it has none; ``with_type`` puts the type's name first (``"KeyError: 'x'"``)."""
+    it has none; ``with_type`` puts the type's name first (``"KeyError: 'x'"``); ``limit`` cuts the
+    text to that many characters, ending in ``...`` (torch's messages can list hundreds of keys)."""
     text = " ".join(str(exc).split())
     if with_type and text:
-        return f"{type(exc).__name__}: {text}"
-    return text or type(exc).__name__
+        text = f"{type(exc).__name__}: {text}"
+    text = text or type(exc).__name__
+    if limit is not None and len(text) > limit:
+        text = text[: max(limit - 3, 0)] + "..."
+    return text

@@ -122,14 +122,14 @@ class ImageRow:
 
 
 def sweep_image(
-    model, model_name: str, image: np.ndarray, layer: str, settings: Sequence[Setting], *, masks: int, seed: int,
+    model, image: np.ndarray, layer: str, settings: Sequence[Setting], *, masks: int, seed: int,
     content: str, name: str = "", gamma: str | float = "paper", label: int | None = None,
     device="cpu", batch_size: int = BATCH_SIZE, progress: Callable[[int], object] | None = None,
 ) -> list[ImageRow]:
     """One image through every setting: ``masks`` masks each, one row per setting (in order).
 
     Args:
-        model, model_name: as for :func:`~dropblock.effect.layer_effect`.
+        model: as for :func:`~dropblock.effect.layer_effect` (a LoadedModel or a built-in network).
         image: (H, W, 3) uint8 RGB.
         layer: the layer whose output is masked.
         settings: from :func:`settings_grid`.
@@ -143,19 +143,20 @@ def sweep_image(
         progress: called with the number of masks done, as they are drawn.
 
     Raises:
-        UnknownNameError: unknown model or layer. ValueError: bad settings, masks, batch size or image.
+        UnknownNameError: unknown layer. LayerError: its output is not one 4-D map. ValueError: bad
+        settings, masks, batch size or image.
     """
     import torch
 
-    from dropblock.effect import MaskEdit, _check_model
-    from dropblock.models import forward_many, preprocess
+    from dropblock.effect import MaskEdit
+    from dropblock.models import as_loaded, forward_many, preprocess
 
-    model_name = _check_model(model, model_name)
+    model = as_loaded(model)
     masks = check_positive_int(masks, "masks")
     batch_size = check_positive_int(batch_size, "batch_size")
     for s in settings:
         _check_setting(s)
-    x, _ = preprocess(model_name, image)
+    x, _ = preprocess(model, image)
     live = [s for s in settings if s.keep_prob < 1.0]
     edits = {s: MaskEdit(s.method, 1.0 - s.keep_prob, block_size=s.block_size or 1, gamma=gamma,
                          shared_channels=False, device=device, progress=progress, keep_draws=False,

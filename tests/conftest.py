@@ -135,3 +135,13 @@ def assert_kept_units_scaled(y: torch.Tensor, x: torch.Tensor, scale) -> None:
 def _tolerance(dtype: torch.dtype) -> dict:
     """Two roundings of ``dtype`` (relative), as assert_close tolerances."""
     return {"rtol": 2 * torch.finfo(dtype).eps, "atol": 0.0}
+
+
+@pytest.fixture
+def code_dir(tmp_path, monkeypatch) -> Path:
+    """A folder on ``sys.path`` holding the user model code of :mod:`usercode` (``tinynet.py``)."""
+    from usercode import write_code
+
+    write_code(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path

@@ -29,7 +29,7 @@ def chelsea() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def effect(model, chelsea):
-    return layer_effect(model, MODEL, chelsea, LAYER, "dropblock", 0.2, samples=3, seed=4)
+    return layer_effect(model, chelsea, LAYER, "dropblock", 0.2, samples=3, seed=4)
 
 
 def _torchcam(model, x, extractor, target: str, class_index: int | None, hook=None) -> np.ndarray:
@@ -50,7 +50,7 @@ def _torchcam(model, x, extractor, target: str, class_index: int | None, hook=No
     (LayerCAM, "layercam", "blocks.12", "_blocks.12", 281),  # another layer and class
 ])
 def test_cam_before_is_torchcams_own_map(model, chelsea, effect, extractor, method, cam_layer, target, class_index):
-    got = layer_cam(model, MODEL, chelsea, LAYER, effect.draws, method=method, cam_layer=cam_layer,
+    got = layer_cam(model, chelsea, LAYER, effect.draws, method=method, cam_layer=cam_layer,
                     class_index=class_index)
     x, _ = preprocess(MODEL, chelsea)
     want = _torchcam(model, x, extractor, target, class_index)
@@ -61,7 +61,7 @@ def test_cam_before_is_torchcams_own_map(model, chelsea, effect, extractor, meth
 
 
 def test_cam_after_is_the_mean_of_torchcam_maps_with_each_mask_applied(model, chelsea, effect):
-    got = layer_cam(model, MODEL, chelsea, LAYER, effect.draws, batch_size=2)  # batches of 2, then 1
+    got = layer_cam(model, chelsea, LAYER, effect.draws, batch_size=2)  # batches of 2, then 1
     x, _ = preprocess(MODEL, chelsea)
     maps = []
     for keep, scale in effect.draws:
@@ -74,8 +74,8 @@ def test_cam_after_is_the_mean_of_torchcam_maps_with_each_mask_applied(model, ch
 
 
 def test_masks_that_drop_nothing_leave_the_cam_as_it_was(model, chelsea):
-    clean = layer_effect(model, MODEL, chelsea, LAYER, "dropout", 0.0, samples=2)
-    got = layer_cam(model, MODEL, chelsea, LAYER, clean.draws, method="gradcampp")
+    clean = layer_effect(model, chelsea, LAYER, "dropout", 0.0, samples=2)
+    got = layer_cam(model, chelsea, LAYER, clean.draws, method="gradcampp")
     np.testing.assert_allclose(got.after, got.before, atol=1e-5)
     assert got.peak_after == got.peak_before and got.correlation == pytest.approx(1.0)
 
@@ -83,7 +83,7 @@ def test_masks_that_drop_nothing_leave_the_cam_as_it_was(model, chelsea):
 def test_the_model_is_left_as_it_was(model, chelsea, effect):
     model.train()
     try:
-        layer_cam(model, MODEL, chelsea, LAYER, effect.draws[:1], method="xgradcam")
+        layer_cam(model, chelsea, LAYER, effect.draws[:1], method="xgradcam")
         assert all(m.training for m in model.modules())
     finally:
         model.eval()
@@ -92,27 +92,27 @@ def test_the_model_is_left_as_it_was(model, chelsea, effect):
 
 
 def test_default_layer_is_the_last_map_and_the_cam_layer_comes_after_the_layer(model, chelsea, effect):
-    assert default_cam_layer(model, MODEL) == "head"
+    assert default_cam_layer(model) == "head"
     resnet = build_model("resnet18")
-    assert default_cam_layer(resnet, "resnet18") == "layer4"
+    assert default_cam_layer(resnet) == "layer4"
     with pytest.raises(ValueError, match="comes before layer"):
-        layer_cam(model, MODEL, chelsea, LAYER, effect.draws, cam_layer="blocks.3")
+        layer_cam(model, chelsea, LAYER, effect.draws, cam_layer="blocks.3")
     with pytest.raises(UnknownNameError):
-        layer_cam(model, MODEL, chelsea, LAYER, effect.draws, cam_layer="blocks.77")
+        layer_cam(model, chelsea, LAYER, effect.draws, cam_layer="blocks.77")
     image = np.zeros((64, 64, 3), np.uint8)
     draws = [(torch.ones(1, 512, 7, 7, dtype=torch.bool), 1.0)]
     for layer, cam_layer in (("layer4", "layer4.1"), ("layer4.1", "layer4")):  # one map, two names
-        got = layer_cam(resnet, "resnet18", image, layer, draws, cam_layer=cam_layer)
+        got = layer_cam(resnet, image, layer, draws, cam_layer=cam_layer)
         assert got.before.shape == (7, 7)
 
 
 def test_bad_arguments_and_json(model, chelsea, effect):
     with pytest.raises(ValueError, match="method must be one of"):
-        layer_cam(model, MODEL, chelsea, LAYER, effect.draws, method="gradcam++")
+        layer_cam(model, chelsea, LAYER, effect.draws, method="gradcam++")
     with pytest.raises(ValueError, match="class_index"):
-        layer_cam(model, MODEL, chelsea, LAYER, effect.draws, class_index=1000)
+        layer_cam(model, chelsea, LAYER, effect.draws, class_index=1000)
     with pytest.raises(ValueError, match="draws"):
-        layer_cam(model, MODEL, chelsea, LAYER, [])
+        layer_cam(model, chelsea, LAYER, [])
     assert {"gradcam", "gradcampp", "layercam", "scorecam"} <= set(CAM_METHODS)
     r = CamResult("gradcam", "head", 282, "tiger cat", np.eye(3, dtype=np.float32),
                   np.fliplr(np.eye(3)).astype(np.float32) * 0.5 + np.eye(3, dtype=np.float32), 4)

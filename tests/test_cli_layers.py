@@ -14,11 +14,11 @@ def test_layers_json_matches_a_real_forward_pass():
     rows = json.loads(r.stdout)
     assert {"name", "type", "shape", "dropblock_ok"} <= set(rows[0])
     net = build_model("efficientnet-lite0")
-    from dropblock.models import forward_with_edit
+    from dropblock.models import forward_many
 
     x = torch.zeros(1, 3, 224, 224)
     for row in rows[::4]:
-        run_ = forward_with_edit(net, x, row["name"], None)
+        run_ = forward_many(net, x, row["name"], [lambda f: f])
         assert list(run_.feature_before.shape[1:]) == row["shape"]
     assert [r_["shape"] for r_ in rows if r_["name"] == "blocks.8"] == [[112, 14, 14]]
 
@@ -141,3 +141,36 @@ def test_cam_usage_errors(sample_images, tmp_path, args, text):
     assert r.exit_code == 2, r.output
     assert len(r.stderr.strip().splitlines()) == 1 and text in r.stderr, r.stderr
     assert not (tmp_path / "o.png").exists()
+
+
+@pytest.mark.parametrize("model", ["efficientnet-lite0", "resnet18", "resnet50"])
+def test_builtin_tables_keep_their_short_names(model):
+    from dropblock.models import layer_table
+
+    r = run("layers", "--model", model, "--json")
+    assert r.exit_code == 0, r.output
+    want = [{"name": li.name, "type": li.type, "shape": list(li.shape), "dropblock_ok": li.dropblock_ok, "calls": 1}
+            for li in layer_table(model)]
+    assert json.loads(r.stdout) == want
+
+
+def test_builtin_filter_searches_every_module_in_call_order():
+    r = run("layers", "--model", "resnet50", "--filter", "layer3.1*", "--input-size", "160", "--json")
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)
+    assert [row["name"] for row in rows[:3]] == ["layer3.1", "layer3.1.conv1", "layer3.1.bn1"]
+    conv2 = next(row for row in rows if row["name"] == "layer3.1.conv2")
+    assert conv2["shape"] == [256, 10, 10] and conv2["dropblock_ok"]
+    relu = next(row for row in rows if row["name"] == "layer3.1.relu")
+    assert relu["calls"] == 3 and not relu["dropblock_ok"]
+
+
+def test_show_on_a_convolution_inside_a_builtin_residual_block(sample_images, tmp_path):
+    path = tmp_path / "r18.pth"
+    torch.manual_seed(0)
+    torch.save(build_model("resnet18").state_dict(), path)
+    r = run("show", sample_images / "coffee.jpg", "--model", "resnet18", "--weights", path, "--layer",
+            "layer3.1.conv2", "-b", "3", "-o", tmp_path / "r.png", "--json")
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert (data["model"], data["layer"], data["feature_shape"]) == ("resnet18", "layer3.1.conv2", [256, 14, 14])

@@ -17,7 +17,7 @@ from dropblock.effect import (
     LayerEffect, Prediction, apply_mask, effect_json, kl_divergence, layer_effect, mask_scale, top_k,
 )
 from dropblock.methods import draw_mask
-from dropblock.models import class_names, forward_with_edit, preprocess
+from dropblock.models import class_names, forward_many, preprocess
 
 MODEL = "efficientnet-lite0"
 LAYER = "blocks.8"  # 112 x 14 x 14, mid-network
@@ -76,7 +76,7 @@ def test_kl_divergence_is_zero_only_for_equal_logits():
 @pytest.mark.parametrize("method", ["dropblock", "dropout", "spatial-dropout", "cutout"])
 def test_feature_changes_exactly_where_the_mask_says(model, chelsea, method):
     p = 0.2
-    e = layer_effect(model, MODEL, chelsea, LAYER, method, p, gamma="exact", seed=3)
+    e = layer_effect(model, chelsea, LAYER, method, p, gamma="exact", seed=3)
     x, crop = preprocess(MODEL, chelsea)
     assert np.array_equal(crop, e.crop)
     c, h, w = e.feature_shape
@@ -88,8 +88,8 @@ def test_feature_changes_exactly_where_the_mask_says(model, chelsea, method):
     training_scale = {"dropblock": draw.keep.numel() / draw.keep.sum().item(),  # numel / kept
                       "dropout": 1 / (1 - p), "spatial-dropout": 1 / (1 - p), "cutout": 1.0}[method]
     assert e.scale == scale == pytest.approx(training_scale)
-    run = forward_with_edit(model, x, LAYER, lambda f: apply_mask(f, draw.keep, scale))
-    before, after = run.feature_before[0], run.feature_after[0]
+    run = forward_many(model, x, LAYER, [lambda f: apply_mask(f, draw.keep, scale)], keep_features=True)
+    before, after = run.feature_before[0], run.features_after[0]
     keep = draw.keep[0].expand_as(before)
     assert torch.equal(after[keep], before[keep] * scale)
     assert torch.equal(after[~keep], torch.zeros_like(after[~keep]))
@@ -128,7 +128,7 @@ def test_feature_changes_exactly_where_the_mask_says(model, chelsea, method):
 
 @pytest.mark.parametrize("method", ["dropblock", "dropout", "cutout"])
 def test_p_zero_changes_nothing(model, coffee, method):
-    e = layer_effect(model, MODEL, coffee, LAYER, method, 0.0)
+    e = layer_effect(model, coffee, LAYER, method, 0.0)
     assert e.predictions_after == e.predictions_before
     assert e.kl_divergence == 0.0 and e.realized_drop_rate == 0.0 and e.scale == 1.0
     assert e.keep.all() and np.array_equal(e.act_after, e.act_before)
@@ -138,7 +138,7 @@ def test_p_zero_changes_nothing(model, coffee, method):
         return
     # Several draws go through the rest of the network as one batch, which may move logits in
     # the last float bits; nothing more.
-    many = layer_effect(model, MODEL, coffee, LAYER, method, 0.0, samples=3)
+    many = layer_effect(model, coffee, LAYER, method, 0.0, samples=3)
     assert many.kl.mean < 1e-9 and (many.drop_rate.mean, many.drop_rate.se) == (0.0, 0.0)
     assert (many.top1_changed.mean, many.top1_changed.se) == (0.0, 0.0)
     assert [q.index for q in many.predictions_after] == [q.index for q in e.predictions_before]
@@ -148,13 +148,13 @@ def test_runs_in_eval_mode_and_restores_the_mode(model, coffee):
     x, _ = preprocess(MODEL, coffee)
     with torch.inference_mode():
         plain = torch.softmax(model(x)[0].double(), -1)  # eval mode: BN running stats, no dropout
-    e = layer_effect(model, MODEL, coffee, LAYER, "dropblock", 0.1, seed=1)
+    e = layer_effect(model, coffee, LAYER, "dropblock", 0.1, seed=1)
     assert not model.training
     assert e.predictions_before == top_k(plain)
     assert e.predictions_before[0].index == 967  # espresso
     model.train()
     try:
-        e_train = layer_effect(model, MODEL, coffee, LAYER, "dropblock", 0.1, seed=1)
+        e_train = layer_effect(model, coffee, LAYER, "dropblock", 0.1, seed=1)
         assert model.training  # the caller's mode is given back
     finally:
         model.eval()
@@ -167,9 +167,9 @@ def test_runs_in_eval_mode_and_restores_the_mode(model, coffee):
 def test_same_seed_same_result_different_seed_different_mask(model, chelsea):
     calls = []
     kw = dict(samples=4, gamma="exact")
-    a = layer_effect(model, MODEL, chelsea, LAYER, "dropblock", 0.1, seed=7, progress=calls.append, **kw)
-    b = layer_effect(model, MODEL, chelsea, LAYER, "dropblock", 0.1, seed=7, **kw)
-    c = layer_effect(model, MODEL, chelsea, LAYER, "dropblock", 0.1, seed=8, **kw)
+    a = layer_effect(model, chelsea, LAYER, "dropblock", 0.1, seed=7, progress=calls.append, **kw)
+    b = layer_effect(model, chelsea, LAYER, "dropblock", 0.1, seed=7, **kw)
+    c = layer_effect(model, chelsea, LAYER, "dropblock", 0.1, seed=8, **kw)
     assert calls == [1] * 4
     assert len(a.draws) == 4 and all(torch.equal(da[0], db[0]) for da, db in zip(a.draws, b.draws))
     assert a.drop_rate.mean == pytest.approx(np.mean([float((~k).float().mean()) for k, _ in a.draws]))
@@ -195,8 +195,8 @@ def test_dropblock_moves_the_prediction_more_than_dropout(model, image_name):
     above dropout's."""
     image = _image(image_name)
     kw = dict(samples=SAMPLES_CLAIM, seed=0, gamma="exact", block_size=7)
-    db = layer_effect(model, MODEL, image, LAYER, "dropblock", 0.1, **kw)
-    do = layer_effect(model, MODEL, image, LAYER, "dropout", 0.1, **kw)
+    db = layer_effect(model, image, LAYER, "dropblock", 0.1, **kw)
+    do = layer_effect(model, image, LAYER, "dropout", 0.1, **kw)
     assert db.expected_drop_rate == pytest.approx(0.1) and do.expected_drop_rate == pytest.approx(0.1)
     assert abs(db.drop_rate.mean - do.drop_rate.mean) < 0.01
     combined_se = float(np.hypot(db.kl.se, do.kl.se))
@@ -206,8 +206,8 @@ def test_dropblock_moves_the_prediction_more_than_dropout(model, image_name):
 # --- JSON ---------------------------------------------------------------------------------------
 
 def test_effect_json_round_trips(model, chelsea):
-    one = layer_effect(model, MODEL, chelsea, LAYER, "cutout", 0.1)
-    many = layer_effect(model, MODEL, chelsea, LAYER, "dropblock", 0.1, samples=3)
+    one = layer_effect(model, chelsea, LAYER, "cutout", 0.1)
+    many = layer_effect(model, chelsea, LAYER, "dropblock", 0.1, samples=3)
     keys = {"method", "params", "drop_rate_target", "gamma", "expected_drop_rate", "realized_drop_rate", "scale",
             "model", "layer", "feature_shape", "predictions_before", "predictions_after", "kl_divergence", "samples"}
     stats = {"realized_drop_rate_stats", "kl_divergence_stats", "top1_before_prob_after_stats",
@@ -230,20 +230,38 @@ def test_bad_arguments(model, chelsea):
     from dropblock.models import UnknownNameError
 
     with pytest.raises(ValueError, match="method"):
-        layer_effect(model, MODEL, chelsea, LAYER, "spatial", 0.1)
+        layer_effect(model, chelsea, LAYER, "spatial", 0.1)
     with pytest.raises(ValueError, match="samples"):
-        layer_effect(model, MODEL, chelsea, LAYER, "dropout", 0.1, samples=0)
+        layer_effect(model, chelsea, LAYER, "dropout", 0.1, samples=0)
     with pytest.raises(ValueError, match="p must be"):
-        layer_effect(model, MODEL, chelsea, LAYER, "dropout", 1.0)
-    with pytest.raises(ValueError, match="does not match"):
-        layer_effect(model, "resnet18", chelsea, LAYER, "dropout", 0.1)
+        layer_effect(model, chelsea, LAYER, "dropout", 1.0)
+    with pytest.raises(TypeError, match="LoadedModel"):
+        layer_effect(torch.nn.Linear(2, 2), chelsea, LAYER, "dropout", 0.1)
     with pytest.raises(UnknownNameError):
-        layer_effect(model, MODEL, chelsea, "blocks.99", "dropout", 0.1)
+        layer_effect(model, chelsea, "blocks.99", "dropout", 0.1)
     with pytest.raises(ValueError, match="uint8"):
-        layer_effect(model, MODEL, chelsea.astype(np.float32), LAYER, "dropout", 0.1)
+        layer_effect(model, chelsea.astype(np.float32), LAYER, "dropout", 0.1)
 
 
 def test_block_larger_than_the_map_is_clipped(model, chelsea):
-    e = layer_effect(model, MODEL, chelsea, "blocks.12", "dropblock", 0.1, block_size=9)  # 7x7 map
+    e = layer_effect(model, chelsea, "blocks.12", "dropblock", 0.1, block_size=9)  # 7x7 map
     assert e.feature_shape[1:] == (7, 7) and e.params["block"] == [7, 7]
     assert isinstance(e, LayerEffect)
+
+
+# --- any model ------------------------------------------------------------------------------------
+
+def test_a_loaded_model_brings_its_preprocessing_names_and_spec(code_dir, chelsea):
+    from dropblock.models import load_classifier
+
+    names = [f"kind {i}" for i in range(10)]
+    loaded = load_classifier("tinynet:build", input_size=32, mean=(0.5,) * 3, std=(0.25,) * 3, class_names=names)
+    e = layer_effect(loaded, chelsea, "stem.1", "dropblock", 0.2, block_size=3, samples=2, seed=1)
+    x, crop = preprocess(loaded, chelsea)
+    assert e.model == "tinynet:build" and e.layer == "stem.1" and e.feature_shape == (8, 16, 16)
+    assert np.array_equal(e.crop, crop) and crop.shape == (32, 32, 3)
+    assert torch.allclose(x.mean(), torch.from_numpy((crop / 255.0 - 0.5) / 0.25).float().mean(), atol=1e-5)
+    with torch.no_grad():
+        probs = torch.softmax(loaded.module(x)[0].double(), -1)
+    assert e.predictions_before == top_k(probs, 5, names)
+    assert 0 < e.realized_drop_rate < 1 and e.kl_divergence > 0

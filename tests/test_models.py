@@ -401,16 +401,16 @@ def test_layer_table_leaves_rng_alone():
 # --- feature editing ------------------------------------------------------------------------
 
 
-def test_identity_and_no_edit_equal_plain_forward(eff, coffee_x):
+def test_identity_edit_equals_plain_forward(eff, coffee_x):
     with torch.inference_mode():
         plain = eff(coffee_x)
     for layer in ("stem", "head"):
-        run = M.forward_with_edit(eff, coffee_x, layer, lambda f: f)
+        run = M.forward_many(eff, coffee_x, layer, [lambda f: f], keep_features=True)
         assert run.layer == layer
         assert torch.equal(run.logits_before, plain) and torch.equal(run.logits_after, plain)
         assert run.feature_before.shape == (1, *EFF_SHAPES[layer])
-        assert torch.equal(run.feature_after, run.feature_before)
-    run = M.forward_with_edit(eff, coffee_x, "_blocks.11", None)
+        assert torch.equal(run.features_after, run.feature_before)
+    run = M.forward_many(eff, coffee_x, "_blocks.11", [lambda f: f])
     assert run.layer == "blocks.11" and torch.equal(run.logits_after, plain)
 
 
@@ -418,8 +418,8 @@ def test_zero_edit_changes_logits(eff, coffee_x):
     def zero_(f):
         return f.zero_()  # in place: must not touch feature_before
 
-    run = M.forward_with_edit(eff, coffee_x, "blocks.5", zero_)
-    assert run.feature_before.abs().sum() > 0 and run.feature_after.abs().sum() == 0
+    run = M.forward_many(eff, coffee_x, "blocks.5", [zero_], keep_features=True)
+    assert run.feature_before.abs().sum() > 0 and run.features_after.abs().sum() == 0
     assert not torch.allclose(run.logits_after, run.logits_before)
     assert int(run.logits_before.argmax()) == 967
 
@@ -428,11 +428,11 @@ def test_zero_edit_changes_logits(eff, coffee_x):
     (EFF, "stem"), (EFF, "blocks.8"), (EFF, "head"),
     ("resnet18", "stem"), ("resnet18", "layer3"), ("resnet18", "layer3.0"),
 ])
-def test_edit_equals_forward_hook(model_name, layer, eff, r18, coffee_x):
+def test_steps_equal_forward_hook(model_name, layer, eff, r18, coffee_x):
     """The suffix run agrees with replacing the layer's output by a forward hook."""
     model, x = (eff, coffee_x) if model_name == EFF else (r18, coffee_x[..., :128, :128])
     edit = masker(3)
-    run = M.forward_with_edit(model, x, layer, edit)
+    run = M.forward_many(model, x, layer, [edit], via="steps")
     handle = M.layer_module(model, layer).register_forward_hook(lambda m, a, out: edit(out))
     try:
         with torch.inference_mode():
@@ -443,37 +443,35 @@ def test_edit_equals_forward_hook(model_name, layer, eff, r18, coffee_x):
     assert not torch.allclose(run.logits_after, run.logits_before, atol=1e-4)
 
 
-def test_forward_many_matches_single_runs(eff, coffee_x):
+def test_forward_many_batches_equal_single_runs(eff, coffee_x):
     edits = [masker(s) for s in range(5)]
     many = M.forward_many(eff, coffee_x, "blocks.10", edits, batch_size=2, keep_features=True)
     assert many.layer == "blocks.10"
     assert many.logits_after.shape == (5, 1000) and many.features_after.shape == (5, 112, 14, 14)
     for i in (0, 4):  # first and last chunk
-        single = M.forward_with_edit(eff, coffee_x, "blocks.10", edits[i])
+        single = M.forward_many(eff, coffee_x, "blocks.10", [edits[i]], keep_features=True)
         assert torch.equal(many.feature_before, single.feature_before)
         assert torch.equal(many.logits_before, single.logits_before)
         assert torch.allclose(many.logits_after[i], single.logits_after[0], atol=1e-4, rtol=1e-4)
-        assert torch.equal(many.features_after[i], single.feature_after[0])
+        assert torch.equal(many.features_after[i], single.features_after[0])
     assert M.forward_many(eff, coffee_x, "blocks.10", edits[:1]).features_after is None
 
 
 def test_edit_errors_and_mode(eff, coffee_x):
     with pytest.raises(UnknownNameError) as exc:
-        M.forward_with_edit(eff, coffee_x, "blocks.55", None)
+        M.forward_many(eff, coffee_x, "blocks.55", [lambda f: f])
     assert exc.value.choices[:2] == ["blocks.5", "blocks.15"]
     with pytest.raises(ValueError, match="edit must return"):
-        M.forward_with_edit(eff, coffee_x, "head", lambda f: f[:, :10])
+        M.forward_many(eff, coffee_x, "head", [lambda f: f[:, :10]], via="steps")
     with pytest.raises(ValueError, match="one image"):
         M.forward_many(eff, coffee_x.repeat(2, 1, 1, 1), "head", [lambda f: f])
     with pytest.raises(ValueError, match="at least one"):
         M.forward_many(eff, coffee_x, "head", [])
     with pytest.raises(ValueError, match="shape"):
-        M.forward_with_edit(eff, coffee_x[0], "head")
-    with pytest.raises(TypeError):
-        M.forward_with_edit(torch.nn.Linear(2, 2), coffee_x, "head")
+        M.forward_many(eff, coffee_x[0], "head", [lambda f: f])
     eff.train()
     try:
-        run = M.forward_with_edit(eff, coffee_x, "head")  # evaluated in eval mode
+        run = M.forward_many(eff, coffee_x, "head", [lambda f: f])  # evaluated in eval mode
         assert eff.training
         eff.eval()
         with torch.inference_mode():

@@ -82,3 +82,46 @@ def test_structure_and_errors():
     assert exc.value.close[0] == "resnet18"
     with pytest.raises(UnknownModelError, match="tags of resnet18: resnet18.a1_in1k"):
         M.load_classifier("timm:resnet18.nope")
+
+
+# --- the command line ------------------------------------------------------------------------------
+
+def test_cli_layers_show_and_compare(r18, sample_images, tmp_path):
+    import json
+
+    from safetensors.torch import save_file
+
+    from clirun import run
+
+    r = run("layers", "--model", "timm:resnet18", "--filter", "layer2.0.*,layer4", "--json")
+    assert r.exit_code == 0, r.output
+    rows = {row["name"]: row for row in json.loads(r.stdout)}
+    assert rows["layer2.0.conv1"]["shape"] == [128, 28, 28] and rows["layer4"]["shape"] == [512, 7, 7]
+
+    save_file(r18.state_dict(), tmp_path / "r18.safetensors")
+    r = run("show", sample_images / "coffee.jpg", "--model", "timm:resnet18.a1_in1k", "--weights",
+            tmp_path / "r18.safetensors", "--layer", "layer2.0.conv1", "--input-size", "64", "-o",
+            tmp_path / "s.png", "--json")
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert (data["model"], data["layer"], data["feature_shape"]) == ("timm:resnet18.a1_in1k", "layer2.0.conv1",
+                                                                     [128, 8, 8])
+    from dropblock.models import class_names
+
+    top = data["predictions_before"][0]
+    assert top["label"] == class_names()[top["index"]]  # timm's ImageNet label names
+
+    torch.save(r18.state_dict(), tmp_path / "r18.pth")
+    r = run("compare", sample_images / "chelsea.jpg", "--model", "timm:resnet18", "--weights", tmp_path / "r18.pth",
+            "--layer", "layer3", "--input-size", "64", "-o", tmp_path / "c.png")
+    assert r.exit_code == 0, r.output
+    assert "chelsea.jpg on timm:resnet18 layer3 (256x4x4)" in r.stdout
+
+
+def test_cli_errors(sample_images, tmp_path):
+    from clirun import run
+
+    r = run("show", sample_images / "coffee.jpg", "--model", "timm:resnt18", "--layer", "layer3", "-o",
+            tmp_path / "o.png")
+    assert r.exit_code == 2 and "close matches: resnet18" in r.stderr and len(r.stderr.splitlines()) == 1
+    assert not (tmp_path / "o.png").exists()

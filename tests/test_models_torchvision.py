@@ -3,13 +3,12 @@
 Random-init models with saved state dicts stand in for pretrained weights, so nothing downloads.
 """
 
-import pathlib
-
 import pytest
 import torch
 
 from edits import hooked_logits
 from integration import require
+from usercode import Touch
 
 torchvision = require("torchvision")
 
@@ -85,14 +84,6 @@ def test_fine_tuned_head_gets_its_own_classes(tmp_path):
         assert torch.equal(loaded.module(x), tuned(x))
 
 
-class Touch:
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (pathlib.Path.touch, (self.path,))
-
-
 def test_default_weights_come_only_from_the_hub_cache(mobilenet, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     weights = torchvision.models.MobileNet_V3_Small_Weights.DEFAULT
@@ -142,3 +133,78 @@ def test_unknown_name_close_matches_first():
     with pytest.raises(UnknownModelError) as exc:
         M.load_classifier("torchvision:resnt18")
     assert exc.value.close[0] == "resnet18" and "\n" not in str(exc.value)
+
+
+# --- the command line ------------------------------------------------------------------------------
+
+def input_sensitive(model):
+    """A copy whose logits depend strongly on the input, so a preprocessing slip shows: at random init
+    the activations of mobilenet_v3_small vanish (std 1e-8). BatchNorm statistics from one batch, and
+    a last layer 1000x larger, give logits of std ~5."""
+    import copy
+
+    model = copy.deepcopy(model)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = None  # a cumulative average: one batch sets the statistics
+            module.reset_running_stats()
+    model.train()
+    with torch.no_grad():
+        model(torch.rand(8, 3, 224, 224, generator=torch.Generator().manual_seed(0)) * 4 - 2)
+        model.classifier[3].weight.mul_(1000)
+    return model.eval()
+
+
+def test_cli_layers_show_and_compare(mobilenet, r18, sample_images, tmp_path):
+    import json
+
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    from clirun import run
+
+    r = run("layers", "--model", "torchvision:resnet18", "--filter", "layer3.0.*", "--json")
+    assert r.exit_code == 0, r.output
+    rows = {row["name"]: row for row in json.loads(r.stdout)}
+    assert rows["layer3.0.conv2"]["shape"] == [256, 14, 14] and rows["layer3.0.downsample"]["dropblock_ok"]
+    assert rows["layer3.0.relu"]["calls"] == 2 and not rows["layer3.0.relu"]["dropblock_ok"]
+
+    sharp = input_sensitive(mobilenet)
+    weights = save(sharp, tmp_path / "m.pth")
+    r = run("show", sample_images / "coffee.jpg", "--model", "torchvision:mobilenet_v3_small", "--weights", weights,
+            "--layer", "features.6", "-o", tmp_path / "s.png", "--json")
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert (data["model"], data["layer"], data["feature_shape"]) == ("torchvision:mobilenet_v3_small", "features.6",
+                                                                     [40, 14, 14])
+    # The same input as torchvision's own transforms, the same model, the weights' class names.
+    meta = torchvision.models.MobileNet_V3_Small_Weights.DEFAULT
+    with Image.open(sample_images / "coffee.jpg") as im, torch.no_grad():
+        probs = torch.softmax(sharp(meta.transforms()(im.convert("RGB"))[None]).double(), -1)[0]
+    assert probs.max() > 0.05
+    got = data["predictions_before"]
+    assert [q["index"] for q in got] == probs.topk(5).indices.tolist()
+    assert [q["prob"] for q in got] == pytest.approx(probs.topk(5).values.tolist(), rel=1e-3)
+    assert [q["label"] for q in got] == [meta.meta["categories"][q["index"]] for q in got]
+
+    save_file(r18.state_dict(), tmp_path / "r18.safetensors")
+    r = run("compare", sample_images / "chelsea.jpg", "--model", "torchvision:resnet18", "--weights",
+            tmp_path / "r18.safetensors", "--layer", "layer3.1.conv2", "--input-size", "64", "-n", "2",
+            "-o", tmp_path / "c.png", "--json")
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert (data["model"], data["layer"], data["feature_shape"]) == ("torchvision:resnet18", "layer3.1.conv2",
+                                                                     [256, 4, 4])
+    assert len(data["methods"]) == 3 and (tmp_path / "c.png").stat().st_size > 10_000
+
+
+def test_cli_errors(sample_images, tmp_path, monkeypatch):
+    from clirun import run
+
+    r = run("layers", "--model", "torchvision:resnt18")
+    assert r.exit_code == 2 and "close matches: resnet18" in r.stderr and len(r.stderr.splitlines()) == 1
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    r = run("show", sample_images / "coffee.jpg", "--model", "torchvision:mobilenet_v3_small", "--layer",
+            "features.6", "-o", tmp_path / "o.png")
+    assert r.exit_code == 1 and "pass --download" in r.stderr and len(r.stderr.splitlines()) == 1
+    assert not (tmp_path / "o.png").exists()

@@ -1,57 +1,10 @@
 """dropblock.models.user_code and load_classifier on the user's own code: module:function and file.py:function."""
 
-import textwrap
-
 import pytest
 import torch
 
 import dropblock.models as M
 from dropblock.models.errors import ModelLoadError, ModelSpecError, UnknownNameError, WeightsError
-
-MODEL_CODE = textwrap.dedent('''
-    import torch
-    from torch import nn
-    from helpers import width   # a neighbour module: the file's folder is on sys.path
-
-    class Tiny(nn.Module):
-        def __init__(self, classes=10):
-            super().__init__()
-            self.stem = nn.Sequential(nn.Conv2d(3, width, 3, 2, 1), nn.BatchNorm2d(width), nn.ReLU())
-            self.block = nn.Sequential(nn.Conv2d(width, 16, 3, 2, 1), nn.ReLU())
-            self.pool = nn.AdaptiveAvgPool2d(1)
-            self.fc = nn.Linear(16, classes)
-
-        def forward(self, x):
-            return self.fc(torch.flatten(self.pool(self.block(self.stem(x))), 1))
-
-    def build():
-        torch.manual_seed(0)
-        return Tiny()
-
-    def build_1000():
-        torch.manual_seed(0)
-        return Tiny(1000)
-
-    def boom():
-        raise RuntimeError("no GPU here")
-
-    def not_a_model():
-        return 42
-
-    def features_only():
-        torch.manual_seed(0)
-        return Tiny().stem
-''')
-
-
-@pytest.fixture
-def code_dir(tmp_path, monkeypatch):
-    (tmp_path / "helpers.py").write_text("width = 8\n")
-    (tmp_path / "tinynet.py").write_text(MODEL_CODE)
-    (tmp_path / "broken_import.py").write_text("import torch\nraise ValueError('bad config')\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    return tmp_path
-
 
 def one_line(exc):
     msg = str(exc.value)

@@ -1,24 +1,14 @@
 """dropblock.models.weights: .safetensors files, refusing pickled objects, fitting to other class counts."""
 
-import pathlib
 import sys
 
 import pytest
 import torch
 from torch import nn
+from usercode import Touch
 
 from dropblock.models.errors import WeightsError
 from dropblock.models.weights import build_and_fit, output_rows, read_state_dict
-
-
-class Touch:
-    """Unpickling this creates a file: what a malicious checkpoint could do."""
-
-    def __init__(self, path: pathlib.Path) -> None:
-        self.path = path
-
-    def __reduce__(self):
-        return (pathlib.Path.touch, (self.path,))
 
 
 def small(classes: int = 10) -> nn.Module:
@@ -118,3 +108,20 @@ def test_build_and_fit_rebuilds_on_cpu_when_meta_leaves_buffers():
     state = WithBuffer().state_dict()
     model, _ = build_and_fit(lambda n: WithBuffer(), state, "f", "m", 3)
     assert not model.table.is_meta and torch.equal(model.table, torch.arange(3.0))
+
+
+def test_a_model_trained_with_add_dropblock_loads_into_the_plain_model():
+    from dropblock import add_dropblock
+
+    trained = small(7)
+    add_dropblock(trained, ["1"], p=0.1, block_size=3, schedule_steps=10)
+    state = trained.state_dict()
+    assert "1.dropblock.step_count" in state
+    model, classes = build_and_fit(lambda n: small(10 if n is None else n), state, "file.pth", "my-net", 10)
+    assert classes == 7  # fitted to the file's classes, the step counter left out
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x), trained.eval()(x))
+    state["1.scale"] = torch.ones(1)  # any other unexpected key still fails
+    with pytest.raises(WeightsError, match="unexpected keys 1.scale"):
+        build_and_fit(lambda n: small(10 if n is None else n), state, "file.pth", "my-net", 10)

@@ -15,7 +15,7 @@ from PIL import Image
 from conftest import SAMPLES, pretrained_one_thread
 from dropblock.effect import apply_mask, kl_divergence, mask_scale
 from dropblock.methods import draw_mask
-from dropblock.models import forward_many, forward_with_edit, preprocess
+from dropblock.models import forward_many, preprocess
 from dropblock.stats import MeanSE
 from dropblock.sweep import (
     ImageRow, Setting, content_id, find_images, point_json, setting_seed, settings_grid, summarize, sweep_image,
@@ -38,7 +38,7 @@ def _photo(name: str) -> tuple[np.ndarray, str]:
 def _sweep(model, name, settings, **kw):
     pixels, content = _photo(name)
     kw = dict(masks=4, seed=0, content=content, name=name) | kw
-    return sweep_image(model, MODEL, pixels, LAYER, settings, **kw)
+    return sweep_image(model, pixels, LAYER, settings, **kw)
 
 
 # --- settings and seeds -----------------------------------------------------------------------
@@ -91,14 +91,14 @@ def test_a_row_is_the_mean_over_masks_drawn_from_the_settings_own_seed(model):
     values are the means over those masks (checked against a one-at-a-time re-run)."""
     s = Setting("dropblock", 3, 0.8)
     pixels, content = _photo("chelsea.jpg")
-    (row,) = sweep_image(model, MODEL, pixels, LAYER, [s], masks=3, seed=5, content=content, name="c",
+    (row,) = sweep_image(model, pixels, LAYER, [s], masks=3, seed=5, content=content, name="c",
                          gamma="exact", label=281)
     gen = torch.Generator().manual_seed(setting_seed(5, content, s))
     x, _ = preprocess(MODEL, pixels)
     kls, rates, top1 = [], [], []
     for _ in range(3):
         draw = draw_mask("dropblock", (1, 112, 14, 14), 0.2, block_size=3, gamma="exact", generator=gen)
-        run = forward_with_edit(model, x, LAYER, lambda f: apply_mask(f, draw.keep, mask_scale("dropblock", draw.keep, 0.2)))
+        run = forward_many(model, x, LAYER, [lambda f: apply_mask(f, draw.keep, mask_scale("dropblock", draw.keep, 0.2))])
         kls.append(float(kl_divergence(run.logits_before, run.logits_after)))
         rates.append(draw.drop_rate)
         top1.append(int(run.logits_after.argmax()))

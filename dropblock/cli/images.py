@@ -9,9 +9,11 @@ from typing import Optional
 import typer
 
 from dropblock.cli.layers import LayerRequest, run_on_layer
+from dropblock.cli.models import model_choice
 from dropblock.cli.options import (
-    GAMMA_HELP, METHOD_HELP, BlockOpt, CamLayerOpt, CamOpt, ClassOpt, DeviceOpt, DownloadOpt, DpiOpt, JsonOpt,
-    KeepProbOpt, LayerOpt, ModelOpt, ProgressBar, SeedOpt, SharedOpt, WeightsOpt, check_cam_options,
+    GAMMA_HELP, METHOD_HELP, BlockOpt, CamLayerOpt, CamOpt, ClassNamesOpt, ClassOpt, DeviceOpt, DownloadOpt, DpiOpt,
+    InputSizeOpt, JsonOpt, KeepProbOpt, LayerOpt, MeanOpt, ModelOpt, ProgressBar, SeedOpt, SharedOpt, StdOpt,
+    WeightsOpt, check_cam_options,
     check_figure_options, check_output_path, check_positive, default_output, drop_rate_from, fail,
     load_image_or_fail, note_if_clipped, save_or_fail,
 )
@@ -55,6 +57,10 @@ def show(
     model: ModelOpt = "efficientnet-lite0",
     weights: WeightsOpt = None,
     download: DownloadOpt = False,
+    input_size: InputSizeOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    class_names: ClassNamesOpt = None,
     samples: int = typer.Option(1, "--samples", "-n", help="With --layer: average drop rate, KL and top-1 over N masks."),
     shared_channels: SharedOpt = False,
     device: DeviceOpt = "cpu",
@@ -68,14 +74,14 @@ def show(
     p = drop_rate_from(drop_rate, keep_prob)
     check_positive(block_size, "--block-size")
     check_positive(samples, "--samples")
+    choice = model_choice(model, weights, download, input_size, mean, std, class_names, used=layer is not None)
     output = output or default_output(image, method if layer is None else f"{method}-{layer}")
     check_output_path(output, "--output", (image,))
     if layer is not None:
         run_on_layer(LayerRequest(
             image=image, methods=(method,), p=p, block_size=block_size, gamma_mode=gamma_mode, seed=seed,
-            output=output, dpi=dpi or 110, as_json=as_json, layer=layer, model=model, weights=weights,
-            download=download, samples=samples, shared_channels=shared_channels, device=device,
-            cam=cam, cam_layer=cam_layer, class_=class_))
+            output=output, dpi=dpi or 110, as_json=as_json, layer=layer, model=choice, samples=samples,
+            shared_channels=shared_channels, device=device, cam=cam, cam_layer=cam_layer, class_=class_))
         return
     loaded = load_image_or_fail(image)
     from dropblock.methods import default_block_size, draw_on_image
@@ -110,6 +116,10 @@ def compare(
     model: ModelOpt = "efficientnet-lite0",
     weights: WeightsOpt = None,
     download: DownloadOpt = False,
+    input_size: InputSizeOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    class_names: ClassNamesOpt = None,
     shared_channels: SharedOpt = False,
     device: DeviceOpt = "cpu",
     cam: CamOpt = None,
@@ -122,6 +132,7 @@ def compare(
     p = drop_rate_from(drop_rate, keep_prob)
     check_positive(block_size, "--block-size")
     check_positive(samples, "--samples", 0)
+    choice = model_choice(model, weights, download, input_size, mean, std, class_names, used=layer is not None)
     output = output or default_output(image, "compare" if layer is None else f"compare-{layer}")
     check_output_path(output, "--output", (image,))
     from dropblock.method_names import METHODS
@@ -129,9 +140,8 @@ def compare(
     if layer is not None:
         run_on_layer(LayerRequest(
             image=image, methods=METHODS, p=p, block_size=block_size, gamma_mode=gamma_mode, seed=seed,
-            output=output, dpi=dpi or 110, as_json=as_json, layer=layer, model=model, weights=weights,
-            download=download, samples=max(samples, 1), shared_channels=shared_channels, device=device,
-            cam=cam, cam_layer=cam_layer, class_=class_))
+            output=output, dpi=dpi or 110, as_json=as_json, layer=layer, model=choice, samples=max(samples, 1),
+            shared_channels=shared_channels, device=device, cam=cam, cam_layer=cam_layer, class_=class_))
         return
     loaded = load_image_or_fail(image)
     from dropblock.methods import compare_on_image, default_block_size

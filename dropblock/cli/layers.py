@@ -1,5 +1,5 @@
 """``dropblock layers`` and the ``--layer`` runs of show and compare: a regularizer on one layer's feature
-maps of a pretrained CNN, with its effect on the prediction."""
+maps of a CNN (any model spec, see :mod:`dropblock.cli.models`), with its effect on the prediction."""
 
 from __future__ import annotations
 
@@ -9,33 +9,70 @@ from typing import Optional
 
 import typer
 
+from dropblock.cli.models import (
+    ModelChoice, fail_for, load_network, model_choice, structure_or_fail,
+)
 from dropblock.cli.options import (
-    ProgressBar, fail, load_image_or_fail, note_if_clipped, resolve_device, save_or_fail,
+    INPUT_SIZE_HELP, MODEL_HELP, ProgressBar, fail, load_image_or_fail, note_if_clipped, save_or_fail,
 )
 from dropblock.cli.report import columns, key_value, mean_se, pct, print_json, stdout_console
+from dropblock.models.names import DEFAULT_MODEL
+
+FILTER_HELP = ("Only the layers whose name matches this glob (* matches dots too), e.g. 'layer3.*.conv2'; repeat it "
+               "or separate globs with commas. On a built-in model it searches every module, not only the short names.")
 
 
 def layers(
-    model: str = typer.Option("efficientnet-lite0", "--model", help="efficientnet-lite0, resnet18 or resnet50."),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON list of {name, type, shape, dropblock_ok}."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help=MODEL_HELP[0].upper() + MODEL_HELP[1:]),
+    input_size: Optional[int] = typer.Option(None, "--input-size", help=INPUT_SIZE_HELP[0].upper() + INPUT_SIZE_HELP[1:],
+                                             show_default=False),
+    filters: Optional[list[str]] = typer.Option(None, "--filter", help=FILTER_HELP, show_default=False),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list of {name, type, shape, dropblock_ok, calls}."),
 ) -> None:
-    """The layers --layer can pick: type, output shape (C x H x W) at a 224 input, where DropBlock makes sense."""
-    from dropblock.models import UnknownNameError, resolve_model
-
-    try:
-        name = resolve_model(model)
-    except UnknownNameError as e:
-        fail(str(e), 2)
-    from dropblock.models import layer_table
-
-    table = layer_table(name)
+    """The layers --layer can pick: type, output shape (C x H x W) from one forward pass, where DropBlock makes sense."""
+    choice = model_choice(model, input_size=input_size)
+    patterns = [p.strip() for text in filters or () for p in text.split(",") if p.strip()] or None
+    structure = structure_or_fail(choice)
+    table = _layer_rows(structure, patterns)
+    every = _layer_rows(structure, ["*"]) if patterns else table
+    if not table:
+        fail(f"--filter {','.join(patterns)}: none of the {len(every)} layers of {structure.spec} matches, e.g. "
+             f"{', '.join(li.name for li in every[:3])}", 2)
     if as_json:
-        print_json([{"name": li.name, "type": li.type, "shape": list(li.shape), "dropblock_ok": li.dropblock_ok}
-                    for li in table])
+        print_json([{"name": li.name, "type": li.type, "shape": list(li.shape), "dropblock_ok": _pickable(li),
+                     "calls": li.calls} for li in table])
         return
-    rows = [[li.name, li.type, " x ".join(map(str, li.shape)), "✓" if li.dropblock_ok else "—"] for li in table]
-    stdout_console().print(columns(f"{name}: layers at a 224x224 input",
-                                   ["layer", "type", "output (C x H x W)", "DropBlock"], rows, right_from=2))
+    rows = [[li.name, li.type, " x ".join(map(str, li.shape)), _dropblock_cell(li)] for li in table]
+    size = structure.input_size
+    title = f"{structure.spec}: layers at a {size}x{size} input" + (f", {len(table)} of {len(every)}" if patterns else "")
+    stdout_console().print(columns(title, ["layer", "type", "output (C x H x W)", "DropBlock"], rows, right_from=2))
+
+
+def _layer_rows(structure, patterns: Optional[list[str]]) -> list:
+    """Every 4-D layer of the model in call order; a built-in's short names (``stem``, ``blocks.5``) stand for
+    their modules, and without ``patterns`` only they are listed."""
+    from dataclasses import replace
+
+    from dropblock.models import filter_layers
+
+    aliases = getattr(structure.module, "layer_paths", {})
+    by_path = {li.name: li for li in structure.layers}
+    if aliases and patterns is None:
+        return [replace(by_path[path], name=alias) for alias, path in aliases.items()]
+    short = {path: alias for alias, path in aliases.items()}
+    table = [replace(li, name=short[li.name]) if li.name in short else li for li in structure.layers]
+    return filter_layers(table, patterns)
+
+
+def _pickable(layer) -> bool:
+    """DropBlock makes sense: a map larger than 1x1, from a module that runs once (so --layer can pick it)."""
+    return layer.dropblock_ok and layer.calls == 1
+
+
+def _dropblock_cell(layer) -> str:
+    if layer.calls > 1:
+        return f"— (runs {layer.calls}x)"
+    return "✓" if layer.dropblock_ok else "—"
 
 
 @dataclass(frozen=True)
@@ -53,9 +90,7 @@ class LayerRequest:
     dpi: int
     as_json: bool
     layer: str
-    model: str
-    weights: Optional[Path]
-    download: bool
+    model: ModelChoice
     samples: int
     shared_channels: bool
     device: str
@@ -64,47 +99,17 @@ class LayerRequest:
     class_: Optional[str] = None
 
 
-def _load_network(request: LayerRequest):
-    """(model name, layer name, network, device); exit 2 for unknown names or files, 1 for bad weights."""
-    from dropblock.models import UnknownNameError, resolve_layer, resolve_model
-
-    try:
-        model_name = resolve_model(request.model)
-        layer_name = resolve_layer(model_name, request.layer)
-    except UnknownNameError as e:
-        fail(str(e), 2)
-    if request.weights is not None and not request.weights.is_file():
-        fail(f"--weights {str(request.weights)!r}: no such file", 2)
-    device = resolve_device(request.device)
-    from dropblock.models import WeightsError, load_model
-
-    try:
-        net = load_model(model_name, weights=request.weights, download=request.download, device=device)
-    except WeightsError as e:
-        fail(str(e), 1)
-    return model_name, layer_name, net, device
-
-
 def run_on_layer(request: LayerRequest) -> None:
     """Apply each requested method to the layer's output, ``request.samples`` masks each, then draw the
     figure and print the table (or JSON)."""
-    model_name, layer_name, net, device = _load_network(request)
+    _, layer_name, net, device = load_network(request.model, request.layer, request.device)
     loaded = load_image_or_fail(request.image)
-    from dropblock.effect import layer_effect
-
     b = request.block_size or 7
-    effects = []
-    n = request.samples * len(request.methods)
-    with ProgressBar(n, "masks through the network", show=n > 8) as bar:
-        for method in request.methods:
-            effects.append(layer_effect(net, model_name, loaded.pixels, layer_name, method, request.p, block_size=b,
-                                        gamma=request.gamma_mode, shared_channels=request.shared_channels,
-                                        samples=request.samples, seed=request.seed, device=device,
-                                        progress=bar.advance))
+    effects = _effects(request, net, loaded.pixels, layer_name, b, device)
     _, h, w = effects[0].feature_shape
     if "dropblock" in request.methods:
         note_if_clipped(b, h, w, what=f"map of {layer_name}")
-    cams = _cams(request, net, model_name, layer_name, loaded.pixels, effects) if request.cam else None
+    cams = _cams(request, net, layer_name, loaded.pixels, effects) if request.cam else None
     from dropblock.viz import feature_compare_figure, feature_show_figure
 
     name = loaded.path.name
@@ -122,21 +127,40 @@ def run_on_layer(request: LayerRequest) -> None:
         console.print(f"figure written to {request.output}")
 
 
-def _cams(request: LayerRequest, net, model_name: str, layer_name: str, pixels, effects) -> list:
+def _effects(request: LayerRequest, net, pixels, layer_name: str, block_size: int, device: str) -> list:
+    """One LayerEffect per requested method; exit 2 when the layer is not one 4-D map, 1 when the model fails."""
+    from dropblock.effect import layer_effect
+    from dropblock.models import LayerError, ModelLoadError
+
+    effects = []
+    n = request.samples * len(request.methods)
+    try:
+        with ProgressBar(n, "masks through the network", show=n > 8) as bar:
+            for method in request.methods:
+                effects.append(layer_effect(net, pixels, layer_name, method, request.p, block_size=block_size,
+                                            gamma=request.gamma_mode, shared_channels=request.shared_channels,
+                                            samples=request.samples, seed=request.seed, device=device,
+                                            progress=bar.advance))
+    except (LayerError, ModelLoadError) as e:
+        fail_for(e)
+    return effects
+
+
+def _cams(request: LayerRequest, net, layer_name: str, pixels, effects) -> list:
     """The CAM before and after of each effect's masks; exit 2 for a bad --class or --cam-layer."""
     from dropblock.cam import layer_cam
     from dropblock.labels import LabelError, class_index
-    from dropblock.models import UnknownNameError, class_names
+    from dropblock.models import UnknownNameError
 
     try:
-        index = None if request.class_ is None else class_index(request.class_, class_names())
+        index = None if request.class_ is None else class_index(request.class_, list(net.class_names))
     except LabelError as e:
         fail(f"--class: {e}", 2)
     cams = []
     with ProgressBar(len(effects), "class activation maps", show=request.cam in ("scorecam", "sscam", "iscam")) as bar:
         for effect in effects:
             try:
-                cams.append(layer_cam(net, model_name, pixels, layer_name, effect.draws, method=request.cam,
+                cams.append(layer_cam(net, pixels, layer_name, effect.draws, method=request.cam,
                                       cam_layer=request.cam_layer, class_index=index, seed=request.seed))
             except UnknownNameError as e:
                 fail(f"--cam-layer: {e}", 2)

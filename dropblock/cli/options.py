@@ -26,10 +26,28 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on 
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed: the same seed gives the same masks.")]
 LayerOpt = Annotated[Optional[str], typer.Option(
     "--layer", "-l", help="Work on this layer's feature maps of a pretrained CNN (see `dropblock layers`).")]
-ModelOpt = Annotated[str, typer.Option("--model", help="CNN for --layer: efficientnet-lite0, resnet18 or resnet50.")]
+MODEL_HELP = ("the CNN: efficientnet-lite0, resnet18, resnet50, torchvision:NAME, timm:NAME, module.path:function "
+              "or path/to/file.py:function (called with no arguments, returns an nn.Module).")
+INPUT_SIZE_HELP = ("the network's input side in pixels \\[default: from the model's config; 224 for your own "
+                   "code].")
+ModelOpt = Annotated[str, typer.Option("--model", help=f"With --layer: {MODEL_HELP}")]
 WeightsOpt = Annotated[Optional[Path], typer.Option(
-    "--weights", help="State-dict file for the model (resnets: torchvision checkpoints).")]
-DownloadOpt = Annotated[bool, typer.Option("--download", help="Allow downloading missing resnet weights through torch.hub.")]
+    "--weights", help="With --layer: a state dict for the model (.pt, .pth or .safetensors) instead of its default "
+                      "weights; a pickled module is refused, nothing in the file runs.", show_default=False)]
+DownloadOpt = Annotated[bool, typer.Option(
+    "--download", help="With --layer: fetch the model's default weights when they are not in the torch hub or "
+                       "Hugging Face cache.")]
+InputSizeOpt = Annotated[Optional[int], typer.Option(
+    "--input-size", help=f"With --layer: {INPUT_SIZE_HELP}", show_default=False)]
+MeanOpt = Annotated[Optional[str], typer.Option(
+    "--mean", help="With --layer: the normalization mean R,G,B in 0..1 pixel units \\[default: from the model's "
+                   "config; ImageNet's for your own code].", show_default=False)]
+StdOpt = Annotated[Optional[str], typer.Option(
+    "--std", help="With --layer: the normalization std R,G,B in 0..1 pixel units \\[default: as --mean].",
+    show_default=False)]
+ClassNamesOpt = Annotated[Optional[Path], typer.Option(
+    "--class-names", help="With --layer: a file with one class name per line, one per output \\[default: the "
+                          "weights' names, else ImageNet's for 1000 outputs, else 'class N'].", show_default=False)]
 SharedOpt = Annotated[bool, typer.Option("--shared-channels", help="With --layer: one mask for all channels.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="With --layer: cpu, cuda or auto.")]
 CamOpt = Annotated[Optional[str], typer.Option(
@@ -39,7 +57,7 @@ CamLayerOpt = Annotated[Optional[str], typer.Option(
     "--cam-layer", help="With --cam: the layer the map is taken at, at or after --layer \\[default: the model's "
                         "last 4-D layer].", show_default=False)]
 ClassOpt = Annotated[Optional[str], typer.Option(
-    "--class", help="With --cam: the class (index or ImageNet name) \\[default: the clean top-1].", show_default=False)]
+    "--class", help="With --cam: the class (index or name) \\[default: the clean top-1].", show_default=False)]
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

@@ -10,25 +10,16 @@ from typing import Optional
 
 import typer
 
+from dropblock.cli.models import fail_for, load_network, model_choice
 from dropblock.cli.options import (
-    GAMMA_HELP, DownloadOpt, JsonOpt, ModelOpt, ProgressBar, WeightsOpt, check_gamma_mode, check_output_path, check_positive, fail, save_or_fail,
+    GAMMA_HELP, ClassNamesOpt, DownloadOpt, InputSizeOpt, JsonOpt, MeanOpt, ModelOpt, ProgressBar, StdOpt, WeightsOpt,
+    check_gamma_mode, check_output_path, check_positive, fail, save_or_fail,
 )
 from dropblock.cli.report import columns, note, pct, print_json, stderr_console, stdout_console
 
 IMAGES_HELP = "Image files, folders (searched recursively) or globs such as 'photos/*.jpg'."
 CSV_HELP = ("Write one row per image, method, block size and keep_prob to this CSV as each image finishes "
             "(it must not exist, unless --resume).")
-
-
-@dataclass(frozen=True)
-class SweepRequest:
-    """The model part of a sweep, in the fields ``layers._load_network`` reads."""
-
-    model: str
-    layer: str
-    weights: Optional[Path]
-    download: bool
-    device: str
 
 
 @dataclass
@@ -106,14 +97,13 @@ def _open_csv(csv_path: Optional[Path], resume: bool, masks: int):
     return log
 
 
-def _read_labels(labels: Optional[Path]):
+def _read_labels(labels: Optional[Path], class_names):
     if labels is None:
         return None
     from dropblock.labels import LabelError, read_labels
-    from dropblock.models import class_names
 
     try:
-        return read_labels(labels, class_names())
+        return read_labels(labels, list(class_names))
     except LabelError as e:
         fail(f"--labels: {e}", 2)
 
@@ -125,6 +115,10 @@ def sweep(
     model: ModelOpt = "efficientnet-lite0",
     weights: WeightsOpt = None,
     download: DownloadOpt = False,
+    input_size: InputSizeOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    class_names: ClassNamesOpt = None,
     keep_probs: str = typer.Option("1,0.95,0.9,0.85,0.8,0.75,0.7", "--keep-probs", help="keep_prob values, comma-separated."),
     block_sizes: str = typer.Option("1,3,5,7", "--block-sizes", help="DropBlock block sizes in feature-map cells."),
     methods: str = typer.Option("dropblock,dropout,spatial-dropout,cutout", "--methods",
@@ -153,6 +147,7 @@ def sweep(
     check_positive(seed, "--seed", 0)
     check_positive(dpi, "--dpi", 10)
     check_gamma_mode(gamma_mode)
+    choice = model_choice(model, weights, download, input_size, mean, std, class_names)
     output = output or Path.cwd() / f"sweep-{layer}.png"
     _check_files(csv_path, resume, labels, output)
     from dropblock.sweep import find_images
@@ -160,11 +155,9 @@ def sweep(
     found = find_images(images)
     if found.missing:
         fail(f"no such file or folder, or no match: {', '.join(repr(m) for m in found.missing)}", 2)
-    from dropblock.cli.layers import _load_network
-
-    model_name, layer_name, net, dev = _load_network(SweepRequest(model, layer, weights, download, device))
+    model_name, layer_name, net, dev = load_network(choice, layer, device)
     plan = dict(model=model_name, layer=layer_name, net=net, device=dev, settings=settings, masks=masks,
-                seed=seed, gamma=gamma_mode, labels=_read_labels(labels))
+                seed=seed, gamma=gamma_mode, labels=_read_labels(labels, net.class_names))
     log = _open_csv(csv_path, resume, masks)
     state = _run(found.paths, plan, log)
     _finish(state, plan, found.paths, output, dpi or 150, as_json, csv_path)
@@ -218,13 +211,15 @@ def _one_image(path: Path, todo: list, plan: dict, state: Progress, bar: _Bar) -
         bar.warn(f"skipped: {reason}")
         state.skipped.append({"path": str(path), "reason": reason})
         return []
-    return sweep_image(plan["net"], plan["model"], loaded.pixels, plan["layer"], todo, masks=plan["masks"],
+    return sweep_image(plan["net"], loaded.pixels, plan["layer"], todo, masks=plan["masks"],
                        seed=plan["seed"], content=content, name=str(path), gamma=plan["gamma"],
                        label=label_for(path, plan["labels"]), device=plan["device"], progress=bar.advance)
 
 
 def _run(paths: list[Path], plan: dict, log) -> Progress:
     """Every image's unfinished settings, rows written to ``log`` image by image; Ctrl-C stops cleanly."""
+    from dropblock.models import LayerError, ModelLoadError
+
     state = Progress()
     names = {str(p) for p in paths}
     done = log.done() if log is not None else set()
@@ -242,6 +237,8 @@ def _run(paths: list[Path], plan: dict, log) -> Progress:
                 bar.image_done(str(path))
     except KeyboardInterrupt:
         state.interrupted = True
+    except (LayerError, ModelLoadError) as e:  # the layer is not one 4-D map, or the model fails
+        fail_for(e)
     except OSError as e:
         fail(f"cannot write {str(log.path)!r}: {e}", 1)
     finally:

@@ -19,6 +19,7 @@ from .spec import ModelSpec, parse_spec
 
 _LAZY = {
     "LoadedModel": "loaded",
+    "as_loaded": "loaded",
     "load_classifier": "loaded",
     "load_structure": "loaded",
     "read_class_names": "loaded",
@@ -30,9 +31,7 @@ _LAZY = {
     "layer_table": "registry",
     "layer_module": "registry",
     "preprocess": "preprocessing",
-    "FeatureRun": "features",
     "FeatureBatchRun": "features",
-    "forward_with_edit": "features",
     "forward_many": "features",
     "EfficientNetLite0": "efficientnet_lite",
     "ResNet": "resnet",

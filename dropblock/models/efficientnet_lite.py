@@ -16,17 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import SteppedNet
+from .names import LITE0_STAGES
 
-# (repeats, kernel, stride, expand ratio, in channels, out channels), per stage.
-LITE0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
-    (1, 3, 1, 1, 32, 16),
-    (2, 3, 2, 6, 16, 24),
-    (2, 5, 2, 6, 24, 40),
-    (3, 3, 2, 6, 40, 80),
-    (3, 5, 1, 6, 80, 112),
-    (4, 5, 2, 6, 112, 192),
-    (1, 3, 1, 6, 192, 320),
-)
 STEM_CHANNELS = 32
 HEAD_CHANNELS = 1280
 BN_EPS = 1e-3

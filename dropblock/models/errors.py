@@ -58,11 +58,3 @@ class UnknownNameError(ValueError):
 class UnknownModelError(UnknownNameError, ModelSpecError):
     """A model name that a source (the built-ins, torchvision, timm) does not have."""
 
-
-def one_line(exc: BaseException, limit: int = 160) -> str:
-    """``"TypeName: first line of the message"``, cut to ``limit`` characters."""
-    text = str(exc).strip().splitlines()
-    first = text[0].strip() if text else ""
-    if len(first) > limit:
-        first = first[: limit - 3] + "..."
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

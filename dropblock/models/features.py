@@ -25,29 +25,8 @@ from torch import nn
 from .base import SteppedNet
 from .hooks import clean_pass, edited_logits
 from .layers import layer_path, trace_model, unknown_layer
-from .names import resolve_layer
-from .registry import as_stepped
 
 Edit = Callable[[torch.Tensor], torch.Tensor]
-
-
-@dataclass(frozen=True)
-class FeatureRun:
-    """One image, one layer, one edit.
-
-    Attributes:
-        layer: canonical layer name.
-        logits_before: (B, 1000) logits of the unedited network.
-        logits_after: (B, 1000) logits with the layer's output replaced by ``edit(feature)``.
-        feature_before: (B, C, H, W) the layer's output.
-        feature_after: (B, C, H, W) ``edit(feature_before)`` (a copy of it for no edit).
-    """
-
-    layer: str
-    logits_before: torch.Tensor
-    logits_after: torch.Tensor
-    feature_before: torch.Tensor
-    feature_after: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -80,16 +59,6 @@ class _EvalMode:
         self.model.train(self.was_training)
 
 
-def _prepare(model: nn.Module, x: torch.Tensor, layer: str) -> tuple[SteppedNet, str, int, torch.Tensor]:
-    net = as_stepped(model)
-    name = resolve_layer(net.arch, layer)
-    if not torch.is_tensor(x) or x.ndim != 4 or x.shape[1] != 3:
-        shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
-        raise ValueError(f"expected x of shape (B, 3, H, W), got {shape}")
-    param = next(net.parameters())
-    return net, name, net.layer_steps[name], x.to(device=param.device, dtype=param.dtype)
-
-
 def _apply(edit: Edit, feature: torch.Tensor) -> torch.Tensor:
     """``edit`` on a private copy of ``feature``; checks the result's shape."""
     out = edit(feature.clone())
@@ -97,31 +66,6 @@ def _apply(edit: Edit, feature: torch.Tensor) -> torch.Tensor:
         got = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
         raise ValueError(f"edit must return a tensor of shape {tuple(feature.shape)}, got {got}")
     return out.to(device=feature.device, dtype=feature.dtype)
-
-
-def forward_with_edit(model: nn.Module, x: torch.Tensor, layer: str,
-                      edit: Edit | None = None) -> FeatureRun:
-    """Logits and ``layer``'s activation, before and after replacing it by ``edit(feature)``.
-
-    Args:
-        model: a network from ``build_model``/``load_model``.
-        x: (B, 3, 224, 224) preprocessed input (moved to the model's device).
-        layer: a layer name of the model (see ``layer_table``).
-        edit: maps the (B, C, H, W) activation to a same-shape tensor (it gets a copy, so
-            in-place edits are fine); None gives ``after == before``.
-
-    Raises:
-        UnknownNameError: unknown layer (close matches first in ``.choices``).
-        ValueError: bad ``x`` shape, or the edit returns another shape.
-    """
-    net, name, step, x = _prepare(model, x, layer)
-    with _EvalMode(net), torch.inference_mode():
-        feature = net.forward_range(x, 0, step + 1)
-        logits = net.forward_range(feature, step + 1)
-        if edit is None:
-            return FeatureRun(name, logits, logits.clone(), feature, feature.clone())
-        edited = _apply(edit, feature)
-        return FeatureRun(name, logits, net.forward_range(edited, step + 1), feature, edited)
 
 
 VIA: tuple[str, ...] = ("auto", "steps", "hooks")
@@ -139,7 +83,8 @@ def forward_many(model: nn.Module, x: torch.Tensor, layer: str, edits: Iterable[
         x: (1, 3, H, W) preprocessed input (moved to the model's device and dtype).
         layer: a ``named_modules`` name whose output is one (1, C, h, w) map, or a built-in
             network's short layer name.
-        edits: callables as in :func:`forward_with_edit`; at least one.
+        edits: callables mapping the (1, C, h, w) map to a same-shape tensor (each gets its own
+            copy, so in-place edits are fine); at least one.
         batch_size: edited maps per pass (bounds memory).
         keep_features: also return the (N, C, h, w) edited maps.
         via: ``"auto"``: steps for a built-in network's short layer names, hooks otherwise;
@@ -163,9 +108,7 @@ def forward_many(model: nn.Module, x: torch.Tensor, layer: str, edits: Iterable[
     x = _check_image(net, x)
     found = layer_path(net, layer)
     if found is None:
-        if isinstance(net, SteppedNet):
-            resolve_layer(net.arch, layer)  # raises, listing the short names
-        raise unknown_layer(layer, trace_model(net, x.shape[-1]), name)
+        raise unknown_layer(layer, trace_model(net, x.shape[-1]), name, net)
     display, path = found
     stepped = isinstance(net, SteppedNet) and display in net.layer_steps
     if via == "steps" and not stepped:

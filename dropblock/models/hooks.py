@@ -26,7 +26,9 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
-from .errors import ModelLoadError, one_line
+from dropblock.errors import one_line
+
+from .errors import ModelLoadError
 from .layers import check_logits, not_a_map, trace_model
 from .trace import Call, CallRecorder, is_map
 
@@ -161,7 +163,8 @@ def clean_pass(model: nn.Module, x: torch.Tensor, target: str, model_name: str) 
         try:
             logits = model(x)
         except Exception as exc:
-            raise ModelLoadError(f"a forward pass of {model_name} failed: {one_line(exc)}") from exc
+            raise ModelLoadError(f"a forward pass of {model_name} failed: "
+                                 f"{one_line(exc, with_type=True, limit=160)}") from exc
         finally:
             glue.close(None)
     if rec.counts[target] != 1 or "feature" not in found:
@@ -208,7 +211,7 @@ def _rerun(model: nn.Module, x: torch.Tensor, target: str, edited: torch.Tensor,
     n = edited.shape[0]
     counters: Counter[str] = Counter()
     names = {name for name, _ in reuse} | {target}
-    modules = {name: module for name, module in model.named_modules() if name in names}
+    modules = {name: model.get_submodule(name) for name in names}
 
     def make(name: str, forward: Callable) -> Callable:
         def replaced(*args: object, **kwargs: object) -> object:
@@ -245,7 +248,7 @@ def edited_logits(model: nn.Module, x: torch.Tensor, target: str, edited: torch.
         out, _ = _rerun(model, x, target, edited, {})
     except Exception as exc:
         raise ModelLoadError(f"a forward pass of {model_name} with {target} edited failed: "
-                             f"{one_line(exc)}") from exc
+                             f"{one_line(exc, with_type=True, limit=160)}") from exc
     if not torch.is_tensor(out) or tuple(out.shape) != (n, classes):
         raise ModelLoadError(f"{model_name} with {target} edited returned "
                              f"{tuple(out.shape) if torch.is_tensor(out) else type(out).__name__}"

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from dropblock.errors import one_line
+
 from .base import SteppedNet
-from .errors import LayerError, ModelLoadError, UnknownNameError, one_line
+from .errors import LayerError, ModelLoadError, UnknownNameError
 from .names import resolve_layer
 from .trace import CallRecorder
 
@@ -102,7 +104,7 @@ def trace_model(model: nn.Module, size: int) -> Trace:
             out = model(probe_input(model, size))
     except Exception as exc:
         raise ModelLoadError(f"a forward pass of a 1x3x{size}x{size} image failed: "
-                             f"{one_line(exc)}") from exc
+                             f"{one_line(exc, with_type=True, limit=160)}") from exc
     finally:
         model.train(was_training)
     return trace_of(rec, out)
@@ -145,11 +147,15 @@ def layer_path(model: nn.Module, layer: str) -> tuple[str, str] | None:
     return None
 
 
-def unknown_layer(layer: str, trace: Trace, model_name: str) -> UnknownNameError:
-    """The error for a layer name that no module has: close matches among the 4-D layers."""
-    names = [li.name for li in trace.layers()]
+def unknown_layer(layer: str, trace: Trace, model_name: str,
+                  model: nn.Module | None = None) -> UnknownNameError:
+    """The error for a layer name that no module has: close matches among the 4-D layers (a built-in
+    ``model``'s short names stand for their modules)."""
+    paths = model.layer_paths if isinstance(model, SteppedNet) else {}
+    names = list(paths) + [li.name for li in trace.layers() if li.name not in set(paths.values())]
     return UnknownNameError("layer", str(layer), names, context=model_name,
-                            hint=f"{len(names)} layers in all (`dropblock layers` lists them)")
+                            hint=f"{len(names)} layers in all (`dropblock layers --model {model_name} "
+                                 f"--filter '*'` lists them)")
 
 
 def not_a_map(name: str, trace: Trace, model_name: str) -> LayerError:

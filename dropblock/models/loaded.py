@@ -15,11 +15,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dropblock.errors import one_line
+
 from .classes import NUM_CLASSES, class_names
 from .errors import ModelLoadError, ModelSpecError
 from .layers import (LayerInfo, Trace, check_logits, layer_path, not_a_map, trace_model,
                      unknown_layer)
-from .preprocessing import Preprocessing
+from .base import SteppedNet
+from .preprocessing import PREPROCESSING, Preprocessing
 from .registry import check_device
 from .sources import Built, build_builtin, build_timm, build_torchvision, build_user
 from .spec import ModelSpec, parse_spec
@@ -34,7 +37,8 @@ class LoadedModel:
         spec: the model spec it was loaded from, e.g. ``"torchvision:resnet50"``.
         preprocessing: how an image becomes its input (S = ``preprocessing.crop``).
         class_names: K names, one per output.
-        weights: where its weights came from: a file, ``"default"`` or ``"random init"``.
+        weights: where its weights came from: a file, ``"default"``, ``"random init"``, ``"own
+            code"`` (a function's own) or ``"as given"`` (:func:`as_loaded`).
     """
 
     module: nn.Module = field(repr=False)
@@ -68,6 +72,15 @@ class LoadedModel:
         """Every module whose output is an (N, C, H, W) map, in call order."""
         return self.trace.layers()
 
+    def resolve_layer(self, name: str) -> str:
+        """``name`` as layers are shown (a built-in's short name, else the ``named_modules`` name),
+        checked to name a module without running the model.
+
+        Raises:
+            UnknownNameError: no module of that name (close matches first, from one forward pass).
+        """
+        return self._path(name)[0]
+
     def layer(self, name: str) -> LayerInfo:
         """The layer called ``name`` (a ``named_modules`` name or a built-in's short name).
 
@@ -75,14 +88,33 @@ class LoadedModel:
             UnknownNameError: no module of that name (close matches first).
             LayerError: its output is not one (N, C, H, W) map.
         """
-        found = layer_path(self.module, name)
-        if found is None:
-            raise unknown_layer(name, self.trace, self.spec)
-        display, path = found
+        display, path = self._path(name)
         info = next((li for li in self.layers if li.name == path), None)
         if info is None or info.calls != 1:
             raise not_a_map(path, self.trace, self.spec)
         return LayerInfo(display, info.type, info.shape, info.dropblock_ok, info.calls)
+
+    def _path(self, name: str) -> tuple[str, str]:
+        found = layer_path(self.module, name)
+        if found is None:
+            raise unknown_layer(name, self.trace, self.spec, self.module)
+        return found
+
+
+def as_loaded(model: LoadedModel | nn.Module) -> LoadedModel:
+    """``model`` itself, or a built-in network (from :func:`~dropblock.models.load_model` or
+    ``build_model``) with its own preprocessing and the ImageNet class names.
+
+    Raises:
+        TypeError: any other model: load it with :func:`load_classifier`.
+    """
+    if isinstance(model, LoadedModel):
+        return model
+    if isinstance(model, SteppedNet):
+        return LoadedModel(model, model.arch, PREPROCESSING[model.arch], tuple(class_names()),
+                           "as given")
+    raise TypeError(f"expected a LoadedModel (dropblock.models.load_classifier) or a built-in "
+                    f"network, got {type(model).__name__}")
 
 
 def read_class_names(path: str | Path) -> tuple[str, ...]:
@@ -95,8 +127,8 @@ def read_class_names(path: str | Path) -> tuple[str, ...]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ModelSpecError(f"cannot read class names file {path}: {exc.__class__.__name__}: "
-                             f"{exc}".splitlines()[0]) from None
+        raise ModelSpecError(f"cannot read class names file {path}: "
+                             f"{one_line(exc, with_type=True, limit=160)}") from None
     while lines and not lines[-1].strip():
         lines.pop()
     if not lines:

@@ -22,7 +22,17 @@ RESNET_DEPTHS: dict[str, tuple[int, int, int, int]] = {
     "resnet18": (2, 2, 2, 2),
     "resnet50": (3, 4, 6, 3),
 }
-EFFICIENTNET_LITE0_BLOCKS = 16
+#: EfficientNet-Lite0's MBConv stages: (repeats, kernel, stride, expand ratio, in channels, out
+#: channels). It builds the network (:mod:`~dropblock.models.efficientnet_lite`) and names its blocks.
+LITE0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+)
 
 
 def _resnet_layers(depths: tuple[int, ...]) -> tuple[str, ...]:
@@ -36,7 +46,7 @@ def _resnet_layers(depths: tuple[int, ...]) -> tuple[str, ...]:
 _LAYERS: dict[str, tuple[str, ...]] = {
     "efficientnet-lite0": (
         "stem",
-        *(f"blocks.{i}" for i in range(EFFICIENTNET_LITE0_BLOCKS)),
+        *(f"blocks.{i}" for i in range(sum(stage[0] for stage in LITE0_STAGES))),
         "head",
     ),
     **{name: _resnet_layers(d) for name, d in RESNET_DEPTHS.items()},

@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dropblock.errors import one_line
+
 from .base import SteppedNet
 from .efficientnet_lite import EfficientNetLite0
 from .errors import UnknownNameError
@@ -69,18 +71,8 @@ def check_device(device: str | torch.device) -> torch.device:
         device = torch.device(device)
         torch.empty(0, device=device)  # fails early for e.g. "cuda" without a GPU
     except (RuntimeError, AssertionError, ValueError, TypeError) as exc:
-        first = (str(exc).strip().splitlines() or [""])[0]
-        raise ValueError(f"cannot use device {str(device)!r}: {first}") from exc
+        raise ValueError(f"cannot use device {str(device)!r}: {one_line(exc)}") from exc
     return device
-
-
-def as_stepped(model: nn.Module) -> SteppedNet:
-    """``model`` itself, checked to be one of this package's networks."""
-    if not isinstance(model, SteppedNet):
-        raise TypeError(
-            f"expected a model from dropblock.models.build_model/load_model, got {type(model).__name__}"
-        )
-    return model
 
 
 def layer_module(model: nn.Module, layer: str) -> nn.Module:
@@ -150,4 +142,4 @@ def layer_table(model: object, filter: str | Sequence[str] | None = None) -> lis
     return filter_layers(table, filter)
 
 
-__all__ = ["LayerInfo", "build_model", "load_model", "layer_table", "layer_module", "as_stepped"]
+__all__ = ["LayerInfo", "build_model", "load_model", "layer_table", "layer_module"]

@@ -19,7 +19,9 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from .errors import ModelLoadError, UnknownModelError, WeightsError, one_line
+from dropblock.errors import one_line
+
+from .errors import ModelLoadError, UnknownModelError, WeightsError
 from .preprocessing import MODES, RESAMPLE, Preprocessing
 from .weights import build_and_fit, read_state_dict
 
@@ -35,7 +37,7 @@ def import_timm() -> ModuleType:
     except ImportError:
         raise ModelLoadError(f"timm: models need timm, which is not installed: {EXTRA}") from None
     except Exception as exc:
-        raise ModelLoadError(f"timm cannot be imported: {one_line(exc)}") from exc
+        raise ModelLoadError(f"timm cannot be imported: {one_line(exc, with_type=True, limit=160)}") from exc
     return timm
 
 
@@ -158,7 +160,8 @@ def build(timm: ModuleType, name: str, spec: str, *, weights: str | Path | None,
         model = timm.create_model(name, pretrained=True)
     except Exception as exc:
         raise WeightsError(f"could not download the weights of {spec} ({where}): "
-                           f"{one_line(exc)}; pass --weights FILE instead") from exc
+                           f"{one_line(exc, with_type=True, limit=160)}; pass --weights FILE "
+                           f"instead") from exc
     return model, int(model.num_classes)
 
 
@@ -173,4 +176,4 @@ def _create(timm: ModuleType, name: str, spec: str, **kwargs: object) -> nn.Modu
     try:
         return timm.create_model(name, **kwargs)
     except Exception as exc:
-        raise ModelLoadError(f"building {spec} failed: {one_line(exc)}") from exc
+        raise ModelLoadError(f"building {spec} failed: {one_line(exc, with_type=True, limit=160)}") from exc

@@ -18,7 +18,9 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from .errors import ModelLoadError, UnknownModelError, WeightsError, one_line
+from dropblock.errors import one_line
+
+from .errors import ModelLoadError, UnknownModelError, WeightsError
 from .preprocessing import RESAMPLE, Preprocessing, imagenet_preprocessing
 from .weights import as_state_dict, build_and_fit, read_state_dict
 
@@ -34,7 +36,8 @@ def import_torchvision() -> ModuleType:
                              f"{EXTRA}") from None
     except Exception as exc:  # e.g. a torchvision built for another torch
         raise ModelLoadError(f"torchvision cannot be imported beside torch {torch.__version__}: "
-                             f"{one_line(exc)}; install the torchvision release made for it") from exc
+                             f"{one_line(exc, with_type=True, limit=160)}; install the torchvision "
+                             f"release made for it") from exc
     return tvm
 
 
@@ -94,8 +97,9 @@ def _hub_loader(download: bool, spec: str):
                 url, map_location="cpu", progress=False, check_hash=True, file_name=file_name,
                 weights_only=True)
         except Exception as exc:
-            raise WeightsError(f"could not download {url} to {cached.parent}: {one_line(exc)}; "
-                               f"pass --weights FILE instead") from exc
+            raise WeightsError(f"could not download {url} to {cached.parent}: "
+                               f"{one_line(exc, with_type=True, limit=160)}; pass --weights FILE "
+                               f"instead") from exc
         return as_state_dict(state, f"download {url}")
     return load
 
@@ -140,4 +144,4 @@ def _call(builder: Any, spec: str, **kwargs: object) -> nn.Module:
     except WeightsError:
         raise
     except Exception as exc:
-        raise ModelLoadError(f"building {spec} failed: {one_line(exc)}") from exc
+        raise ModelLoadError(f"building {spec} failed: {one_line(exc, with_type=True, limit=160)}") from exc

@@ -17,7 +17,9 @@ from types import ModuleType
 
 from torch import nn
 
-from .errors import ModelLoadError, ModelSpecError, UnknownNameError, one_line
+from dropblock.errors import one_line
+
+from .errors import ModelLoadError, ModelSpecError, UnknownNameError
 from .spec import ModelSpec
 
 
@@ -29,10 +31,10 @@ def _import_module(name: str, spec_text: str) -> ModuleType:
             raise ModelSpecError(f"model {spec_text!r}: no module named {exc.name!r}; install it "
                                  f"or add its folder to PYTHONPATH") from None
         raise ModelLoadError(f"importing {name} for model {spec_text!r} failed: "
-                             f"{one_line(exc)}") from exc
+                             f"{one_line(exc, with_type=True, limit=160)}") from exc
     except Exception as exc:
         raise ModelLoadError(f"importing {name} for model {spec_text!r} failed: "
-                             f"{one_line(exc)}") from exc
+                             f"{one_line(exc, with_type=True, limit=160)}") from exc
 
 
 def _import_file(path_text: str, spec_text: str) -> ModuleType:
@@ -56,7 +58,7 @@ def _import_file(path_text: str, spec_text: str) -> ModuleType:
     except Exception as exc:
         del sys.modules[name]
         raise ModelLoadError(f"running {path} for model {spec_text!r} failed: "
-                             f"{one_line(exc)}") from exc
+                             f"{one_line(exc, with_type=True, limit=160)}") from exc
     finally:
         sys.path.remove(str(path.parent))
     return module
@@ -93,7 +95,7 @@ def build_user_model(spec: ModelSpec) -> nn.Module:
     try:
         model = function()
     except Exception as exc:
-        raise ModelLoadError(f"{text}() raised {one_line(exc)}") from exc
+        raise ModelLoadError(f"{text}() raised {one_line(exc, with_type=True, limit=160)}") from exc
     if not isinstance(model, nn.Module):
         raise ModelLoadError(f"{text}() returned a {type(model).__name__}, expected a "
                              f"torch.nn.Module")

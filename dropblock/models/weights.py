@@ -22,7 +22,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import WeightsError, one_line
+from dropblock.errors import one_line
+
+from .errors import WeightsError
 
 #: torchvision checkpoint file name and URL per ResNet (the file name's hash prefix is checked).
 TORCHVISION_WEIGHTS: dict[str, tuple[str, str]] = {
@@ -78,7 +80,7 @@ def _load_error(path: Path, exc: Exception) -> WeightsError:
         )
     return WeightsError(
         f"cannot read weights file {path} (expected a state dict saved with torch.save, or a "
-        f".safetensors file): {one_line(exc)}"
+        f".safetensors file): {one_line(exc, with_type=True, limit=160)}"
     )
 
 
@@ -103,7 +105,7 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         return load_file(str(path), device="cpu")
     except Exception as exc:
         raise WeightsError(f"cannot read weights file {path} (corrupt .safetensors file): "
-                           f"{one_line(exc)}") from exc
+                           f"{one_line(exc, with_type=True, limit=160)}") from exc
 
 
 def as_state_dict(obj: object, what: str) -> dict[str, torch.Tensor]:
@@ -120,6 +122,13 @@ def as_state_dict(obj: object, what: str) -> dict[str, torch.Tensor]:
     return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
 
 
+def without_schedules(state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor]) -> dict:
+    """``state`` without the ``*.step_count`` entries that ``own`` (a model's state dict) lacks: the
+    step counters of the ScheduledDropBlock2d modules that :func:`~dropblock.add_dropblock` put into a
+    model for training. They are not weights, so a model trained that way loads into the plain model."""
+    return {k: v for k, v in state.items() if k in own or not k.endswith(".step_count")}
+
+
 def fit_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str,
                    name: str | None = None) -> None:
     """Load ``state`` into ``model`` with ``strict=True`` after checking keys and shapes.
@@ -127,14 +136,15 @@ def fit_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: 
     ``name`` is the model's name in messages (default: its ``arch`` or class name).
 
     BatchNorm ``num_batches_tracked`` counters missing from older checkpoints are filled in
-    with the model's own (they do not affect inference).
+    with the model's own (they do not affect inference). The schedules' step counters of a model
+    trained with :func:`~dropblock.add_dropblock` are left out (see :func:`without_schedules`).
 
     Raises:
         WeightsError: names ``source`` and the first few missing/unexpected keys, or the
             first shape mismatch.
     """
     own = model.state_dict()
-    state = dict(state)
+    state = without_schedules(state, own)
     for key in own:
         if key.endswith("num_batches_tracked") and key not in state:
             state[key] = torch.zeros_like(own[key], device="cpu") if own[key].is_meta else own[key]
@@ -160,7 +170,8 @@ def fit_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: 
     try:
         model.load_state_dict(state, strict=True, assign=meta)
     except Exception as exc:
-        raise WeightsError(f"weights {source} do not fit {arch}: {one_line(exc)}") from exc
+        raise WeightsError(f"weights {source} do not fit {arch}: "
+                           f"{one_line(exc, with_type=True, limit=160)}") from exc
 
 
 def build_and_fit(build: Callable[[int | None], nn.Module], state: Mapping[str, torch.Tensor],
@@ -194,6 +205,7 @@ def output_rows(model: nn.Module, state: Mapping[str, torch.Tensor], classes: in
     """The class count of ``state`` when it fits ``model`` except for the rows of the one layer
     with ``classes`` outputs (a model fine-tuned to other classes); None otherwise."""
     own = model.state_dict()
+    state = without_schedules(state, own)
     if any(k not in own for k in state) or any(
             k not in state for k in own if not k.endswith("num_batches_tracked")):
         return None
@@ -240,7 +252,7 @@ def _torchvision_state_dict(model_name: str, download: bool) -> tuple[dict[str, 
         )
     except Exception as exc:
         raise WeightsError(
-            f"could not download {url} to {cached.parent}: {one_line(exc)}; "
+            f"could not download {url} to {cached.parent}: {one_line(exc, with_type=True, limit=160)}; "
             f"pass --weights FILE instead"
         ) from exc
     return as_state_dict(state, f"download {url}"), url

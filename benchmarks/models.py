@@ -1,0 +1,220 @@
+"""Any model (issue "Your own CNN"), measured in one run:
+
+    python benchmarks/models.py [--runs N] [--repeats N] [--skip-cli] [--skip-hooks] [--json FILE]
+
+Goals, each a ratio of medians from this run:
+
+- ``dropblock show chelsea.jpg --model torchvision:resnet50 --weights FILE --layer layer3`` at most 1.5x
+  ``python -c "import torch, torchvision, matplotlib.figure"``;
+- ``dropblock layers --model timm:resnet50`` at most 1.3x ``python -c "import torch, timm"``;
+- on the built-in networks, :func:`~dropblock.models.forward_many` through forward hooks within 5 % of
+  its stepped path (hooks / steps <= 1.05), for one edit (``show --layer``) and 32 (``compare -n 32``).
+
+The commands run through the ``dropblock`` console script beside ``sys.executable``, so they need
+torchvision and timm in the environment that runs this file (``.venv-integration``, which
+``.ci/integration`` builds, has both); where those do not import, the two CLI goals are reported as not
+measured. The weights file is a random-init ResNet-50 state dict (what is timed is loading, not accuracy).
+Runs are interleaved: each round runs every command once, in a rotating order, so background load on
+a shared machine hits them alike; the hook and step timings are interleaved the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import IMAGE, machine_info, rotated, time_commands  # noqa: E402
+
+SHOW_GOAL, LAYERS_GOAL, HOOKS_GOAL = 1.5, 1.3, 1.05
+HOOK_CASES = [("efficientnet-lite0", "stem"), ("efficientnet-lite0", "blocks.8"), ("efficientnet-lite0", "head"),
+              ("resnet18", "layer3"), ("resnet50", "layer2.1"), ("resnet50", "layer4")]
+EDITS = (1, 32)
+
+
+# ---------------------------------------------------------------- the command line
+
+def cli_commands(tmp: Path) -> dict[str, list[str]]:
+    """The timed command lines, by label; writes the ResNet-50 weights file they need into ``tmp``."""
+    py, cli = sys.executable, str(Path(sys.executable).parent / "dropblock")
+    weights = tmp / "resnet50.pth"
+    try:
+        import torchvision
+
+        torch.save(torchvision.models.resnet50().state_dict(), weights)
+    except Exception:  # noqa: BLE001 - the show command then fails, and says why
+        pass
+    return {
+        "import torch, torchvision, matplotlib.figure": [py, "-c", "import torch, torchvision, matplotlib.figure"],
+        "show --layer on torchvision:resnet50 --weights": [
+            cli, "show", str(IMAGE), "--model", "torchvision:resnet50", "--weights", str(weights), "--layer", "layer3",
+            "--output", str(tmp / "show.png")],
+        "import torch, timm": [py, "-c", "import torch, timm"],
+        "layers --model timm:resnet50": [cli, "layers", "--model", "timm:resnet50"],
+    }
+
+
+def cli_medians(runs: int) -> dict[str, dict]:
+    """Median wall seconds of each command over ``runs`` interleaved rounds, after one warm-up run each."""
+    with tempfile.TemporaryDirectory() as folder:
+        return time_commands(cli_commands(Path(folder)), runs)
+
+
+def cli_goals(rows: dict[str, dict]) -> list[dict]:
+    """The two CLI ratios against their goals (None where a command could not run)."""
+    pairs = [("show --layer on torchvision:resnet50 --weights", "import torch, torchvision, matplotlib.figure",
+              SHOW_GOAL), ("layers --model timm:resnet50", "import torch, timm", LAYERS_GOAL)]
+    goals = []
+    for command, baseline, limit in pairs:
+        a, b = rows[command]["seconds"], rows[baseline]["seconds"]
+        value = a / b if a is not None and b else None
+        goals.append({"goal": f"{command} <= {limit:g}x {baseline}", "value": value,
+                      "passed": None if value is None else value <= limit,
+                      "note": rows[command]["note"] or rows[baseline]["note"]})
+    return goals
+
+
+# ---------------------------------------------------------------- hooks against steps
+
+def _network(name: str) -> torch.nn.Module:
+    """EfficientNet-Lite0 with its packaged weights; the ResNets random-init (no download needed)."""
+    from dropblock.models import build_model, load_model
+
+    if name == "efficientnet-lite0":
+        return load_model(name)
+    torch.manual_seed(0)
+    return build_model(name)
+
+
+def _timed(call) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def _mask_edit(seed: int):
+    """What ``show --layer`` does to each copy: draw a DropBlock mask (p 0.1, block 7), apply it, rescale."""
+    from dropblock.effect import apply_mask, mask_scale
+    from dropblock.methods import draw_mask
+
+    generator = torch.Generator().manual_seed(seed)
+
+    def edit(feature: torch.Tensor) -> torch.Tensor:
+        draw = draw_mask("dropblock", tuple(feature.shape), 0.1, block_size=7, generator=generator)
+        return apply_mask(feature, draw.keep, mask_scale("dropblock", draw.keep, 0.1))
+    return edit
+
+
+def _interleaved(calls: dict, repeats: int) -> dict[str, float]:
+    """Median ms of each call over ``repeats`` rounds in a rotating order, after one warm-up call each."""
+    for call in calls.values():
+        call()
+    samples: dict[str, list[float]] = {label: [] for label in calls}
+    for r in range(repeats):
+        for label in rotated(list(calls), r):
+            samples[label].append(_timed(calls[label]))
+    return {label: 1000 * statistics.median(v) for label, v in samples.items()}
+
+
+def hook_rows(repeats: int) -> list[dict]:
+    """Median ms of forward_many via steps and via hooks, per built-in, layer and number of edits: with a
+    trivial edit (the paths alone) and with DropBlock masks (what the commands run). One torch thread: on a
+    small shared machine, intra-op threads that contend with other processes make passes vary several-fold."""
+    from dropblock.models import forward_many, preprocess
+
+    torch.set_num_threads(1)
+    rows = []
+    for name, layer in HOOK_CASES:
+        net, x = _network(name), preprocess(name, _chelsea())[0]
+        for n in EDITS:
+            row = {"model": name, "layer": layer, "edits": n}
+            for kind, edit in (("path", lambda f: f.mul_(0.9)), ("masks", None)):
+                calls = {via: (lambda via=via, edit=edit: forward_many(
+                    net, x, layer, [edit] * n if edit else [_mask_edit(0)] * n, batch_size=16, via=via))
+                    for via in ("steps", "hooks")}
+                ms = _interleaved(calls, repeats)
+                row.update({f"{kind} steps_ms": ms["steps"], f"{kind} hooks_ms": ms["hooks"],
+                            f"{kind} hooks/steps": ms["hooks"] / ms["steps"]})
+            rows.append(row)
+    return rows
+
+
+def _chelsea():
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(IMAGE) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def hook_goals(rows: list[dict]) -> list[dict]:
+    """The worst row's ratio, for the paths alone and with DropBlock masks."""
+    goals = []
+    for kind, what in (("path", "a trivial edit"), ("masks", "DropBlock masks")):
+        key = f"{kind} hooks/steps"
+        worst = max(rows, key=lambda row: row[key])
+        goals.append({"goal": f"forward_many via hooks <= {HOOKS_GOAL:g}x via steps on the built-ins, {what}",
+                      "value": worst[key], "passed": worst[key] <= HOOKS_GOAL,
+                      "note": f"worst: {worst['model']} {worst['layer']}, {worst['edits']} edits"})
+    return goals
+
+
+# ---------------------------------------------------------------- report
+
+def print_report(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(soft_wrap=False, width=max(Console().width, 140))
+    if result.get("cli"):
+        table = Table(title="Commands: median wall seconds", title_justify="left")
+        for col in ("command", "seconds", "note"):
+            table.add_column(col, justify="right" if col == "seconds" else "left")
+        for label, row in result["cli"].items():
+            table.add_row(label, "—" if row["seconds"] is None else f"{row['seconds']:.2f}", row["note"])
+        console.print(table)
+    if result.get("hooks"):
+        table = Table(title="forward_many on the built-ins: median ms, batch 16, one thread", title_justify="left")
+        for col in ("model", "layer", "edits", "steps", "hooks", "hooks / steps", "steps, masks", "hooks, masks",
+                    "hooks / steps, masks"):
+            table.add_column(col, justify="left" if col in ("model", "layer") else "right")
+        for row in result["hooks"]:
+            table.add_row(row["model"], row["layer"], str(row["edits"]),
+                          *[f"{row[f'{kind} {key}']:.{3 if '/' in key else 1}f}"
+                            for kind in ("path", "masks") for key in ("steps_ms", "hooks_ms", "hooks/steps")])
+        console.print(table)
+    for goal in result["goals"]:
+        verdict = {True: "[green]met[/green]", False: "[red]missed[/red]", None: "[yellow]not measured[/yellow]"}
+        value = "—" if goal["value"] is None else f"{goal['value']:.3f}x"
+        console.print(f"{verdict[goal['passed']]}  {goal['goal']}: {value}  {goal['note']}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=7, help="interleaved rounds of the commands (default 7)")
+    parser.add_argument("--repeats", type=int, default=15, help="interleaved rounds of hooks/steps (default 15)")
+    parser.add_argument("--skip-cli", action="store_true", help="only hooks against steps")
+    parser.add_argument("--skip-hooks", action="store_true", help="only the commands")
+    parser.add_argument("--json", type=Path, help="also write the results to this file")
+    args = parser.parse_args(argv)
+    result: dict = {"machine": machine_info("cpu"), "goals": []}
+    if not args.skip_cli:
+        result["cli"] = cli_medians(args.runs)
+        result["goals"] += cli_goals(result["cli"])
+    if not args.skip_hooks:
+        result["hooks"] = hook_rows(args.repeats)
+        result["goals"] += hook_goals(result["hooks"])
+    print_report(result)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
