@@ -78,21 +78,12 @@ def _finish_order(model, x, names: Sequence[str]) -> dict[str, tuple[int, int, t
     import torch
 
     from dropblock.models import layer_module
+    from dropblock.models.trace import first_outputs
 
-    seen: dict[str, tuple[int, int, tuple[int, ...]]] = {}
-    handles = []
-    for name in dict.fromkeys(names):
-        def hook(module, args, out, name=name):
-            if torch.is_tensor(out) and name not in seen:
-                seen[name] = (len(seen), out.untyped_storage().data_ptr(), tuple(out.shape))
-        handles.append(layer_module(model, name).register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return seen
+    with torch.no_grad():
+        outputs = first_outputs({name: layer_module(model, name) for name in names}, lambda: model(x))
+    maps = [(name, out) for name, out in outputs.items() if torch.is_tensor(out)]
+    return {name: (i, out.untyped_storage().data_ptr(), tuple(out.shape)) for i, (name, out) in enumerate(maps)}
 
 
 def _pickable(model) -> tuple[str, ...]:

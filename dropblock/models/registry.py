@@ -17,6 +17,7 @@ from .errors import UnknownNameError
 from .layers import LayerInfo, filter_layers, layer_path, trace_model
 from .names import layer_names, resolve_layer, resolve_model
 from .resnet import resnet18, resnet50
+from .trace import first_outputs
 from .weights import load_weights
 
 INPUT_SIZE = 224
@@ -97,26 +98,13 @@ def _layer_table(name: str) -> tuple[LayerInfo, ...]:
         torch.manual_seed(0)
         model = build_model(name)
         x = torch.randn(1, 3, INPUT_SIZE, INPUT_SIZE)
-    outputs: dict[str, tuple[str, tuple[int, ...]]] = {}
-    handles = []
-    for layer in model.layer_names:
-        module = model.layer_module(layer)
-
-        def hook(mod: nn.Module, args: object, out: torch.Tensor, layer: str = layer) -> None:
-            outputs[layer] = (type(mod).__name__, tuple(out.shape))
-
-        handles.append(module.register_forward_hook(hook))
-    try:
-        with torch.inference_mode():
-            model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
+    modules = {layer: model.layer_module(layer) for layer in model.layer_names}
+    with torch.inference_mode():
+        outputs = first_outputs(modules, lambda: model(x))
     table = []
     for layer in layer_names(name):
-        kind, shape = outputs[layer]
-        c, h, w = shape[1:]
-        table.append(LayerInfo(layer, kind, (c, h, w), h * w > 1))
+        c, h, w = outputs[layer].shape[1:]
+        table.append(LayerInfo(layer, type(modules[layer]).__name__, (c, h, w), h * w > 1))
     return tuple(table)
 
 

@@ -9,7 +9,7 @@ finished calls it can reuse when it reruns a model with one layer's output edite
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -146,3 +146,21 @@ def _drop_outputs(calls: list[Call]) -> None:
         call = stack.pop()
         call.output = None
         stack.extend(call.children)
+
+
+def first_outputs(modules: Mapping[str, nn.Module], run: Callable[[], object]) -> dict[str, object]:
+    """Call ``run()`` (one forward pass) with a forward hook on each named module: each name's first
+    output, in the order the modules first returned. Names whose module did not run are left out."""
+    seen: dict[str, object] = {}
+    handles = []
+    for name, module in modules.items():
+        def hook(mod: nn.Module, args: tuple, out: object, name: str = name) -> None:
+            seen.setdefault(name, out)
+
+        handles.append(module.register_forward_hook(hook))
+    try:
+        run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen
