@@ -5,7 +5,10 @@
 Goals (issue "One house with three rooms"): on the 48-megapixel photo, each command takes at most 2x
 its time on chelsea.jpg (451 x 300), and its peak memory stays under 1 GB. Runs are interleaved (each
 repeat runs every command once, in a rotating order) so background load hits them alike; times are
-medians of wall time, memory the largest peak resident set of any run (from ``os.wait4``).
+medians of wall time, memory the largest peak resident set of any run (from ``os.wait4``). This file
+keeps its own timing loop rather than bench.time_commands: bench imports torch, and a child's peak
+resident set counts the parent's pages from before its exec, so a parent holding torch would inflate
+chelsea.jpg's figure by about 100 MB.
 """
 
 from __future__ import annotations
