@@ -110,7 +110,7 @@ def _image_grid(
     return fig, axes, (bottom + legend_h / 2) / fh
 
 
-def _show_panels(ax, panel: np.ndarray, h: int, w: int, k: int) -> None:
+def _show_panel(ax, panel: np.ndarray, h: int, w: int, k: int) -> None:
     """A k-reduced panel on the full image's pixel coordinates (limits at the image's border)."""
     ax.imshow(panel, interpolation="nearest", aspect="auto", extent=extent(h, w, k))
     ax.set_xlim(-0.5, w - 0.5)
@@ -156,7 +156,7 @@ def figure_show(
     fig, grid, legend_y = _image_grid([[wrap(t, pw) for t in titles]], h, w, suptitle=suptitle, legend=True, **size)
     k = reduction_factor(h, w, (pw, ph), dpi)
     for ax, panel in zip(grid[0], mask_panels(image, keep, k)):
-        _show_panels(ax, panel, h, w, k)
+        _show_panel(ax, panel, h, w, k)
         plain(ax)
     plain(grid[0][1], frame=method_color(method))
     _draw_seeds(grid[0][1], seeds)
@@ -188,10 +188,10 @@ def figure_compare(
     image_reduced = reduced_image(image, k)
     for col, keep, sd, ax_m, ax_x in zip(columns, keeps, seeds, row_m, row_x):
         _, overlay, masked = mask_panels(image, keep, k, image_reduced)
-        _show_panels(ax_m, overlay, h, w, k)
+        _show_panel(ax_m, overlay, h, w, k)
         _draw_seeds(ax_m, sd)
         plain(ax_m, frame=method_color(col.method), lw=2.5)
-        _show_panels(ax_x, masked, h, w, k)
+        _show_panel(ax_x, masked, h, w, k)
         plain(ax_x)
     _legend(fig, legend_y, any(_has_seeds(sd) for sd in seeds))
     return fig
