@@ -4,6 +4,8 @@ The hook path must give what a plain forward hook gives, whether or not it reuse
 and the same logits as the built-ins' stepped path.
 """
 
+import weakref
+
 import pytest
 import torch
 from edits import hooked_logits, masker
@@ -36,9 +38,9 @@ def reruns(monkeypatch):
     seen = []
     real = H._rerun
 
-    def spy(model, x, target, edited, reuse):
+    def spy(model, x, target, edited, reuse, modules):
         seen.append(bool(reuse))
-        return real(model, x, target, edited, reuse)
+        return real(model, x, target, edited, reuse, modules)
 
     monkeypatch.setattr(H, "_rerun", spy)
     return seen
@@ -209,3 +211,70 @@ def test_forwards_are_restored_even_when_the_rerun_fails():
         M.forward_many(model, torch.randn(1, 3, 10, 10), "c2", [lambda f: f, lambda f: f])
     assert all("forward" not in m.__dict__ for m in model.modules())
     assert {name: m.forward for name, m in model.named_modules()} == forwards
+
+
+class Glue(nn.Module):
+    """``a`` then glue then the target. ``keep``: what of it is read after the target."""
+
+    def __init__(self, keep: str):
+        super().__init__()
+        torch.manual_seed(0)
+        self.keep = keep
+        self.a = nn.Conv2d(3, 4, 3, padding=1)
+        self.target = nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        y = self.a(x)
+        side = x.new_zeros(x.shape[0], 4, *x.shape[2:])
+        if self.keep == "number":
+            side += 2.0 if y.amax() > 0 else 3.0
+        y = torch.relu(y)  # a's map is dropped once relu has read it
+        if self.keep == "input":
+            side = y
+        elif self.keep == "mean":
+            side = y.mean((2, 3), keepdim=True).expand_as(y)
+        y = self.target(y)  # the target's input is dropped here, unless ``side`` is it
+        return self.fc(torch.cat([y, side], 1).mean((2, 3)))
+
+
+@pytest.mark.parametrize("keep,placeholders", [
+    ("none", {("a", 0)}),       # glue made the target's input from a dropped map: not read again
+    ("input", set()),           # the target's input is read again: every map is held
+    ("mean", set()),            # a value computed from it is read again
+    ("number", set()),          # a number read from it chose a value
+])
+def test_maps_the_model_dropped_stand_in_only_where_nothing_reads_them(keep, placeholders):
+    model = Glue(keep).eval()
+    x = torch.randn(1, 3, 8, 8)
+    with torch.no_grad():
+        clean = H.clean_pass(model, x, "target", "m")
+    assert set(clean.placeholders) == placeholders
+    edits = [masker(s) for s in range(3)]
+    run = M.forward_many(model, x, "target", edits)
+    for i, edit in enumerate(edits):
+        assert torch.allclose(run.logits_after[i], hooked_logits(model, x, "target", edit)[0],
+                              atol=1e-6)
+
+
+def test_the_clean_pass_frees_maps_as_a_plain_pass_does(lite, x):
+    """At the target's start no map that the model dropped is still alive (the pass holds weak
+    references only); the rerun stands in with zero placeholders for them."""
+    seen, alive_at_target = [], []
+
+    def keep_a_weak_reference(module, args, out):
+        seen.append(weakref.ref(out))
+
+    h1 = lite.get_submodule("_conv_stem").register_forward_hook(keep_a_weak_reference)
+    h2 = lite.get_submodule("_head_act").register_forward_pre_hook(
+        lambda m, a: alive_at_target.append(seen[0]() is not None))
+    try:
+        with torch.no_grad():
+            clean = H.clean_pass(lite, x, "_head_act", "lite")
+    finally:
+        h1.remove()
+        h2.remove()
+    assert alive_at_target == [False]
+    assert ("_conv_stem", 0) in clean.placeholders and ("_blocks.15", 0) in clean.placeholders
+    stand_in = clean.reuse[("_conv_stem", 0)][0]
+    assert stand_in.shape == (1, 32, 48, 48) and not stand_in.any() and set(stand_in.stride()) == {0}

@@ -62,12 +62,37 @@ def test_check_logits():
         check_logits(None, "dict", "m")
 
 
-def test_recorder_keeps_only_the_outermost_maps():
+class Catches(nn.Module):
+    """Calls a module that raises, and carries on."""
+
+    def __init__(self):
+        super().__init__()
+        self.bad, self.good = nn.Linear(2, 2), nn.Identity()
+
+    def forward(self, x):
+        try:
+            self.bad(x)  # wrong shape
+        except RuntimeError:
+            pass
+        return self.good(x)
+
+
+def test_recorder_logs_nesting_and_restores_forwards():
     net = Net()
-    with CallRecorder(net, keep_outputs=True) as rec, torch.no_grad():
+    net.act.forward = net.act.forward  # an instance forward of the user's own stays in place
+    own = net.act.__dict__["forward"]
+    ended = []
+    with CallRecorder(net, on_end=lambda call, out: ended.append(call.name)) as rec, torch.no_grad():
         net(torch.zeros(1, 3, 16, 16))
-    kept = [c.name for c in rec.calls if c.output is not None]
-    assert kept == ["", "body", "act", "act", "pool", "fc"]  # body.0 and body.1 dropped when
-    assert rec.calls[1].output.shape == (1, 4, 8, 8)          # body returned its map
     assert [c.name for c in rec.calls[0].children] == ["body", "act", "act", "pool", "fc"]
-    assert all(not h for m in net.modules() for h in (m._forward_hooks, m._forward_pre_hooks))
+    assert [c.name for c in rec.calls[1].children] == ["body.0", "body.1"]
+    assert rec.calls[1].shape == (1, 4, 8, 8) and rec.counts["act"] == 2
+    assert ended[-1] == "" and not rec.stack
+    assert net.act.__dict__["forward"] is own
+    assert all("forward" not in m.__dict__ for m in net.modules() if m is not net.act)
+    model = Catches()
+    with CallRecorder(model) as rec:
+        model(torch.zeros(1, 3))
+    assert [c.name for c in rec.calls] == ["", "bad", "good"]
+    assert [c.name for c in rec.calls[0].children] == ["bad", "good"]
+    assert not rec.calls[1].done and rec.calls[2].done and not rec.stack

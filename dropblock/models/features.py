@@ -7,7 +7,8 @@ Two ways, same results (a test checks that they agree):
   original and on each edited copy. Under ``torch.inference_mode()``.
 - any module of any model (``layer3.1.conv2`` of a torchvision ResNet, ``stages.2`` of a timm
   model): through forward hooks, reusing the unedited prefix where it can
-  (:mod:`dropblock.models.hooks`). Under ``torch.no_grad()``.
+  (:mod:`dropblock.models.hooks`). The clean pass under ``torch.no_grad()`` (it reads version
+  counters), the edits and the reruns under ``torch.inference_mode()``.
 
 ``logits_before`` equals a plain forward pass, and an edit equals what a forward hook that returns
 ``edit(output)`` on :func:`~dropblock.models.registry.layer_module` would give. Models run in eval
@@ -150,12 +151,14 @@ def _many_by_hooks(net: nn.Module, x: torch.Tensor, layer: tuple[str, str], edit
                    batch_size: int, keep_features: bool, name: str) -> FeatureBatchRun:
     display, path = layer
     logits_after, kept = [], []
-    with _EvalMode(net), torch.no_grad():
-        clean = clean_pass(net, x, path, name)
-        for start in range(0, len(edits), batch_size):
-            chunk = torch.cat([_apply(e, clean.feature) for e in edits[start:start + batch_size]])
-            logits_after.append(edited_logits(net, x, path, chunk, clean, name))
-            if keep_features:
-                kept.append(chunk)
+    with _EvalMode(net):
+        with torch.no_grad():  # the clean pass needs version counters: no inference mode
+            clean = clean_pass(net, x, path, name)
+        with torch.inference_mode():
+            for start in range(0, len(edits), batch_size):
+                chunk = torch.cat([_apply(e, clean.feature) for e in edits[start:start + batch_size]])
+                logits_after.append(edited_logits(net, x, path, chunk, clean, name))
+                if keep_features:
+                    kept.append(chunk)
     return FeatureBatchRun(display, clean.logits, torch.cat(logits_after), clean.feature,
                            torch.cat(kept) if keep_features else None)

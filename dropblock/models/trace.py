@@ -1,9 +1,9 @@
 """Recording which modules of a model run during one forward pass: order, nesting, outputs.
 
-:class:`CallRecorder` puts a forward pre-hook and a forward hook on every module (the root too)
-and logs one :class:`Call` per module call, in the order the calls start. It is how the layer
-tables see every module's output shape, and how :mod:`dropblock.models.hooks` knows which
-finished calls it can reuse when it reruns a model with one layer's output edited.
+:class:`CallRecorder` wraps ``forward`` of every module (the root too) and logs one
+:class:`Call` per module call, in the order the calls start. It is how the layer tables see every
+module's output shape, and how :mod:`dropblock.models.hooks` knows which finished calls it can
+reuse when it reruns a model with one layer's output edited.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Call:
     """One call of one module.
 
@@ -29,10 +29,6 @@ class Call:
         done: the call has returned.
         shape: its output's shape when the output is a tensor, else None.
         output_type: the output's type name (``"Tensor"``, ``"tuple"`` ...).
-        output: the output itself, kept only while the recorder keeps outputs.
-        version: the output tensor's version counter at return (in-place edits bump it).
-        absorbed_by: the next recorded call, when it edited this output in place and returned
-            it, and no torch op read it in between (set by :mod:`dropblock.models.hooks`).
     """
 
     name: str
@@ -43,9 +39,6 @@ class Call:
     done: bool = False
     shape: tuple[int, ...] | None = None
     output_type: str = ""
-    output: object = None
-    version: int | None = None
-    absorbed_by: Call | None = None
 
     def descendants(self) -> list[Call]:
         """Every call nested inside this one."""
@@ -63,46 +56,74 @@ def is_map(value: object) -> bool:
     return torch.is_tensor(value) and value.ndim == 4 and value.shape[0] == 1
 
 
-class CallRecorder:
-    """Context manager: hooks every module of ``model`` and logs its calls.
+class PatchedForwards:
+    """Context manager: replaces ``forward`` of the named modules by ``make(name, forward)``;
+    restores it on exit.
+
+    It writes the instance ``__dict__``, which ``nn.Module.__call__`` reads first, directly:
+    ``nn.Module.__setattr__`` only adds checks that a function never needs, and a module with
+    no hooks keeps ``__call__``'s fast path.
+    """
+
+    def __init__(self, modules: dict[str, nn.Module],
+                 make: Callable[[str, Callable], Callable]) -> None:
+        self.modules, self.make = modules, make
+        self.saved: dict[str, object] = {}
+        self.patched: list[str] = []
+
+    def __enter__(self) -> PatchedForwards:
+        try:
+            for name, module in self.modules.items():
+                if "forward" in module.__dict__:
+                    self.saved[name] = module.__dict__["forward"]
+                module.__dict__["forward"] = self.make(name, module.forward)
+                self.patched.append(name)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name in self.patched:
+            module = self.modules[name]
+            del module.__dict__["forward"]
+            if name in self.saved:
+                module.__dict__["forward"] = self.saved[name]
+        self.patched.clear()
+
+
+class CallRecorder(PatchedForwards):
+    """Context manager: wraps ``forward`` of every module of ``model`` and logs its calls.
+
+    It keeps no outputs: ``on_end`` sees each one, and whoever needs it keeps it. A call is a
+    call of ``forward``, as :class:`PatchedForwards` replaces it; forward hooks of the model's
+    own run outside it.
 
     Args:
         model: any module.
-        names: hook only these ``named_modules`` names (None: all). Calls of other modules go
-            unrecorded; a recorded call's parent is then the innermost recorded call around it.
-        keep_outputs: keep references to outputs of calls (dropped again for the children of a
-            call that returned a (1, C, H, W) map, so only the outermost such maps stay).
-        on_start: called with each call as it starts (already in ``calls`` and ``stack``).
-        on_end: called with each call as it returns (``shape``/``output`` filled in).
+        modules: record only these modules, by ``named_modules`` name (None: all). Calls of
+            other modules go unrecorded; a recorded call's parent is then the innermost
+            recorded call around it.
+        on_start: called with each call and its positional and keyword arguments as it starts
+            (the call is already in ``calls`` and ``stack``).
+        on_end: called with each call and its output as it returns (``shape`` filled in; the
+            call is already off ``stack``). Not called for a call that raises.
     """
 
-    def __init__(self, model: nn.Module, keep_outputs: bool = False, names: set[str] | None = None,
-                 on_start: Callable[[Call], None] | None = None,
+    def __init__(self, model: nn.Module, modules: dict[str, nn.Module] | None = None,
+                 on_start: Callable[[Call, tuple, dict], None] | None = None,
                  on_end: Callable[[Call, object], None] | None = None) -> None:
-        self.model = model
-        self.names = names
-        self.keep_outputs = keep_outputs
+        super().__init__(dict(model.named_modules()) if modules is None else modules,
+                         self._recorded)
         self.on_start, self.on_end = on_start, on_end
         self.calls: list[Call] = []
         self.stack: list[Call] = []
         self.counts: Counter[str] = Counter()
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
-    def __enter__(self) -> CallRecorder:
-        for name, module in self.model.named_modules():
-            if self.names is not None and name not in self.names:
-                continue
-            self._handles.append(module.register_forward_pre_hook(self._pre(name)))
-            self._handles.append(module.register_forward_hook(self._post()))
-        return self
+    def _recorded(self, name: str, forward: Callable) -> Callable:
+        module = self.modules[name]
 
-    def __exit__(self, *exc: object) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-
-    def _pre(self, name: str) -> Callable[[nn.Module, tuple], None]:
-        def hook(module: nn.Module, args: tuple) -> None:
+        def recorded(*args: object, **kwargs: object) -> object:
             parent = self.stack[-1] if self.stack else None
             call = Call(name, module, self.counts[name], parent)
             self.counts[name] += 1
@@ -111,41 +132,19 @@ class CallRecorder:
             self.calls.append(call)
             self.stack.append(call)
             if self.on_start is not None:
-                self.on_start(call)
-        return hook
-
-    def _post(self) -> Callable[[nn.Module, tuple, object], None]:
-        def hook(module: nn.Module, args: tuple, output: object) -> None:
-            while self.stack and self.stack[-1].module is not module:
-                self.stack.pop()  # a call that raised inside and was caught by its caller
-            if not self.stack:
-                return
-            call = self.stack.pop()
+                self.on_start(call, args, kwargs)
+            try:
+                output = forward(*args, **kwargs)
+            finally:
+                self.stack.pop()
             call.done = True
             call.output_type = type(output).__name__
-            if torch.is_tensor(output):
+            if isinstance(output, torch.Tensor):
                 call.shape = tuple(output.shape)
-                if self.keep_outputs and not output.is_inference():
-                    call.output, call.version = output, output._version
-            if is_map(call.output):
-                _drop_outputs(call.children)
             if self.on_end is not None:
                 self.on_end(call, output)
-        return hook
-
-    def drop_all_outputs(self) -> None:
-        """Forget every kept output and keep no more."""
-        self.keep_outputs = False
-        for call in self.calls:
-            call.output = None
-
-
-def _drop_outputs(calls: list[Call]) -> None:
-    stack = list(calls)
-    while stack:
-        call = stack.pop()
-        call.output = None
-        stack.extend(call.children)
+            return output
+        return recorded
 
 
 def first_outputs(modules: Mapping[str, nn.Module], run: Callable[[], object]) -> dict[str, object]:
