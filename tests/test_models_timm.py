@@ -125,3 +125,21 @@ def test_cli_errors(sample_images, tmp_path):
             tmp_path / "o.png")
     assert r.exit_code == 2 and "close matches: resnet18" in r.stderr and len(r.stderr.splitlines()) == 1
     assert not (tmp_path / "o.png").exists()
+
+
+@pytest.mark.parametrize("name,layers", [
+    ("cspresnet50", ["stages.0.blocks.2.conv2.bn.act", "stages.2.blocks.4.conv3.bn.act"]),  # split, cat
+    ("dla34", ["level3.tree2.tree2.conv2", "level3.tree1.root.bn"]),                  # trees of roots
+    ("hrnet_w18_small", ["stage3.0.branches.2.1.aa", "incre_modules.2.0"]),           # many resolutions
+    ("ghostnet_100", ["blocks.7.0.shortcut.0", "blocks.6.3.se.conv_reduce"]),
+])
+def test_edits_inside_many_architectures_equal_a_forward_hook(name, layers):
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False).eval()
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    for layer in layers:
+        edits = [lambda f: f * 0.5, lambda f: f.flip(-1)]
+        run = M.forward_many(model, x, layer, edits)
+        for i, edit in enumerate(edits):
+            want = hooked_logits(model, x, layer, edit)[0]
+            assert torch.allclose(run.logits_after[i], want, atol=1e-4, rtol=1e-4), layer

@@ -208,3 +208,26 @@ def test_cli_errors(sample_images, tmp_path, monkeypatch):
             "features.6", "-o", tmp_path / "o.png")
     assert r.exit_code == 1 and "pass --download" in r.stderr and len(r.stderr.splitlines()) == 1
     assert not (tmp_path / "o.png").exists()
+
+
+@pytest.mark.parametrize("name,layers", [
+    ("densenet121", ["features.denseblock2.denselayer11.norm2", "features.denseblock3.denselayer19.relu1",
+                     "features.transition1"]),       # torch.cat of every earlier map
+    ("shufflenet_v2_x0_5", ["stage3.5.branch2.2", "stage4.0.branch1", "stage4.1"]),  # chunk, shuffle
+    ("googlenet", ["inception4b.branch4.1.conv", "inception5b.branch3.0.bn"]),        # parallel branches
+    ("efficientnet_b0", ["features.2.0.block.2.scale_activation", "features.4.2.block.3.0"]),  # SE gates
+    ("swin_t", ["features.3.0.norm2", "features.5.5.norm1"]),  # channels-last maps, attention
+])
+def test_edits_inside_many_architectures_equal_a_forward_hook(name, layers):
+    """Whatever stands in for the prefix (saved maps, placeholders, or both passes), each edit
+    gives what a forward hook on the layer gives."""
+    torch.manual_seed(0)
+    kwargs = {"aux_logits": False, "init_weights": False} if name == "googlenet" else {}
+    model = torchvision.models.get_model(name, weights=None, **kwargs).eval()
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    for layer in layers:
+        edits = [lambda f: f * 0.5, lambda f: f.flip(-1)]
+        run = M.forward_many(model, x, layer, edits)
+        for i, edit in enumerate(edits):
+            want = hooked_logits(model, x, layer, edit)[0]
+            assert torch.allclose(run.logits_after[i], want, atol=1e-4, rtol=1e-4), layer
