@@ -90,6 +90,12 @@ def test_recorder_logs_nesting_and_restores_forwards():
     assert ended[-1] == "" and not rec.stack
     assert net.act.__dict__["forward"] is own
     assert all("forward" not in m.__dict__ for m in net.modules() if m is not net.act)
+    net.act2 = net.act  # one module under two names, as named_modules(remove_duplicate=False) sees it
+    modules = dict(net.named_modules(remove_duplicate=False))
+    with CallRecorder(net, modules) as rec, torch.no_grad():
+        net(torch.zeros(1, 3, 16, 16))
+    assert rec.counts["act"] == 2 and "act2" not in rec.counts
+    assert net.act.__dict__["forward"] is own
     model = Catches()
     with CallRecorder(model) as rec:
         model(torch.zeros(1, 3))

@@ -72,8 +72,12 @@ class PatchedForwards:
         self.patched: list[str] = []
 
     def __enter__(self) -> PatchedForwards:
+        seen: set[int] = set()
         try:
             for name, module in self.modules.items():
+                if id(module) in seen:
+                    continue  # one module under two names: patched once, under the first
+                seen.add(id(module))
                 if "forward" in module.__dict__:
                     self.saved[name] = module.__dict__["forward"]
                 module.__dict__["forward"] = self.make(name, module.forward)
