@@ -20,3 +20,14 @@ def hooked_logits(model, x, layer, edit):
             return model(x)
     finally:
         handle.remove()
+
+
+def assert_edits_match_hooks(model, x, layers, edits, atol=1e-4):
+    """``forward_many`` at each of ``layers`` gives, for each edit, what :func:`hooked_logits` gives."""
+    import dropblock.models as M
+
+    for layer in layers:
+        run = M.forward_many(model, x, layer, edits)
+        for i, edit in enumerate(edits):
+            want = hooked_logits(model, x, layer, edit)[0]
+            assert torch.allclose(run.logits_after[i], want, atol=atol, rtol=atol), (layer, i)

@@ -8,7 +8,7 @@ import weakref
 
 import pytest
 import torch
-from edits import hooked_logits, masker
+from edits import assert_edits_match_hooks, hooked_logits, masker
 from torch import nn
 
 import dropblock.models as M
@@ -250,11 +250,7 @@ def test_maps_the_model_dropped_stand_in_only_where_nothing_reads_them(keep, pla
     with torch.no_grad():
         clean = H.clean_pass(model, x, "target", "m")
     assert set(clean.placeholders) == placeholders
-    edits = [masker(s) for s in range(3)]
-    run = M.forward_many(model, x, "target", edits)
-    for i, edit in enumerate(edits):
-        assert torch.allclose(run.logits_after[i], hooked_logits(model, x, "target", edit)[0],
-                              atol=1e-6)
+    assert_edits_match_hooks(model, x, ["target"], [masker(s) for s in range(3)], atol=1e-6)
 
 
 def test_the_clean_pass_frees_maps_as_a_plain_pass_does(lite, x):

@@ -6,7 +6,7 @@ Random-init models with saved state dicts stand in for pretrained weights, so no
 import pytest
 import torch
 
-from edits import hooked_logits
+from edits import assert_edits_match_hooks, hooked_logits
 from integration import require
 
 timm = require("timm")
@@ -137,9 +137,4 @@ def test_edits_inside_many_architectures_equal_a_forward_hook(name, layers):
     torch.manual_seed(0)
     model = timm.create_model(name, pretrained=False).eval()
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
-    for layer in layers:
-        edits = [lambda f: f * 0.5, lambda f: f.flip(-1)]
-        run = M.forward_many(model, x, layer, edits)
-        for i, edit in enumerate(edits):
-            want = hooked_logits(model, x, layer, edit)[0]
-            assert torch.allclose(run.logits_after[i], want, atol=1e-4, rtol=1e-4), layer
+    assert_edits_match_hooks(model, x, layers, [lambda f: f * 0.5, lambda f: f.flip(-1)])
