@@ -110,7 +110,7 @@ class Flow(TorchFunctionMode):
 
     def made(self, values: object, node: Node) -> None:
         """Record that the tensors in ``values`` now hold ``node``'s value."""
-        for t in _tensors(values):
+        for t in (values,) if isinstance(values, torch.Tensor) else _tensors(values):
             self.values[id(t)] = (weakref.ref(t), node)
 
     def alive(self) -> Iterable[Node]:

@@ -116,17 +116,18 @@ class _Recording:
         self.failed = False
 
     def on_start(self, call: Call, args: tuple, kwargs: dict) -> None:
-        self.flow.off()
+        flow = self.flow
+        flow.off()
         if self.phase == "prefix":
             last, self.last = self.last, None
-            if last is not None and last[1] not in self.flow.read:
+            if last is not None and last[1] not in flow.read:
                 self.taker = (last[0], call)  # nothing read its map before this call
-            self.nodes[call] = Node(self.flow.nodes(args, kwargs), call)
+            self.nodes[call] = Node(flow.nodes(args, kwargs), call)
             if call.name == self.target and call.index == 0:
                 self._plan()
                 self.phase = "target"
             elif call.name in self.ancestors:
-                self.flow.on()
+                flow.on()
         elif self.phase == "after":
             self.check()
 
@@ -134,7 +135,8 @@ class _Recording:
         self.flow.off()
         if self.phase == "prefix":
             self._ended(call, output)
-            if self.rec.stack and self.rec.stack[-1].name in self.ancestors:
+            stack = self.rec.stack
+            if stack and stack[-1].name in self.ancestors:
                 self.flow.on()
         elif self.phase == "target" and call.name == self.target and call.index == 0:
             if is_map(output):
@@ -150,7 +152,8 @@ class _Recording:
                 and output is self.maps[taker[0]].ref()):
             self.absorbed[taker[0]] = call  # it edited that map in place and returned it
         self.flow.made(output, self.nodes.pop(call))
-        if is_map(output) and not output.is_inference():
+        if (isinstance(output, torch.Tensor) and output.ndim == 4 and output.shape[0] == 1
+                and not output.is_inference()):  # a (1, C, H, W) map, as is_map says
             self.maps[call] = _Map(weakref.ref(output), output if self.hold_all else None,
                                    output._version, output.dtype, output.device)
             if self.hold_all:
@@ -274,13 +277,13 @@ def _rerun(model: nn.Module, x: torch.Tensor, target: str, edited: torch.Tensor,
            modules: dict[str, nn.Module]) -> tuple[object, Counter]:
     """One batched pass with the target's output set to ``edited`` and ``reuse`` standing in."""
     n = edited.shape[0]
-    counters: Counter[str] = Counter()
     names = {name for name, _ in reuse} | {target}
+    counters: Counter[str] = Counter(dict.fromkeys(names, 0))  # no __missing__ on a first call
 
     def make(name: str, forward: Callable) -> Callable:
         def replaced(*args: object, **kwargs: object) -> object:
             index = counters[name]
-            counters[name] += 1
+            counters[name] = index + 1
             if name == target and index == 0:
                 return edited
             saved = reuse.get((name, index))

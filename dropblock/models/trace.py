@@ -129,8 +129,9 @@ class CallRecorder(PatchedForwards):
 
         def recorded(*args: object, **kwargs: object) -> object:
             parent = self.stack[-1] if self.stack else None
-            call = Call(name, module, self.counts[name], parent)
-            self.counts[name] += 1
+            index = self.counts.get(name, 0)  # not counts[name]: Counter's __missing__ is Python
+            call = Call(name, module, index, parent)
+            self.counts[name] = index + 1
             if parent is not None:
                 parent.children.append(call)
             self.calls.append(call)
