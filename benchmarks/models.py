@@ -1,8 +1,9 @@
 """Any model (issue "Your own CNN"), measured in one run:
 
-    python benchmarks/models.py [--runs N] [--repeats N] [--skip-cli] [--skip-hooks] [--json FILE]
+    python benchmarks/models.py [--runs N] [--repeats N] [--seconds S] [--skip-cli] [--skip-hooks] [--json FILE]
 
-Goals, each a ratio of medians from this run:
+Goals, each a ratio from this run (medians of wall seconds for the commands; for hooks against steps, the
+median over rounds of the per-round ratio of CPU times):
 
 - ``dropblock show chelsea.jpg --model torchvision:resnet50 --weights FILE --layer layer3`` at most 1.5x
   ``python -c "import torch, torchvision, matplotlib.figure"``;
@@ -94,9 +95,11 @@ def _network(name: str) -> torch.nn.Module:
 
 
 def _timed(call) -> float:
-    start = time.perf_counter()
+    """CPU seconds of this process for one call: with one torch thread that is the work done,
+    without the time a shared virtual machine spends running others."""
+    start = time.process_time()
     call()
-    return time.perf_counter() - start
+    return time.process_time() - start
 
 
 def _mask_edit(seed: int):
@@ -112,21 +115,30 @@ def _mask_edit(seed: int):
     return edit
 
 
-def _interleaved(calls: dict, repeats: int) -> dict[str, float]:
-    """Median ms of each call over ``repeats`` rounds in a rotating order, after one warm-up call each."""
+def _paired(calls: dict, rounds: int, seconds: float) -> dict[str, float]:
+    """Median CPU ms of the ``steps`` and ``hooks`` calls, each round running both back to back in
+    alternating order after one warm-up call each, and the median over rounds of the per-round ratio
+    hooks / steps: a paired comparison, so a slow stretch of a shared machine that hits one round hits both
+    of its calls. At least ``rounds`` rounds, and more until ``seconds`` have passed (at most 400): the
+    short cases, where a fixed cost weighs most, get the most rounds."""
     for call in calls.values():
         call()
     samples: dict[str, list[float]] = {label: [] for label in calls}
-    for r in range(repeats):
+    start, r = time.perf_counter(), 0
+    while r < rounds or (time.perf_counter() - start < seconds and r < 400):
         for label in rotated(list(calls), r):
             samples[label].append(_timed(calls[label]))
-    return {label: 1000 * statistics.median(v) for label, v in samples.items()}
+        r += 1
+    ratios = [h / s for h, s in zip(samples["hooks"], samples["steps"])]
+    return {"steps": 1000 * statistics.median(samples["steps"]), "rounds": r,
+            "hooks": 1000 * statistics.median(samples["hooks"]), "ratio": statistics.median(ratios)}
 
 
-def hook_rows(repeats: int) -> list[dict]:
-    """Median ms of forward_many via steps and via hooks, per built-in, layer and number of edits: with a
-    trivial edit (the paths alone) and with DropBlock masks (what the commands run). One torch thread: on a
-    small shared machine, intra-op threads that contend with other processes make passes vary several-fold."""
+def hook_rows(repeats: int, seconds: float) -> list[dict]:
+    """Median CPU ms of forward_many via steps and via hooks, and the median per-round ratio, per built-in,
+    layer and number of edits: with a trivial edit (the paths alone) and with DropBlock masks (what the
+    commands run). One torch thread: on a small shared machine, intra-op threads that contend with other
+    processes make passes vary several-fold."""
     from dropblock.models import forward_many, preprocess
 
     torch.set_num_threads(1)
@@ -139,9 +151,9 @@ def hook_rows(repeats: int) -> list[dict]:
                 calls = {via: (lambda via=via, edit=edit: forward_many(
                     net, x, layer, [edit] * n if edit else [_mask_edit(0)] * n, batch_size=16, via=via))
                     for via in ("steps", "hooks")}
-                ms = _interleaved(calls, repeats)
+                ms = _paired(calls, repeats, seconds)
                 row.update({f"{kind} steps_ms": ms["steps"], f"{kind} hooks_ms": ms["hooks"],
-                            f"{kind} hooks/steps": ms["hooks"] / ms["steps"]})
+                            f"{kind} hooks/steps": ms["ratio"], f"{kind} rounds": ms["rounds"]})
             rows.append(row)
     return rows
 
@@ -181,14 +193,16 @@ def print_report(result: dict) -> None:
             table.add_row(label, "—" if row["seconds"] is None else f"{row['seconds']:.2f}", row["note"])
         console.print(table)
     if result.get("hooks"):
-        table = Table(title="forward_many on the built-ins: median ms, batch 16, one thread", title_justify="left")
-        for col in ("model", "layer", "edits", "steps", "hooks", "hooks / steps", "steps, masks", "hooks, masks",
-                    "hooks / steps, masks"):
+        table = Table(title="forward_many on the built-ins: median CPU ms, batch 16, one thread; hooks / steps is "
+                            "the median per-round ratio", title_justify="left")
+        for col in ("model", "layer", "edits", "steps", "hooks", "hooks / steps", "rounds", "steps, masks",
+                    "hooks, masks", "hooks / steps, masks", "rounds, masks"):
             table.add_column(col, justify="left" if col in ("model", "layer") else "right")
+        formats = {"steps_ms": ".1f", "hooks_ms": ".1f", "hooks/steps": ".3f", "rounds": "d"}
         for row in result["hooks"]:
             table.add_row(row["model"], row["layer"], str(row["edits"]),
-                          *[f"{row[f'{kind} {key}']:.{3 if '/' in key else 1}f}"
-                            for kind in ("path", "masks") for key in ("steps_ms", "hooks_ms", "hooks/steps")])
+                          *[format(row[f"{kind} {key}"], spec) for kind in ("path", "masks")
+                            for key, spec in formats.items()])
         console.print(table)
     for goal in result["goals"]:
         verdict = {True: "[green]met[/green]", False: "[red]missed[/red]", None: "[yellow]not measured[/yellow]"}
@@ -199,7 +213,9 @@ def print_report(result: dict) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=7, help="interleaved rounds of the commands (default 7)")
-    parser.add_argument("--repeats", type=int, default=15, help="interleaved rounds of hooks/steps (default 15)")
+    parser.add_argument("--repeats", type=int, default=21, help="least rounds of hooks/steps per case (default 21)")
+    parser.add_argument("--seconds", type=float, default=20.0,
+                        help="more rounds of hooks/steps until this many seconds per case (default 20)")
     parser.add_argument("--skip-cli", action="store_true", help="only hooks against steps")
     parser.add_argument("--skip-hooks", action="store_true", help="only the commands")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
@@ -209,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
         result["cli"] = cli_medians(args.runs)
         result["goals"] += cli_goals(result["cli"])
     if not args.skip_hooks:
-        result["hooks"] = hook_rows(args.repeats)
+        result["hooks"] = hook_rows(args.repeats, args.seconds)
         result["goals"] += hook_goals(result["hooks"])
     print_report(result)
     if args.json:
