@@ -71,7 +71,7 @@ class Flow(TorchFunctionMode):
     Attributes:
         roots: values the glue read as numbers (``bool(x)``, ``x.item()``) or wrote in place
             (through a view, a write can reach any tensor): they must be exact in the rerun.
-        read: ids of the tensors the glue read since :meth:`reset_reads`.
+        read: ids of the tensors the glue read since it was last cleared.
     """
 
     def __init__(self) -> None:
@@ -90,9 +90,6 @@ class Flow(TorchFunctionMode):
         if self.active:
             _pop_torch_function_stack()
             self.active = False
-
-    def reset_reads(self) -> None:
-        self.read.clear()
 
     def node(self, tensor: torch.Tensor) -> Node | None:
         """The node of ``tensor``'s current value; None for a value made outside the graph."""

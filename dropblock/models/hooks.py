@@ -23,7 +23,7 @@ from __future__ import annotations
 import weakref
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -58,6 +58,14 @@ class CleanPass:
     placeholders: frozenset[tuple[str, int]]
     totals: Counter[str]
     modules: dict[str, nn.Module]
+    _batched: dict[int, Reuse] = field(default_factory=dict, repr=False)
+
+    def batched(self, n: int) -> Reuse:
+        """``reuse`` with each map expanded to a batch of ``n`` (stride 0; made once per n)."""
+        if n not in self._batched:
+            self._batched[n] = {key: (out.expand(n, *out.shape[1:]), nested)
+                                for key, (out, nested) in self.reuse.items()}
+        return self._batched[n]
 
 
 @dataclass(slots=True)
@@ -148,19 +156,23 @@ class _Recording:
 
     def _ended(self, call: Call, output: object) -> None:
         taker, self.taker = self.taker, None
+        node = self.nodes.pop(call)
+        if not isinstance(output, torch.Tensor):
+            self.flow.made(output, node)
+            return
+        ref = weakref.ref(output)
+        self.flow.values[id(output)] = (ref, node)  # what Flow.made does, sharing the reference
         if (taker is not None and taker[1] is call and taker[0] in self.maps
                 and output is self.maps[taker[0]].ref()):
             self.absorbed[taker[0]] = call  # it edited that map in place and returned it
-        self.flow.made(output, self.nodes.pop(call))
-        if (isinstance(output, torch.Tensor) and output.ndim == 4 and output.shape[0] == 1
-                and not output.is_inference()):  # a (1, C, H, W) map, as is_map says
-            self.maps[call] = _Map(weakref.ref(output), output if self.hold_all else None,
-                                   output._version, output.dtype, output.device)
+        if output.ndim == 4 and output.shape[0] == 1 and not output.is_inference():  # is_map
+            self.maps[call] = _Map(ref, output if self.hold_all else None, output._version,
+                                   output.dtype, output.device)
             if self.hold_all:
                 for inner in call.descendants():  # only the outermost maps are needed
                     self.maps.pop(inner, None)
             self.last = (call, id(output))
-            self.flow.reset_reads()
+            self.flow.read.clear()
 
     def _placeholder(self, shape: tuple[int, ...], dtype: torch.dtype,
                      device: torch.device) -> torch.Tensor:
@@ -210,6 +222,8 @@ class _Recording:
         if used is None:
             self.failed = True
             return
+        # from here on only the calls of the standing-in modules and the target are counted
+        self.rec.restore({c.name for c in self.reuse} | {self.target})
         refs = {}
         for call in saved - used:  # still read later only if the model still holds it
             out = self.reuse[call]
@@ -275,7 +289,8 @@ def clean_pass(model: nn.Module, x: torch.Tensor, target: str, model_name: str) 
 
 def _rerun(model: nn.Module, x: torch.Tensor, target: str, edited: torch.Tensor, reuse: Reuse,
            modules: dict[str, nn.Module]) -> tuple[object, Counter]:
-    """One batched pass with the target's output set to ``edited`` and ``reuse`` standing in."""
+    """One batched pass with the target's output set to ``edited`` and ``reuse`` (its maps
+    already batched) standing in."""
     n = edited.shape[0]
     names = {name for name, _ in reuse} | {target}
     counters: Counter[str] = Counter(dict.fromkeys(names, 0))  # no __missing__ on a first call
@@ -291,7 +306,7 @@ def _rerun(model: nn.Module, x: torch.Tensor, target: str, edited: torch.Tensor,
                 return forward(*args, **kwargs)
             if saved[1]:
                 counters.update(saved[1])
-            return saved[0].expand(n, *saved[0].shape[1:])
+            return saved[0]
         return replaced
 
     with PatchedForwards({name: modules[name] for name in names}, make):
@@ -305,7 +320,7 @@ def edited_logits(model: nn.Module, x: torch.Tensor, target: str, edited: torch.
     n, classes = edited.shape[0], clean.logits.shape[1]
     if clean.reuse:
         try:
-            out, counters = _rerun(model, x, target, edited, clean.reuse, clean.modules)
+            out, counters = _rerun(model, x, target, edited, clean.batched(n), clean.modules)
             names = {name for name, _ in clean.reuse} | {target}
             if (torch.is_tensor(out) and tuple(out.shape) == (n, classes)
                     and all(counters[name] == clean.totals[name] for name in names)):

@@ -88,12 +88,21 @@ class PatchedForwards:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.restore(set())
+
+    def restore(self, keep: set[str]) -> None:
+        """Put back the original ``forward`` of every patched module not named in ``keep``
+        (a call that is running finishes in the patched one)."""
+        still = []
         for name in self.patched:
+            if name in keep:
+                still.append(name)
+                continue
             module = self.modules[name]
             del module.__dict__["forward"]
             if name in self.saved:
                 module.__dict__["forward"] = self.saved[name]
-        self.patched.clear()
+        self.patched = still
 
 
 class CallRecorder(PatchedForwards):
