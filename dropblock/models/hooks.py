@@ -156,23 +156,19 @@ class _Recording:
 
     def _ended(self, call: Call, output: object) -> None:
         taker, self.taker = self.taker, None
-        node = self.nodes.pop(call)
-        if not isinstance(output, torch.Tensor):
-            self.flow.made(output, node)
+        self.flow.made(output, self.nodes.pop(call))
+        if not is_map(output) or output.is_inference():
             return
-        ref = weakref.ref(output)
-        self.flow.values[id(output)] = (ref, node)  # what Flow.made does, sharing the reference
         if (taker is not None and taker[1] is call and taker[0] in self.maps
                 and output is self.maps[taker[0]].ref()):
             self.absorbed[taker[0]] = call  # it edited that map in place and returned it
-        if output.ndim == 4 and output.shape[0] == 1 and not output.is_inference():  # is_map
-            self.maps[call] = _Map(ref, output if self.hold_all else None, output._version,
-                                   output.dtype, output.device)
-            if self.hold_all:
-                for inner in call.descendants():  # only the outermost maps are needed
-                    self.maps.pop(inner, None)
-            self.last = (call, id(output))
-            self.flow.read.clear()
+        self.maps[call] = _Map(weakref.ref(output), output if self.hold_all else None,
+                               output._version, output.dtype, output.device)
+        if self.hold_all:
+            for inner in call.descendants():  # only the outermost maps are needed
+                self.maps.pop(inner, None)
+        self.last = (call, id(output))
+        self.flow.read.clear()
 
     def _placeholder(self, shape: tuple[int, ...], dtype: torch.dtype,
                      device: torch.device) -> torch.Tensor:
