@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False, slots=True, init=False)
 class Call:
     """One call of one module.
 
@@ -35,10 +35,15 @@ class Call:
     module: nn.Module
     index: int
     parent: Call | None
-    children: list[Call] = field(default_factory=list)
-    done: bool = False
-    shape: tuple[int, ...] | None = None
-    output_type: str = ""
+    children: list[Call]
+    done: bool
+    shape: tuple[int, ...] | None
+    output_type: str
+
+    def __init__(self, name: str, module: nn.Module, index: int, parent: Call | None) -> None:
+        # written out: the generated one calls a default factory, on every call of every module
+        self.name, self.module, self.index, self.parent = name, module, index, parent
+        self.children, self.done, self.shape, self.output_type = [], False, None, ""
 
     def descendants(self) -> list[Call]:
         """Every call nested inside this one."""
@@ -134,29 +139,31 @@ class CallRecorder(PatchedForwards):
         self.counts: Counter[str] = Counter()
 
     def _recorded(self, name: str, forward: Callable) -> Callable:
-        module = self.modules[name]
+        # closure locals, not attributes: this runs around every call of every module
+        module, stack, counts, calls = self.modules[name], self.stack, self.counts, self.calls
+        on_start, on_end = self.on_start, self.on_end
 
         def recorded(*args: object, **kwargs: object) -> object:
-            parent = self.stack[-1] if self.stack else None
-            index = self.counts.get(name, 0)  # not counts[name]: Counter's __missing__ is Python
+            parent = stack[-1] if stack else None
+            index = counts.get(name, 0)  # not counts[name]: Counter's __missing__ is Python
             call = Call(name, module, index, parent)
-            self.counts[name] = index + 1
+            counts[name] = index + 1
             if parent is not None:
                 parent.children.append(call)
-            self.calls.append(call)
-            self.stack.append(call)
-            if self.on_start is not None:
-                self.on_start(call, args, kwargs)
+            calls.append(call)
+            stack.append(call)
+            if on_start is not None:
+                on_start(call, args, kwargs)
             try:
                 output = forward(*args, **kwargs)
             finally:
-                self.stack.pop()
+                stack.pop()
             call.done = True
             call.output_type = type(output).__name__
             if isinstance(output, torch.Tensor):
                 call.shape = tuple(output.shape)
-            if self.on_end is not None:
-                self.on_end(call, output)
+            if on_end is not None:
+                on_end(call, output)
             return output
         return recorded
 
