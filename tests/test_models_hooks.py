@@ -272,5 +272,5 @@ def test_the_clean_pass_frees_maps_as_a_plain_pass_does(lite, x):
         h2.remove()
     assert alive_at_target == [False]
     assert ("_conv_stem", 0) in clean.placeholders and ("_blocks.15", 0) in clean.placeholders
-    stand_in = clean.reuse[("_conv_stem", 0)][0]
-    assert stand_in.shape == (1, 32, 48, 48) and not stand_in.any() and set(stand_in.stride()) == {0}
+    stand_in = clean.batched(2)[("_conv_stem", 0)][0]
+    assert stand_in.shape == (2, 32, 48, 48) and not stand_in.any() and set(stand_in.stride()) == {0}
