@@ -62,7 +62,26 @@ def test_hooks_and_steps_agree_on_the_builtins(model_name, layer, lite, r18, x, 
     assert torch.allclose(hooks.logits_before, steps.logits_before, atol=1e-6, rtol=1e-6)
     assert torch.allclose(hooks.logits_after, steps.logits_after, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(hooks.logits_after[0], hooks.logits_before[0], atol=1e-4)
-    assert reruns == [True, True]  # both batches reused the prefix
+    assert len(reruns) == 2 and len(set(reruns)) == 1  # one rerun a batch: none fell back
+
+
+@pytest.mark.parametrize("layer,start", [
+    ("_head_act", 17), ("_bn1", 17), ("_blocks.5._depthwise_conv", 6), ("_blocks.5", 6),
+    ("_stem_act", 0), ("_conv_stem", 0),
+])
+def test_a_builtin_runs_the_steps_before_the_target_once(lite, x, layer, start):
+    """The clean pass and the reruns start at the first step that calls the target; the steps
+    before it run once, and the edits still equal a forward hook on the whole network."""
+    assert lite.first_step(layer) == start
+    with torch.no_grad():
+        clean = H.clean_pass(lite, x, layer, "lite")
+        assert torch.equal(clean.input, lite.forward_range(x, 0, start))
+    assert_edits_match_hooks(lite, x, [layer], [masker(s) for s in range(3)])
+
+
+def test_first_step_of_a_builtin(r18):
+    assert [r18.first_step(p) for p in ("conv1", "relu", "layer1", "layer1.1.conv2", "layer4",
+                                        "fc", "")] == [0, 0, 1, 2, 7, 9, 0]
 
 
 @pytest.mark.parametrize("layer", [
@@ -74,7 +93,8 @@ def test_hooks_and_steps_agree_on_the_builtins(model_name, layer, lite, r18, x, 
 def test_any_module_equals_a_forward_hook(r18, x, layer, reruns):
     edits = [masker(s) for s in range(4)]
     run = M.forward_many(r18, x, layer, edits, batch_size=4)
-    assert run.layer == layer and reruns == [layer != "conv1"]  # the first module: nothing to reuse
+    # nothing to reuse where the target is the first call of its step (the steps before it ran once)
+    assert run.layer == layer and reruns == [layer not in ("conv1", "layer3.0.downsample")]
     for i, edit in enumerate(edits):
         want = hooked_logits(r18, x, layer, edit)
         assert torch.allclose(run.logits_after[i], want[0], atol=1e-5, rtol=1e-5)
@@ -253,10 +273,22 @@ def test_maps_the_model_dropped_stand_in_only_where_nothing_reads_them(keep, pla
     assert_edits_match_hooks(model, x, ["target"], [masker(s) for s in range(3)], atol=1e-6)
 
 
+class Wrapped(nn.Module):
+    """A network that is not a built-in (so the whole pass is recorded)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x)
+
+
 def test_the_clean_pass_frees_maps_as_a_plain_pass_does(lite, x):
     """At the target's start no map that the model dropped is still alive (the pass holds weak
     references only); the rerun stands in with zero placeholders for them."""
     seen, alive_at_target = [], []
+    model = Wrapped(lite).eval()
 
     def keep_a_weak_reference(module, args, out):
         seen.append(weakref.ref(out))
@@ -266,11 +298,12 @@ def test_the_clean_pass_frees_maps_as_a_plain_pass_does(lite, x):
         lambda m, a: alive_at_target.append(seen[0]() is not None))
     try:
         with torch.no_grad():
-            clean = H.clean_pass(lite, x, "_head_act", "lite")
+            clean = H.clean_pass(model, x, "net._head_act", "lite")
     finally:
         h1.remove()
         h2.remove()
     assert alive_at_target == [False]
-    assert ("_conv_stem", 0) in clean.placeholders and ("_blocks.15", 0) in clean.placeholders
-    stand_in = clean.batched(2)[("_conv_stem", 0)][0]
+    assert {("net._conv_stem", 0), ("net._blocks.15", 0)} <= set(clean.placeholders)
+    stand_in = clean.batched(2)[("net._conv_stem", 0)][0]
     assert stand_in.shape == (2, 32, 48, 48) and not stand_in.any() and set(stand_in.stride()) == {0}
+    assert_edits_match_hooks(model, x, ["net._head_act"], [masker(s) for s in range(3)])

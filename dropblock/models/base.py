@@ -16,9 +16,10 @@ class SteppedNet(nn.Module):
 
     Subclasses set ``arch`` (registry name), ``step_names`` (one per step, the last one
     ``"classifier"`` mapping pooled features to logits), ``layer_steps`` (user layer name ->
-    index of the step whose output is that layer's activation) and ``layer_paths`` (user layer
-    name -> dotted path of the submodule whose forward output is that activation, for hooks),
-    and implement :meth:`run_step`.
+    index of the step whose output is that layer's activation), ``layer_paths`` (user layer
+    name -> dotted path of the submodule whose forward output is that activation, for hooks)
+    and ``step_modules`` (per step, the paths of the submodules it calls), and implement
+    :meth:`run_step`.
     """
 
     arch: str = ""
@@ -28,6 +29,7 @@ class SteppedNet(nn.Module):
         self.step_names: tuple[str, ...] = ()
         self.layer_steps: dict[str, int] = {}
         self.layer_paths: dict[str, str] = {}
+        self.step_modules: tuple[tuple[str, ...], ...] = ()
 
     @property
     def layer_names(self) -> tuple[str, ...]:
@@ -50,6 +52,15 @@ class SteppedNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) normalized image -> (B, num_classes) logits."""
         return self.forward_range(x)
+
+    def first_step(self, path: str) -> int:
+        """The first step that runs the submodule at ``path`` (a ``named_modules`` name) or one
+        inside it; 0 when none does. The steps before it never call that submodule."""
+        for index, names in enumerate(self.step_modules):
+            for name in names:
+                if path == name or path.startswith(name + ".") or name.startswith(path + "."):
+                    return index
+        return 0
 
     def layer_module(self, layer: str) -> nn.Module:
         """The submodule whose forward output is ``layer``'s activation (for forward hooks)."""

@@ -133,6 +133,10 @@ class EfficientNetLite0(SteppedNet):
             **{f"blocks.{i}": f"_blocks.{i}" for i in range(n)},
             "head": "_head_act",
         }
+        self.step_modules = (("_conv_stem", "_bn0", "_stem_act"),
+                             *((f"_blocks.{i}",) for i in range(n)),
+                             ("_conv_head", "_bn1", "_head_act"),
+                             ("_avg_pooling", "_dropout", "_fc"))
 
     def run_step(self, index: int, x: torch.Tensor) -> torch.Tensor:
         n = len(self._blocks)

@@ -157,7 +157,7 @@ def _many_by_hooks(net: nn.Module, x: torch.Tensor, layer: tuple[str, str], edit
         with torch.inference_mode():
             for start in range(0, len(edits), batch_size):
                 chunk = torch.cat([_apply(e, clean.feature) for e in edits[start:start + batch_size]])
-                logits_after.append(edited_logits(net, x, path, chunk, clean, name))
+                logits_after.append(edited_logits(path, chunk, clean, name))
                 if keep_features:
                     kept.append(chunk)
     return FeatureBatchRun(display, clean.logits, torch.cat(logits_after), clean.feature,

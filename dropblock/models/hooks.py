@@ -18,12 +18,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from torch import nn
 
 from dropblock.errors import one_line
 
+from .base import SteppedNet
 from .errors import ModelLoadError
 from .layers import check_logits, not_a_map, trace_model
 from .recording import AFTER, CleanRecorder
@@ -47,6 +49,9 @@ class CleanPass:
         modules: the recorded modules by name.
         patched: the names whose ``forward`` a rerun replaces: the standing-in modules' and
             the target's.
+        run: what a pass runs: the model, or for a built-in network its steps from the first
+            that runs the target (:meth:`~dropblock.models.base.SteppedNet.first_step`).
+        input: what ``run`` takes: the (1, 3, H, W) image, or the output of the steps before.
     """
 
     logits: torch.Tensor
@@ -56,6 +61,8 @@ class CleanPass:
     totals: Counter[str]
     modules: dict[str, nn.Module]
     patched: frozenset[str]
+    run: Callable[[torch.Tensor], object]
+    input: torch.Tensor
     _batched: dict[int, Reuse] = field(default_factory=dict, repr=False)
 
     def batched(self, n: int) -> Reuse:
@@ -69,11 +76,11 @@ class CleanPass:
         return self._batched[n]
 
 
-def _record(model: nn.Module, x: torch.Tensor, target: str, model_name: str,
+def _record(model: nn.Module, run: Callable, x: torch.Tensor, target: str, model_name: str,
             hold_all: bool) -> tuple[object, CleanRecorder]:
     with CleanRecorder(model, target, hold_all) as rec:
         try:
-            logits = model(x)
+            logits = run(x)
         except Exception as exc:
             raise ModelLoadError(f"a forward pass of {model_name} failed: "
                                  f"{one_line(exc, with_type=True, limit=160)}") from exc
@@ -86,17 +93,24 @@ def _record(model: nn.Module, x: torch.Tensor, target: str, model_name: str,
 
 def clean_pass(model: nn.Module, x: torch.Tensor, target: str, model_name: str) -> CleanPass:
     """Run ``model`` (eval mode, no grad: the caller's job) on ``x`` (1, 3, H, W), recording
-    the calls of the target, its ancestors and their children (see :func:`~dropblock.models.recording.watch_modules`); once, or
-    twice when a value read after the target was computed from a map the model dropped.
+    the calls of the target, its ancestors and their children (see
+    :func:`~dropblock.models.recording.watch_modules`); once, or twice when a value read after
+    the target was computed from a map the model dropped. A built-in network runs the steps
+    before the first one that calls the target once, unrecorded (the same values: its forward
+    pass is its chain of steps), so the clean pass and the reruns start there.
 
     Raises:
         LayerError: the target does not run exactly once or its output is not a (1, C, H, W) map.
         ModelLoadError: the forward pass raised, or its output is not (1, classes) logits.
     """
-    logits, rec = _record(model, x, target, model_name, hold_all=False)
+    run, start = model, model.first_step(target) if isinstance(model, SteppedNet) else 0
+    inp = x
+    if start:
+        run, inp = partial(model.forward_range, start=start), model.forward_range(x, 0, start)
+    logits, rec = _record(model, run, inp, target, model_name, hold_all=False)
     if rec.counts[target] == 1 and rec.feature is not None and (
             rec.failed or rec.edited_since()):
-        logits, rec = _record(model, x, target, model_name, hold_all=True)
+        logits, rec = _record(model, run, inp, target, model_name, hold_all=True)
     if rec.counts[target] != 1 or rec.feature is None:
         raise not_a_map(target, trace_model(model, x.shape[-1]), model_name)
     check_logits(tuple(logits.shape) if torch.is_tensor(logits) else None,
@@ -108,13 +122,14 @@ def clean_pass(model: nn.Module, x: torch.Tensor, target: str, model_name: str) 
     modules = {name: rec.modules[name] for name in rec.counts}
     patched = frozenset({name for name, _ in reuse} | {target})
     return CleanPass(logits, rec.feature, reuse, placeholders, Counter(rec.counts), modules,
-                     patched)
+                     patched, run, inp)
 
 
-def _rerun(model: nn.Module, x: torch.Tensor, target: str, edited: torch.Tensor, reuse: Reuse,
+def _rerun(run: Callable, x: torch.Tensor, target: str, edited: torch.Tensor, reuse: Reuse,
            modules: dict[str, nn.Module]) -> tuple[object, dict[str, int]]:
-    """One batched pass with the target's output set to ``edited`` and ``reuse`` (its maps
-    already batched) standing in. Returns the output and the calls per patched module."""
+    """One batched pass of ``run`` on N copies of ``x`` with the target's output set to
+    ``edited`` (N, C, H, W) and ``reuse`` (its maps already batched) standing in. Returns the
+    output and the calls per patched module."""
     n = edited.shape[0]
     counters = dict.fromkeys(modules, 0)
 
@@ -134,25 +149,27 @@ def _rerun(model: nn.Module, x: torch.Tensor, target: str, edited: torch.Tensor,
         return replaced
 
     with PatchedForwards(modules, make):
-        out = model(x.expand(n, *x.shape[1:]) if reuse else x.repeat(n, 1, 1, 1))
+        out = run(x.expand(n, *x.shape[1:]) if reuse else x.repeat(n, 1, 1, 1))
     return out, counters
 
 
-def edited_logits(model: nn.Module, x: torch.Tensor, target: str, edited: torch.Tensor,
-                  clean: CleanPass, model_name: str) -> torch.Tensor:
+def edited_logits(target: str, edited: torch.Tensor, clean: CleanPass,
+                  model_name: str) -> torch.Tensor:
     """(N, K) logits with the target's output replaced by ``edited`` (N, C, H, W)."""
     n, classes = edited.shape[0], clean.logits.shape[1]
     if clean.reuse:
         patched = {name: clean.modules[name] for name in clean.patched}
         try:
-            out, counters = _rerun(model, x, target, edited, clean.batched(n), patched)
+            out, counters = _rerun(clean.run, clean.input, target, edited, clean.batched(n),
+                                   patched)
             if (torch.is_tensor(out) and tuple(out.shape) == (n, classes)
                     and all(counters[name] == clean.totals[name] for name in patched)):
                 return out
         except Exception:  # e.g. an in-place op on a reused map: rerun without reuse
             pass
     try:
-        out, _ = _rerun(model, x, target, edited, {}, {target: clean.modules[target]})
+        out, _ = _rerun(clean.run, clean.input, target, edited, {},
+                        {target: clean.modules[target]})
     except Exception as exc:
         raise ModelLoadError(f"a forward pass of {model_name} with {target} edited failed: "
                              f"{one_line(exc, with_type=True, limit=160)}") from exc

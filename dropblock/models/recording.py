@@ -71,6 +71,7 @@ class CleanRecorder(CallRecorder):
         self.last: tuple[Call, int] | None = None  # the last call that returned a map, its id
         self.taker: tuple[Call, Call] | None = None  # (that call, the call right after it)
         self.phase = PREFIX
+        self.top: list[Call] = []  # the calls with no recorded call around them
         self.reuse: dict[Call, torch.Tensor] = {}
         self.placeholders: set[Call] = set()
         self.versions: dict[Call, int] = {}
@@ -91,8 +92,7 @@ class CleanRecorder(CallRecorder):
             index = counts.get(name, 0)
             counts[name] = index + 1
             call = Call(name, module, index, parent)
-            if parent is not None:
-                parent.children.append(call)
+            (self.top if parent is None else parent.children).append(call)
             last = self.last
             if last is not None:
                 self.last = None
@@ -122,7 +122,7 @@ class CleanRecorder(CallRecorder):
                 if len(shape) == 4 and shape[0] == 1:
                     call.shape = tuple(shape)
                     self._map(call, output, taker)
-            if parent is not None and parent.name in self.ancestors:
+            if parent is None or parent.name in self.ancestors:  # no parent: the root's glue
                 flow.on()
             return output
         return recorded
@@ -185,6 +185,7 @@ class CleanRecorder(CallRecorder):
     def _plan(self) -> None:
         """At the target's start: which calls stand in, and with what."""
         todo = [child for ancestor in self.stack for child in ancestor.children if child.done]
+        todo.extend(call for call in self.top if call.done)
         maps, reuse = self.maps, self.reuse
         while todo:
             call = todo.pop()

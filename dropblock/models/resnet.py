@@ -118,6 +118,8 @@ class ResNet(SteppedNet):
                 self.layer_steps[f"layer{stage}.{j}"] = last - len(layer) + 1 + j
                 self.layer_paths[f"layer{stage}.{j}"] = f"layer{stage}.{j}"
         self.step_names = (*steps, "classifier")
+        self.step_modules = (("conv1", "bn1", "relu", "maxpool"), *((name,) for name in steps[1:]),
+                             ("avgpool", "fc"))
         # first block step -> (stage module, its step count), to run whole stages as one call
         self._stage_at: dict[int, tuple[nn.Sequential, int]] = {}
         first = 1
