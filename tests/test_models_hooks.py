@@ -79,6 +79,29 @@ def test_a_builtin_runs_the_steps_before_the_target_once(lite, x, layer, start):
     assert_edits_match_hooks(lite, x, [layer], [masker(s) for s in range(3)])
 
 
+@pytest.mark.parametrize("name", ["efficientnet-lite0", "resnet18", "resnet50"])
+def test_every_step_names_the_modules_it_calls(name):
+    """step_modules has one entry a step, each a module, and each step calls exactly those of
+    the network's direct children (and stages) that it names."""
+    net = M.build_model(name).eval()
+    modules = dict(net.named_modules())
+    assert len(net.step_modules) == len(net.step_names)
+    x = torch.randn(1, 3, 64, 64)
+    for index, names in enumerate(net.step_modules):
+        assert all(n in modules for n in names)
+        calls = []
+        watched = {n for step in net.step_modules for n in step} | dict(net.named_children()).keys()
+        handles = [modules[n].register_forward_pre_hook(lambda m, a, n=n: calls.append(n))
+                   for n in watched]
+        try:
+            with torch.no_grad():
+                x = net.run_step(index, x)
+        finally:
+            for h in handles:
+                h.remove()
+        assert sorted(calls) == sorted(names), (index, calls)
+
+
 def test_first_step_of_a_builtin(r18):
     assert [r18.first_step(p) for p in ("conv1", "relu", "layer1", "layer1.1.conv2", "layer4",
                                         "fc", "")] == [0, 0, 1, 2, 7, 9, 0]

@@ -7,7 +7,8 @@ Two ways, same results (a test checks that they agree):
   original and on each edited copy. Under ``torch.inference_mode()``.
 - any module of any model (``layer3.1.conv2`` of a torchvision ResNet, ``stages.2`` of a timm
   model): through forward hooks, reusing the unedited prefix where it can
-  (:mod:`dropblock.models.hooks`). The clean pass under ``torch.no_grad()`` (it reads version
+  (:mod:`dropblock.models.hooks`); on a built-in network, the steps before the first one that
+  calls the module run once. The clean pass under ``torch.no_grad()`` (it reads version
   counters), the edits and the reruns under ``torch.inference_mode()``.
 
 ``logits_before`` equals a plain forward pass, and an edit equals what a forward hook that returns

@@ -2,7 +2,8 @@
 
 A clean pass runs the model once on the image and finds which finished calls before the
 target can stand in for the prefix, with their map or with a zero placeholder where the model
-dropped the map (:mod:`dropblock.models.recording`).
+dropped the map (:mod:`dropblock.models.recording`). On a built-in network the pass starts at
+the first step that calls the target, after the steps before it have run once.
 
 Each batch of N edited maps then reruns the model on N copies of the image (the batch dimension
 of a stride-0 view) with the target's ``forward`` replaced by "return the edited maps" and each
