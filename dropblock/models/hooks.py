@@ -126,12 +126,15 @@ def clean_pass(model: nn.Module, x: torch.Tensor, target: str, model_name: str) 
                      patched, run, inp)
 
 
-def _rerun(run: Callable, x: torch.Tensor, target: str, edited: torch.Tensor, reuse: Reuse,
-           modules: dict[str, nn.Module]) -> tuple[object, dict[str, int]]:
+def _rerun(run: Callable, x: torch.Tensor, target: str, edited: torch.Tensor,
+           reuse: Reuse | None, modules: dict[str, nn.Module]) -> tuple[object, dict[str, int]]:
     """One batched pass of ``run`` on N copies of ``x`` with the target's output set to
-    ``edited`` (N, C, H, W) and ``reuse`` (its maps already batched) standing in. Returns the
-    output and the calls per patched module."""
+    ``edited`` (N, C, H, W) and ``reuse`` (its maps already batched) standing in. The copies
+    are a stride-0 view of ``x`` (no memory; an in-place write to it raises), or with ``reuse``
+    None real copies and nothing standing in. Returns the output and the calls per patched
+    module."""
     n = edited.shape[0]
+    stand_ins = reuse or {}
     counters = dict.fromkeys(modules, 0)
 
     def make(name: str, forward: Callable) -> Callable:
@@ -140,7 +143,7 @@ def _rerun(run: Callable, x: torch.Tensor, target: str, edited: torch.Tensor, re
             counters[name] = index + 1
             if index == 0 and name == target:
                 return edited
-            saved = reuse.get((name, index))
+            saved = stand_ins.get((name, index))
             if saved is None:
                 return forward(*args, **kwargs)
             if saved[1]:
@@ -150,7 +153,7 @@ def _rerun(run: Callable, x: torch.Tensor, target: str, edited: torch.Tensor, re
         return replaced
 
     with PatchedForwards(modules, make):
-        out = run(x.expand(n, *x.shape[1:]) if reuse else x.repeat(n, 1, 1, 1))
+        out = run(x.repeat(n, 1, 1, 1) if reuse is None else x.expand(n, *x.shape[1:]))
     return out, counters
 
 
@@ -158,18 +161,16 @@ def edited_logits(target: str, edited: torch.Tensor, clean: CleanPass,
                   model_name: str) -> torch.Tensor:
     """(N, K) logits with the target's output replaced by ``edited`` (N, C, H, W)."""
     n, classes = edited.shape[0], clean.logits.shape[1]
-    if clean.reuse:
-        patched = {name: clean.modules[name] for name in clean.patched}
-        try:
-            out, counters = _rerun(clean.run, clean.input, target, edited, clean.batched(n),
-                                   patched)
-            if (torch.is_tensor(out) and tuple(out.shape) == (n, classes)
-                    and all(counters[name] == clean.totals[name] for name in patched)):
-                return out
-        except Exception:  # e.g. an in-place op on a reused map: rerun without reuse
-            pass
+    patched = {name: clean.modules[name] for name in clean.patched}
+    try:  # with nothing to reuse this still saves copying the input N times
+        out, counters = _rerun(clean.run, clean.input, target, edited, clean.batched(n), patched)
+        if (torch.is_tensor(out) and tuple(out.shape) == (n, classes)
+                and all(counters[name] == clean.totals[name] for name in patched)):
+            return out
+    except Exception:  # e.g. an in-place op on a reused map: rerun without reuse
+        pass
     try:
-        out, _ = _rerun(clean.run, clean.input, target, edited, {},
+        out, _ = _rerun(clean.run, clean.input, target, edited, None,
                         {target: clean.modules[target]})
     except Exception as exc:
         raise ModelLoadError(f"a forward pass of {model_name} with {target} edited failed: "
