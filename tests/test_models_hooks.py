@@ -102,6 +102,15 @@ def test_every_step_names_the_modules_it_calls(name):
         assert sorted(calls) == sorted(names), (index, calls)
 
 
+def test_a_failure_in_the_steps_before_the_target_is_a_model_error(r18, x, monkeypatch):
+    def fails(t):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(r18.layer1[0], "forward", fails)
+    with pytest.raises(ModelLoadError, match="a forward pass of .* failed: RuntimeError: boom"):
+        M.forward_many(r18, x, "layer3.0.conv2", [masker(0)])
+
+
 def test_first_step_of_a_builtin(r18):
     assert [r18.first_step(p) for p in ("conv1", "relu", "layer1", "layer1.1.conv2", "layer4",
                                         "fc", "")] == [0, 0, 1, 2, 7, 9, 0]

@@ -48,8 +48,8 @@ class CleanPass:
         placeholders: the keys of ``reuse`` that stand in with zeros, and their (1, C, H, W) shape.
         totals: calls per module name in the whole pass.
         modules: the recorded modules by name.
-        patched: the names whose ``forward`` a rerun replaces: the standing-in modules' and
-            the target's.
+        patched: the modules whose ``forward`` a rerun replaces, by name: the standing-in
+            modules and the target.
         run: what a pass runs: the model, or for a built-in network its steps from the first
             that runs the target (:meth:`~dropblock.models.base.SteppedNet.first_step`).
         input: what ``run`` takes: the (1, 3, H, W) image, or the output of the steps before.
@@ -61,7 +61,7 @@ class CleanPass:
     placeholders: dict[tuple[str, int], tuple[int, ...]]
     totals: Counter[str]
     modules: dict[str, nn.Module]
-    patched: frozenset[str]
+    patched: dict[str, nn.Module]
     run: Callable[[torch.Tensor], object]
     input: torch.Tensor
     _batched: dict[int, Reuse] = field(default_factory=dict, repr=False)
@@ -77,14 +77,20 @@ class CleanPass:
         return self._batched[n]
 
 
+def _forward(run: Callable, x: torch.Tensor, model_name: str) -> object:
+    """``run(x)``, with an error it raises as a ModelLoadError naming the model."""
+    try:
+        return run(x)
+    except Exception as exc:
+        raise ModelLoadError(f"a forward pass of {model_name} failed: "
+                             f"{one_line(exc, with_type=True, limit=160)}") from exc
+
+
 def _record(model: nn.Module, run: Callable, x: torch.Tensor, target: str, model_name: str,
             hold_all: bool) -> tuple[object, CleanRecorder]:
     with CleanRecorder(model, target, hold_all) as rec:
         try:
-            logits = run(x)
-        except Exception as exc:
-            raise ModelLoadError(f"a forward pass of {model_name} failed: "
-                                 f"{one_line(exc, with_type=True, limit=160)}") from exc
+            logits = _forward(run, x, model_name)
         finally:
             rec.flow.off()
     if rec.phase == AFTER:
@@ -107,7 +113,8 @@ def clean_pass(model: nn.Module, x: torch.Tensor, target: str, model_name: str) 
     run, start = model, model.first_step(target) if isinstance(model, SteppedNet) else 0
     inp = x
     if start:
-        run, inp = partial(model.forward_range, start=start), model.forward_range(x, 0, start)
+        run = partial(model.forward_range, start=start)
+        inp = _forward(partial(model.forward_range, start=0, stop=start), x, model_name)
     logits, rec = _record(model, run, inp, target, model_name, hold_all=False)
     if rec.counts[target] == 1 and rec.feature is not None and (
             rec.failed or rec.edited_since()):
@@ -121,7 +128,7 @@ def clean_pass(model: nn.Module, x: torch.Tensor, target: str, model_name: str) 
                                  else None) for c, out in rec.reuse.items() if c not in edited}
     placeholders = {(c.name, c.index): c.shape for c in rec.placeholders}
     modules = {name: rec.modules[name] for name in rec.counts}
-    patched = frozenset({name for name, _ in reuse} | {target})
+    patched = {name: modules[name] for name in {name for name, _ in reuse} | {target}}
     return CleanPass(logits, rec.feature, reuse, placeholders, Counter(rec.counts), modules,
                      patched, run, inp)
 
@@ -161,7 +168,7 @@ def edited_logits(target: str, edited: torch.Tensor, clean: CleanPass,
                   model_name: str) -> torch.Tensor:
     """(N, K) logits with the target's output replaced by ``edited`` (N, C, H, W)."""
     n, classes = edited.shape[0], clean.logits.shape[1]
-    patched = {name: clean.modules[name] for name in clean.patched}
+    patched = clean.patched
     try:  # with nothing to reuse this still saves copying the input N times
         out, counters = _rerun(clean.run, clean.input, target, edited, clean.batched(n), patched)
         if (torch.is_tensor(out) and tuple(out.shape) == (n, classes)
