@@ -134,17 +134,25 @@ def test_any_module_equals_a_forward_hook(r18, x, layer, reruns):
         assert torch.allclose(run.logits_before, r18(x), atol=1e-6, rtol=1e-6)
 
 
-class InPlaceOnReused(nn.Module):
+class ConvTargetFc(nn.Module):
+    """Seeded layers for small test networks: ``a`` (3 -> 4 channels), ``target`` (4 -> 4) and
+    ``fc`` (8 -> ``classes``)."""
+
+    def __init__(self, classes: int):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = nn.Conv2d(3, 4, 3, padding=1)
+        self.target = nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(8, classes)
+
+
+class InPlaceOnReused(ConvTargetFc):
     """Edits a finished module's output in place after the target ran (always, or only in
     batches, where the reused map is a stride-0 view that cannot be written)."""
 
     def __init__(self, batched_only: bool):
-        super().__init__()
-        torch.manual_seed(0)
+        super().__init__(classes=5)
         self.batched_only = batched_only
-        self.a = nn.Conv2d(3, 4, 3, padding=1)
-        self.target = nn.Conv2d(4, 4, 3, padding=1)
-        self.fc = nn.Linear(8, 5)
 
     def forward(self, x):
         a = self.a(x)
@@ -265,16 +273,12 @@ def test_forwards_are_restored_even_when_the_rerun_fails():
     assert {name: m.forward for name, m in model.named_modules()} == forwards
 
 
-class Glue(nn.Module):
+class Glue(ConvTargetFc):
     """``a`` then glue then the target. ``keep``: what of it is read after the target."""
 
     def __init__(self, keep: str):
-        super().__init__()
-        torch.manual_seed(0)
+        super().__init__(classes=3)
         self.keep = keep
-        self.a = nn.Conv2d(3, 4, 3, padding=1)
-        self.target = nn.Conv2d(4, 4, 3, padding=1)
-        self.fc = nn.Linear(8, 3)
 
     def forward(self, x):
         y = self.a(x)
