@@ -11,7 +11,6 @@ map; shape (h, w) in cells of the CAM layer's output. torch and torchcam load on
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,113 +72,93 @@ def cam_json(r: CamResult) -> dict:
             "correlation": r.correlation}
 
 
-def _finish_order(model, x, names: Sequence[str]) -> dict[str, tuple[int, int, tuple[int, ...]]]:
-    """One clean forward pass with hooks: each layer's (finish index, output storage, output shape)."""
-    import torch
+def _cam_layer(model, layer: str, cam_layer: str | None) -> str:
+    """``cam_layer`` checked to be at or after ``layer`` (its first call returns later in a forward
+    pass, or returns the same map), or by default the model's last 4-D layer larger than 1 x 1 (the
+    pickable layer that returns last: ResNets ``layer4``, EfficientNet-Lite0 ``head``). Call order
+    from the model's trace (:attr:`~dropblock.models.LoadedModel.trace`)."""
+    from dropblock.errors import UsageError
 
-    from dropblock.models import layer_module
-    from dropblock.models.trace import first_outputs
-
-    with torch.no_grad():
-        outputs = first_outputs({name: layer_module(model, name) for name in names}, lambda: model(x))
-    maps = [(name, out) for name, out in outputs.items() if torch.is_tensor(out)]
-    return {name: (i, out.untyped_storage().data_ptr(), tuple(out.shape)) for i, (name, out) in enumerate(maps)}
-
-
-def _pickable(model) -> tuple[str, ...]:
-    """The layer names the user can pick (input to output): a built-in's short names, else every
-    module of a LoadedModel with a 4-D output."""
-    short = getattr(model.module, "layer_paths", None)
-    return tuple(short) if short else tuple(li.name for li in model.layers)
-
-
-def _cam_layer(model, x, layer: str, cam_layer: str | None) -> str:
-    """``cam_layer`` checked to be at or after ``layer`` (it finishes later in a forward pass, or is the
-    same map), or by default the model's last 4-D layer larger than 1 x 1 (the pickable layer that
-    finishes last: ResNets ``layer4``, EfficientNet-Lite0 ``head``)."""
-    names = list(_pickable(model))
-    if cam_layer is not None:
-        cam_layer = model.resolve_layer(cam_layer)
-    order = _finish_order(model.module, x, names + [layer] + ([cam_layer] if cam_layer else []))
+    runs = {run.name: run for run in model.trace.runs}
+    short = dict(getattr(model.module, "layer_paths", None) or {})
+    path = lambda name: short.get(name, name)  # noqa: E731
     if cam_layer is None:
-        maps = [n for n, (_, _, shape) in order.items() if len(shape) == 4 and shape[2] * shape[3] > 1]
-        cam_layer = max(maps, key=lambda n: order[n][0])
-    (cam_at, cam_ptr, cam_shape), (at, ptr, _) = order[cam_layer], order[layer]
-    if len(cam_shape) != 4:
-        raise ValueError(f"cam_layer {cam_layer!r} gives a {len(cam_shape)}-D output; a CAM needs a 4-D map")
-    if cam_at < at and cam_ptr != ptr:
-        raise ValueError(f"cam_layer {cam_layer!r} comes before layer {layer!r}: the CAM layer must be at or after "
-                         "the layer the regularizer changes")
+        names = tuple(short) or tuple(li.name for li in model.layers)
+        maps = [n for n in names if _is_map(runs.get(path(n)))]
+        return max(maps, key=lambda n: runs[path(n)].finished)
+    cam_layer = model.resolve_layer(cam_layer)
+    cam, at = runs.get(path(cam_layer)), runs.get(path(layer))
+    if cam is None or cam.shape is None or len(cam.shape) != 4:
+        dims = "no" if cam is None or cam.shape is None else f"a {len(cam.shape)}-D"
+        raise UsageError(f"cam_layer {cam_layer!r} gives {dims} output; a CAM needs a 4-D map")
+    if at is not None and cam.finished < at.finished and _root(runs, cam) != _root(runs, at):
+        raise UsageError(f"cam_layer {cam_layer!r} comes before layer {layer!r}: the CAM layer must be at or "
+                         "after the layer the regularizer changes")
     return cam_layer
+
+
+def _is_map(run) -> bool:
+    return run is not None and run.shape is not None and len(run.shape) == 4 and run.shape[2] * run.shape[3] > 1
+
+
+def _root(runs: dict, run) -> str:
+    """The module that first returned ``run``'s output (a Sequential returns its last child's map)."""
+    while run.same_as is not None and run.same_as in runs:
+        run = runs[run.same_as]
+    return run.name
 
 
 def default_cam_layer(model) -> str:
     """The CAM layer :func:`layer_cam` uses for ``model`` (a LoadedModel or a built-in network) when none
     is given (see ``_cam_layer``)."""
-    from dropblock.models import as_loaded, preprocess
+    from dropblock.models import as_loaded
 
-    model = as_loaded(model)
-    size = model.input_size
-    x, _ = preprocess(model, np.zeros((size, size, 3), np.uint8))
-    x = x.to(next(model.module.parameters()).device)
-    return _cam_layer(model, x, _pickable(model)[0], None)
+    return _cam_layer(as_loaded(model), "", None)
 
 
-@contextmanager
-def _eval_mode(model):
-    """The model in eval mode; every module's own mode given back afterwards."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, training in modes:
-            m.training = training
-
-
-def _edit_hook(chunk):
-    """A forward hook that applies masks as training does: row i of the output times keep_i * scale_i
-    (one mask: every row)."""
+def _masked(draws):
+    """An edit for :func:`~dropblock.models.edit.edited_output`: the (1, C, h, w) map -> (B, C, h, w),
+    row i the map times keep_i * scale_i (masks as training applies them)."""
     import torch
 
-    keep = torch.cat([k for k, _ in chunk]).clone()  # a normal tensor, also when drawn under inference mode
-    scale = torch.tensor([float(s) for _, s in chunk], dtype=torch.float64).view(-1, 1, 1, 1)
+    keep = torch.cat([k for k, _ in draws]).clone()  # a normal tensor, also when drawn under inference mode
+    scale = torch.tensor([float(s) for _, s in draws], dtype=torch.float64).view(-1, 1, 1, 1)
 
-    def hook(module, args, out):
-        if keep.shape[0] not in (1, out.shape[0]):
-            raise RuntimeError(f"{keep.shape[0]} masks for a batch of {out.shape[0]}")
-        zero = torch.zeros((), dtype=out.dtype, device=out.device)
-        return torch.where(keep.to(out.device), out * scale.to(out.device, out.dtype), zero)
+    def edit(feature):
+        zero = torch.zeros((), dtype=feature.dtype, device=feature.device)
+        return torch.where(keep.to(feature.device), feature * scale.to(feature.device, feature.dtype), zero)
 
-    return hook
+    return edit
 
 
 def _maps(model, x, cam_layer: str, method: str, class_index: int | None, edit=None):
     """torchcam's maps (B, h, w) float32 on the CPU for a batch ``x`` and the class used (the clean
-    top-1 of row 0 when None); ``edit``: (layer, masks) applied through a forward hook."""
+    top-1 of row 0 when None); ``edit``: (layer, masks), the masks applied to the layer's output
+    (:func:`~dropblock.models.edit.edited_output`, on the B rows of ``x``)."""
     import logging
+    from contextlib import nullcontext
 
     import torch
     import torchcam.methods
 
+    from dropblock.errors import UsageError
     from dropblock.models import layer_module
+    from dropblock.models.edit import edited_output
 
-    handle = None if edit is None else layer_module(model, edit[0]).register_forward_hook(_edit_hook(edit[1]))
+    edited = nullcontext() if edit is None else edited_output(layer_module(model, edit[0]), _masked(edit[1]))
     quiet = logging.getLogger("torchcam")
     level, quiet.level = quiet.level, logging.ERROR  # torchcam logs the fc layer it picks for "cam"
     try:
         extractor_class = getattr(torchcam.methods, CAM_METHODS[method])
         target = layer_module(model, cam_layer)
-        with extractor_class(model, target_layer=target, input_shape=tuple(x.shape[1:])) as extractor:
+        with edited, extractor_class(model, target_layer=target, input_shape=tuple(x.shape[1:])) as extractor:
             scores = model(x.detach().clone().requires_grad_(True))
             c = int(scores[0].argmax()) if class_index is None else int(class_index)
             if not 0 <= c < scores.shape[1]:
-                raise ValueError(f"class_index must be in [0, {scores.shape[1]}), got {class_index!r}")
+                raise UsageError(f"class_index must be in [0, {scores.shape[1]}), got {class_index!r}")
             maps = extractor(class_idx=[c] * x.shape[0], scores=scores)[0]
     finally:
         quiet.setLevel(level)
-        if handle is not None:
-            handle.remove()
     return maps.detach().to("cpu", torch.float32), c
 
 
@@ -207,21 +186,22 @@ def layer_cam(model, image: np.ndarray, layer: str, draws: Sequence, *, method: 
     import torch
 
     from dropblock._checks import check_choice, check_positive_int
-    from dropblock.models import as_loaded, preprocess
+    from dropblock.errors import UsageError
+    from dropblock.models import as_loaded, eval_mode, preprocess
 
     loaded = as_loaded(model)
     method = check_choice(method, "method", tuple(CAM_METHODS))
     batch_size = check_positive_int(batch_size, "batch_size")
     layer = loaded.resolve_layer(layer)
     if not draws:
-        raise ValueError("draws must hold at least one (keep, scale) mask")
+        raise UsageError("draws must hold at least one (keep, scale) mask")
     model = loaded.module
     x, _ = preprocess(loaded, image)
     x = x.to(next(model.parameters()).device)
-    cam_layer = _cam_layer(loaded, x, layer, cam_layer)
+    cam_layer = _cam_layer(loaded, layer, cam_layer)
     step = batch_size if method in _BATCHED else 1
     devices = [x.device] if x.device.type == "cuda" else []
-    with _eval_mode(model), torch.enable_grad(), torch.random.fork_rng(devices=devices):
+    with eval_mode(model), torch.enable_grad(), torch.random.fork_rng(devices=devices):
         torch.manual_seed(int(seed))
         before, c = _maps(model, x, cam_layer, method, class_index)
         after = torch.cat([_maps(model, x.expand(len(draws[i:i + step]), -1, -1, -1), cam_layer, method, c,

@@ -14,3 +14,17 @@ def one_line(exc: BaseException, *, with_type: bool = False, limit: int | None =
     if limit is not None and len(text) > limit:
         text = text[: max(limit - 3, 0)] + "..."
     return text
+
+
+class DropblockError(Exception):
+    """Base of dropblock's own errors; the message is one line, fit to show a user as is."""
+
+
+class UsageError(DropblockError, ValueError):
+    """What was asked for is wrong: a bad argument, an unknown name, a file that is not one.
+    The command line exits 2. A ``ValueError``, as torch's own argument errors are."""
+
+
+class Failure(DropblockError, RuntimeError):
+    """What was asked for could not be done: a model or weights that cannot be had or run, a
+    file that cannot be written. The command line exits 1."""

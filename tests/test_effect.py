@@ -150,7 +150,7 @@ def test_runs_in_eval_mode_and_restores_the_mode(model, coffee):
         plain = torch.softmax(model(x)[0].double(), -1)  # eval mode: BN running stats, no dropout
     e = layer_effect(model, coffee, LAYER, "dropblock", 0.1, seed=1)
     assert not model.training
-    assert e.predictions_before == top_k(plain)
+    assert_same_predictions(e.predictions_before, top_k(plain))
     assert e.predictions_before[0].index == 967  # espresso
     model.train()
     try:
@@ -158,8 +158,8 @@ def test_runs_in_eval_mode_and_restores_the_mode(model, coffee):
         assert model.training  # the caller's mode is given back
     finally:
         model.eval()
-    assert e_train.predictions_before == e.predictions_before
-    assert e_train.kl_divergence == e.kl_divergence
+    assert_same_predictions(e_train.predictions_before, e.predictions_before)
+    assert e_train.kl_divergence == pytest.approx(e.kl_divergence, rel=1e-5)
 
 
 # --- seeds --------------------------------------------------------------------------------------
@@ -219,7 +219,7 @@ def test_effect_json_round_trips(model, chelsea):
     assert j3["feature_shape"] == [112, 14, 14] and j3["layer"] == LAYER and j3["model"] == MODEL
     assert j3["predictions_before"][0] == {"index": one.predictions_before[0].index,
                                            "label": one.predictions_before[0].label,
-                                           "prob": one.predictions_before[0].prob}
+                                           "prob": pytest.approx(one.predictions_before[0].prob, rel=1e-5)}
     assert j3["kl_divergence_stats"] == {"mean": many.kl.mean, "se": many.kl.se}
     assert j1["gamma"] is None and isinstance(j3["gamma"], float)
 
@@ -263,5 +263,12 @@ def test_a_loaded_model_brings_its_preprocessing_names_and_spec(code_dir, chelse
     assert torch.allclose(x.mean(), torch.from_numpy((crop / 255.0 - 0.5) / 0.25).float().mean(), atol=1e-5)
     with torch.no_grad():
         probs = torch.softmax(loaded.module(x)[0].double(), -1)
-    assert e.predictions_before == top_k(probs, 5, names)
+    assert_same_predictions(e.predictions_before, top_k(probs, 5, names))
     assert 0 < e.realized_drop_rate < 1 and e.kl_divergence > 0
+
+
+def assert_same_predictions(got, want):
+    """Same classes in the same order, probabilities equal up to the last float bits of a batched pass
+    (forward_many's unedited row shares a batch with the edited ones)."""
+    assert [(p.index, p.label) for p in got] == [(p.index, p.label) for p in want]
+    assert [p.prob for p in got] == pytest.approx([p.prob for p in want], rel=1e-5, abs=1e-7)

@@ -1,12 +1,11 @@
-"""dropblock.models.layers and .trace: layer tables of any model from one recorded forward pass."""
+"""dropblock.models.layers: layer tables of any model from one forward pass recorded with hooks."""
 
 import pytest
 import torch
 from torch import nn
 
 from dropblock.models.errors import ModelLoadError
-from dropblock.models.layers import LayerInfo, check_logits, filter_layers, trace_model
-from dropblock.models.trace import CallRecorder
+from dropblock.models.layers import LayerInfo, check_logits, filter_layers, record_calls, trace_model
 
 
 class Net(nn.Module):
@@ -77,28 +76,23 @@ class Catches(nn.Module):
         return self.good(x)
 
 
-def test_recorder_logs_nesting_and_restores_forwards():
+def test_record_calls_order_counts_aliases_and_hooks_removed():
+    """Runs come in the order their first calls started (a parent before its children), finish
+    order and aliases (a Sequential returns its last child's map) are recorded, and no hook is left.
+    Breaks if the recorder listed runs by finish order, lost a count, or left hooks on the model."""
     net = Net()
-    net.act.forward = net.act.forward  # an instance forward of the user's own stays in place
-    own = net.act.__dict__["forward"]
-    ended = []
-    with CallRecorder(net, on_end=lambda call, out: ended.append(call.name)) as rec, torch.no_grad():
-        net(torch.zeros(1, 3, 16, 16))
-    assert [c.name for c in rec.calls[0].children] == ["body", "act", "act", "pool", "fc"]
-    assert [c.name for c in rec.calls[1].children] == ["body.0", "body.1"]
-    assert rec.calls[1].shape == (1, 4, 8, 8) and rec.counts["act"] == 2
-    assert ended[-1] == "" and not rec.stack
-    assert net.act.__dict__["forward"] is own
-    assert all("forward" not in m.__dict__ for m in net.modules() if m is not net.act)
-    net.act2 = net.act  # one module under two names, as named_modules(remove_duplicate=False) sees it
-    modules = dict(net.named_modules(remove_duplicate=False))
-    with CallRecorder(net, modules) as rec, torch.no_grad():
-        net(torch.zeros(1, 3, 16, 16))
-    assert rec.counts["act"] == 2 and "act2" not in rec.counts
-    assert net.act.__dict__["forward"] is own
-    model = Catches()
-    with CallRecorder(model) as rec:
-        model(torch.zeros(1, 3))
-    assert [c.name for c in rec.calls] == ["", "bad", "good"]
-    assert [c.name for c in rec.calls[0].children] == ["bad", "good"]
-    assert not rec.calls[1].done and rec.calls[2].done and not rec.stack
+    with torch.no_grad():
+        trace = record_calls(net, lambda: net(torch.zeros(1, 3, 16, 16)))
+    runs = {r.name: r for r in trace.runs}
+    assert [r.name for r in trace.runs] == ["body", "body.0", "body.1", "act", "pool", "fc"]
+    assert runs["act"].calls == 2 and runs["body.0"].calls == 1
+    assert runs["body.0"].finished < runs["body.1"].finished < runs["body"].finished < runs["act"].finished
+    assert runs["body"].same_as == "body.1" and runs["body.1"].same_as is None
+    assert runs["act"].same_as is None
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in net.modules())
+    model = Catches()  # a call that raised never returned: not a run
+    trace = record_calls(model, lambda: model(torch.zeros(1, 3)))
+    assert [r.name for r in trace.runs] == ["good"]
+    with pytest.raises(RuntimeError):
+        record_calls(net, lambda: net(torch.zeros(1, 2, 16, 16)))
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in net.modules())

@@ -8,6 +8,8 @@ import sys
 import typer
 from typer.core import TyperGroup
 
+from dropblock.errors import DropblockError, UsageError
+
 try:  # typer vendors click from 0.2x on
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
     from typer.exceptions import Abort
@@ -15,6 +17,12 @@ except ImportError:  # pragma: no cover - typer on top of click
     from click.exceptions import Abort, ClickException, NoArgsIsHelpError
 
 HELP = "See what DropBlock, dropout and Cutout do to an image or a CNN's feature maps, and audit the DropBlock gamma math."
+
+
+def exit_code(error: BaseException) -> int:
+    """2 for a usage error (:class:`~dropblock.errors.UsageError`: what was typed is wrong), 1 for
+    anything else."""
+    return 2 if isinstance(error, UsageError) else 1
 
 
 def error_line(message: str) -> None:
@@ -35,6 +43,9 @@ class _Group(TyperGroup):
         except ClickException as e:
             error_line(f"{e.format_message()} (see --help)")
             code = e.exit_code
+        except DropblockError as e:  # our own typed errors: usage 2, failure 1
+            error_line(str(e))
+            code = exit_code(e)
         except (Abort, KeyboardInterrupt):
             error_line("aborted")
             code = 130

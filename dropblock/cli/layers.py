@@ -5,15 +5,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
 from dropblock.cli.models import (
-    ModelChoice, fail_for, load_network, model_choice, structure_or_fail,
+    ModelChoice, fail_for, load_network, load_or_fail, model_choice, structure_or_fail,
 )
 from dropblock.cli.options import (
-    INPUT_SIZE_HELP, MODEL_HELP, ProgressBar, fail, load_image_or_fail, note_if_clipped, save_or_fail,
+    ClassNamesOpt, DownloadOpt, InputSizeOpt, MeanOpt, ModelOpt, ProgressBar, StdOpt, WeightsOpt, fail,
+    load_image_or_fail, note_if_clipped, save_or_fail,
 )
 from dropblock.cli.report import columns, key_value, mean_se, pct, print_json, stdout_console
 from dropblock.models.names import DEFAULT_MODEL
@@ -22,17 +23,29 @@ FILTER_HELP = ("Only the layers whose name matches this glob (* matches dots too
                "or separate globs with commas. On a built-in model it searches every module, not only the short names.")
 
 
+def _plain(option: type) -> type:
+    """A model option of show/compare (``With --layer: ...``) as ``layers`` takes it: same flag, no prefix."""
+    info = option.__metadata__[0]
+    text = info.help[len("With --layer: "):] if info.help.startswith("With --layer: ") else info.help
+    return Annotated[option.__origin__, typer.Option(*info.param_decls, help=text[0].upper() + text[1:],
+                                                     show_default=info.show_default)]
+
+
 def layers(
-    model: str = typer.Option(DEFAULT_MODEL, "--model", help=MODEL_HELP[0].upper() + MODEL_HELP[1:]),
-    input_size: Optional[int] = typer.Option(None, "--input-size", help=INPUT_SIZE_HELP[0].upper() + INPUT_SIZE_HELP[1:],
-                                             show_default=False),
+    model: _plain(ModelOpt) = DEFAULT_MODEL,
+    weights: _plain(WeightsOpt) = None,
+    download: _plain(DownloadOpt) = False,
+    input_size: _plain(InputSizeOpt) = None,
+    mean: _plain(MeanOpt) = None,
+    std: _plain(StdOpt) = None,
+    class_names: _plain(ClassNamesOpt) = None,
     filters: Optional[list[str]] = typer.Option(None, "--filter", help=FILTER_HELP, show_default=False),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list of {name, type, shape, dropblock_ok, calls}."),
 ) -> None:
     """The layers --layer can pick: type, output shape (C x H x W) from one forward pass, where DropBlock makes sense."""
-    choice = model_choice(model, input_size=input_size)
+    choice = model_choice(model, weights, download, input_size, mean, std, class_names)
     patterns = [p.strip() for text in filters or () for p in text.split(",") if p.strip()] or None
-    structure = structure_or_fail(choice)
+    structure = load_or_fail(choice) if weights or download else structure_or_fail(choice)
     table = _layer_rows(structure, patterns)
     every = _layer_rows(structure, ["*"]) if patterns else table
     if not table:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import NoReturn, Optional
 
 from dropblock.cli.options import fail
+from dropblock.errors import DropblockError
 from dropblock.models.names import DEFAULT_MODEL
 
 
@@ -85,29 +86,31 @@ def model_choice(spec: str, weights: Optional[Path] = None, download: bool = Fal
 
 
 def fail_for(error: Exception) -> NoReturn:
-    """Exit with ``error``'s one-line message: 2 for a usage error (ValueError family), else 1."""
-    fail(str(error), 2 if isinstance(error, ValueError) else 1)
+    """Exit with ``error``'s one-line message: 2 for a usage error (:class:`~dropblock.errors.UsageError`), else 1."""
+    from dropblock.cli.app import exit_code
+
+    fail(str(error), exit_code(error))
 
 
 def load_or_fail(choice: ModelChoice, device: str = "cpu"):
     """The model of ``choice`` with its weights, as a :class:`~dropblock.models.LoadedModel` on ``device``."""
-    from dropblock.models import ModelLoadError, WeightsError, load_classifier
+    from dropblock.models import load_classifier
 
     try:
         return load_classifier(choice.spec, weights=choice.weights, download=choice.download, device=device,
                                input_size=choice.input_size, mean=choice.mean, std=choice.std,
                                class_names=choice.class_names)
-    except (ValueError, WeightsError, ModelLoadError) as e:
+    except DropblockError as e:
         fail_for(e)
 
 
 def structure_or_fail(choice: ModelChoice):
     """The model of ``choice`` with random weights and its layer table filled (``.layers``)."""
-    from dropblock.models import ModelLoadError, WeightsError, load_structure
+    from dropblock.models import load_structure
 
     try:
-        return load_structure(choice.spec, input_size=choice.input_size)
-    except (ValueError, WeightsError, ModelLoadError) as e:
+        return load_structure(choice.spec, input_size=choice.input_size, class_names=choice.class_names)
+    except DropblockError as e:
         fail_for(e)
 
 
@@ -118,6 +121,9 @@ def load_network(choice: ModelChoice, layer: str, device: str):
 
     device = resolve_device(device)
     net = load_or_fail(choice, device)
+    if not net.class_names:
+        fail(f"{net.spec} has no classifier outputs (a headless model): --layer runs compare its class "
+             f"predictions; pick a model with a classifier head (`dropblock layers` lists any model's layers)", 2)
     return net.spec, resolve_layer_or_fail(net, layer), net, device
 
 

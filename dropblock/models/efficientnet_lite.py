@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import SteppedNet
+from .base import BuiltinNet
 from .names import LITE0_STAGES
 
 STEM_CHANNELS = 32
@@ -93,14 +93,14 @@ class MBConvBlock(nn.Module):
         return x
 
 
-class EfficientNetLite0(SteppedNet):
+class EfficientNetLite0(BuiltinNet):
     """EfficientNet-Lite0: (B, 3, H, W) image normalized as (pixel - 127) / 128 ->
     (B, num_classes) logits. At 224x224: stem 32x112x112, blocks 0: 16x112x112,
     1-2: 24x56x56, 3-4: 40x28x28, 5-7: 80x14x14, 8-10: 112x14x14, 11-14: 192x7x7,
     15: 320x7x7, head 1280x7x7.
 
-    Steps: ``stem``, ``blocks.0`` .. ``blocks.15``, ``head``, ``classifier`` (global average
-    pool, dropout 0.2, ``_fc``).
+    Short layer names: ``stem``, ``blocks.0`` .. ``blocks.15``, ``head``; then global average
+    pool, dropout 0.2 and ``_fc``.
     """
 
     arch = "efficientnet-lite0"
@@ -125,28 +125,13 @@ class EfficientNetLite0(SteppedNet):
         self._dropout = nn.Dropout(dropout)
         self._fc = nn.Linear(HEAD_CHANNELS, num_classes)
 
-        n = len(blocks)
-        self.step_names = ("stem", *(f"blocks.{i}" for i in range(n)), "head", "classifier")
-        self.layer_steps = {name: i for i, name in enumerate(self.step_names[:-1])}
-        self.layer_paths = {
-            "stem": "_stem_act",
-            **{f"blocks.{i}": f"_blocks.{i}" for i in range(n)},
-            "head": "_head_act",
-        }
-        self.step_modules = (("_conv_stem", "_bn0", "_stem_act"),
-                             *((f"_blocks.{i}",) for i in range(n)),
-                             ("_conv_head", "_bn1", "_head_act"),
-                             ("_avg_pooling", "_dropout", "_fc"))
+        self.layer_paths = {"stem": "_stem_act", **{f"blocks.{i}": f"_blocks.{i}" for i in range(len(blocks))},
+                            "head": "_head_act"}
 
-    def run_step(self, index: int, x: torch.Tensor) -> torch.Tensor:
-        n = len(self._blocks)
-        if index == 0:
-            return self._stem_act(self._bn0(self._conv_stem(x)))
-        if index <= n:
-            return self._blocks[index - 1](x)
-        if index == n + 1:
-            return self._head_act(self._bn1(self._conv_head(x)))
-        if index == n + 2:
-            x = torch.flatten(self._avg_pooling(x), 1)
-            return self._fc(self._dropout(x))
-        raise IndexError(f"step {index} out of range 0..{n + 2}")
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) normalized image -> (B, num_classes) logits."""
+        x = self._stem_act(self._bn0(self._conv_stem(x)))
+        for block in self._blocks:
+            x = block(x)
+        x = self._head_act(self._bn1(self._conv_head(x)))
+        return self._fc(self._dropout(torch.flatten(self._avg_pooling(x), 1)))

@@ -1,11 +1,13 @@
 """Exceptions of dropblock.models; each message is one line, fit to show a user as is.
 
-Two families, so that a command line can map them to exit codes:
+The two families of :mod:`dropblock.errors`, which a command line maps to exit codes:
 
-- usage errors, all ``ValueError``: :class:`UnknownNameError` (and :class:`UnknownModelError`),
-  :class:`ModelSpecError`, :class:`LayerError`. What the user typed is wrong (exit 2).
-- failures: :class:`WeightsError`, :class:`ModelLoadError`. What was asked for could not be
-  done: weights missing or unfit, the user's code raised, an extra is not installed (exit 1).
+- :class:`~dropblock.errors.UsageError` (a ``ValueError``): :class:`UnknownNameError` (and
+  :class:`UnknownModelError`), :class:`ModelSpecError`, :class:`LayerError`. What the user typed
+  is wrong (exit 2).
+- :class:`~dropblock.errors.Failure`: :class:`WeightsError`, :class:`ModelLoadError`. What was
+  asked for could not be done: weights missing or unfit, the user's code raised, an extra is not
+  installed (exit 1).
 """
 
 from __future__ import annotations
@@ -13,26 +15,28 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 
+from dropblock.errors import Failure, UsageError
 
-class WeightsError(Exception):
+
+class WeightsError(Failure):
     """Weights could not be found, read, or fitted to the model (one-line message)."""
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(Failure):
     """A model could not be built or run: its code raised, it returned something other than an
     ``nn.Module`` or than (1, classes) logits, or torchvision/timm is not installed."""
 
 
-class ModelSpecError(ValueError):
+class ModelSpecError(UsageError):
     """A model spec (``--model``) that names no model: bad form, missing file or module."""
 
 
-class LayerError(ValueError):
+class LayerError(UsageError):
     """A layer that exists but cannot be edited: its output is not one (N, C, H, W) map, it
     does not run in a forward pass, or it runs more than once."""
 
 
-class UnknownNameError(ValueError):
+class UnknownNameError(UsageError):
     """A model or layer name that is not known.
 
     Attributes:

@@ -8,7 +8,7 @@ input size S. The built-in networks also accept their short names (``stem``, ``b
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -16,10 +16,10 @@ from torch import nn
 
 from dropblock.errors import one_line
 
-from .base import SteppedNet
+from .base import BuiltinNet
 from .errors import LayerError, ModelLoadError, UnknownNameError
+from .modes import eval_mode
 from .names import resolve_layer
-from .trace import CallRecorder
 
 NEAR = 3  # how many 4-D layers on each side an error names
 
@@ -47,13 +47,17 @@ class LayerInfo:
 @dataclass(frozen=True)
 class ModuleRun:
     """A module's first call in a forward pass: name, type, output shape (None if not a
-    tensor), output type name and number of calls."""
+    tensor), output type name, number of calls, ``finished`` (how many first calls of other
+    modules returned before it) and ``same_as`` (the module that first returned the very same
+    output object, e.g. a Sequential's last child; None if none did)."""
 
     name: str
     type: str
     shape: tuple[int, ...] | None
     output_type: str
     calls: int
+    finished: int = 0
+    same_as: str | None = None
 
 
 @dataclass(frozen=True)
@@ -90,35 +94,57 @@ def probe_input(model: nn.Module, size: int) -> torch.Tensor:
     return torch.zeros(1, 3, size, size, device=device, dtype=dtype)
 
 
+def record_calls(model: nn.Module, run: Callable[[], object]) -> Trace:
+    """Call ``run()`` (one forward pass of ``model``) with a forward pre-hook and a forward hook on
+    every submodule, all removed afterwards: the :class:`Trace` of the modules that ran, in the
+    order their first calls started."""
+    started: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    first: dict[str, tuple[nn.Module, object]] = {}  # in the order first calls returned
+    handles = []
+    for name, module in model.named_modules():
+        if not name:
+            continue
+
+        def pre(mod: nn.Module, args: tuple, name: str = name) -> None:
+            started.setdefault(name, len(started))
+
+        def post(mod: nn.Module, args: tuple, out: object, name: str = name) -> None:
+            counts[name] = counts.get(name, 0) + 1
+            first.setdefault(name, (mod, out))  # held until the pass ends: ids stay unique
+
+        handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+    try:
+        out = run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    owner: dict[int, str] = {}
+    runs = {}
+    for finished, (name, (mod, value)) in enumerate(first.items()):
+        same_as = owner.setdefault(id(value), name)
+        shape = tuple(value.shape) if torch.is_tensor(value) else None
+        runs[name] = ModuleRun(name, type(mod).__name__, shape, type(value).__name__, counts[name],
+                               finished, None if same_as == name else same_as)
+    ordered = sorted(runs.values(), key=lambda r: started.get(r.name, len(started)))
+    return Trace(tuple(ordered), tuple(out.shape) if torch.is_tensor(out) else None,
+                 type(out).__name__)
+
+
 def trace_model(model: nn.Module, size: int) -> Trace:
     """Run ``model`` once (eval mode, no grad) on a zero (1, 3, size, size) image and record
-    every module call.
+    every module call (:func:`record_calls`).
 
     Raises:
         ModelLoadError: the forward pass raised.
     """
-    was_training = model.training
-    model.eval()
+    x = probe_input(model, size)
     try:
-        with CallRecorder(model) as rec, torch.no_grad():
-            out = model(probe_input(model, size))
+        with eval_mode(model), torch.no_grad():
+            return record_calls(model, lambda: model(x))
     except Exception as exc:
         raise ModelLoadError(f"a forward pass of a 1x3x{size}x{size} image failed: "
                              f"{one_line(exc, with_type=True, limit=160)}") from exc
-    finally:
-        model.train(was_training)
-    return trace_of(rec, out)
-
-
-def trace_of(rec: CallRecorder, out: object) -> Trace:
-    """The :class:`Trace` of a recorded forward pass that returned ``out``."""
-    runs: dict[str, ModuleRun] = {}
-    for call in rec.calls:
-        if call.name and call.name not in runs:
-            runs[call.name] = ModuleRun(call.name, type(call.module).__name__, call.shape,
-                                        call.output_type, rec.counts[call.name])
-    shape = tuple(out.shape) if torch.is_tensor(out) else None
-    return Trace(tuple(runs.values()), shape, type(out).__name__)
 
 
 def filter_layers(layers: Sequence[LayerInfo], patterns: str | Sequence[str] | None) -> list[LayerInfo]:
@@ -135,7 +161,7 @@ def layer_path(model: nn.Module, layer: str) -> tuple[str, str] | None:
 
     A built-in network's short names (``stem``, ``blocks.5``, ``layer3``) are tried first.
     """
-    if isinstance(model, SteppedNet):
+    if isinstance(model, BuiltinNet):
         try:
             alias = resolve_layer(model.arch, layer)
             return alias, model.layer_paths[alias]
@@ -151,7 +177,7 @@ def unknown_layer(layer: str, trace: Trace, model_name: str,
                   model: nn.Module | None = None) -> UnknownNameError:
     """The error for a layer name that no module has: close matches among the 4-D layers (a built-in
     ``model``'s short names stand for their modules)."""
-    paths = model.layer_paths if isinstance(model, SteppedNet) else {}
+    paths = model.layer_paths if isinstance(model, BuiltinNet) else {}
     names = list(paths) + [li.name for li in trace.layers() if li.name not in set(paths.values())]
     return UnknownNameError("layer", str(layer), names, context=model_name,
                             hint=f"{len(names)} layers in all (`dropblock layers --model {model_name} "

@@ -15,13 +15,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dropblock.errors import one_line
+from dropblock.errors import UsageError, one_line
 
 from .classes import NUM_CLASSES, class_names
 from .errors import ModelLoadError, ModelSpecError
 from .layers import (LayerInfo, Trace, check_logits, layer_path, not_a_map, trace_model,
                      unknown_layer)
-from .base import SteppedNet
+from .base import BuiltinNet
 from .preprocessing import PREPROCESSING, Preprocessing
 from .registry import check_device
 from .sources import Built, build_builtin, build_timm, build_torchvision, build_user
@@ -59,8 +59,12 @@ class LoadedModel:
 
     @cached_property
     def trace(self) -> Trace:
-        """Every module that runs for a zero image at the input size (one forward pass, once)."""
+        """Every module that runs for a zero image at the input size (one forward pass, once).
+        A model with class names must return one logit per name; a headless one (no class
+        names, e.g. timm's ``num_classes=0``) may return anything."""
         trace = trace_model(self.module, self.input_size)
+        if not self.num_classes:
+            return trace
         classes = check_logits(trace.output_shape, trace.output_type, self.spec)
         if classes != self.num_classes:
             raise ModelLoadError(f"{self.spec} returns {classes} logits but has "
@@ -110,7 +114,7 @@ def as_loaded(model: LoadedModel | nn.Module) -> LoadedModel:
     """
     if isinstance(model, LoadedModel):
         return model
-    if isinstance(model, SteppedNet):
+    if isinstance(model, BuiltinNet):
         return LoadedModel(model, model.arch, PREPROCESSING[model.arch], tuple(class_names()),
                            "as given")
     raise TypeError(f"expected a LoadedModel (dropblock.models.load_classifier) or a built-in "
@@ -193,10 +197,10 @@ def load_classifier(
     """
     parsed = spec if isinstance(spec, ModelSpec) else parse_spec(spec)
     if weights is not None and not pretrained:
-        raise ValueError(f"weights {str(weights)!r} given with pretrained=False")
+        raise UsageError(f"weights {str(weights)!r} given with pretrained=False")
     meta = str(device) == "meta"
     if meta and pretrained:
-        raise ValueError("device 'meta' holds no data: pass pretrained=False")
+        raise UsageError("device 'meta' holds no data: pass pretrained=False")
     target = torch.device("meta") if meta else check_device(device)
     built = _build(parsed, weights, pretrained, download, meta, input_size)
     prep = built.preprocessing.with_overrides(input_size, mean, std)
@@ -210,18 +214,21 @@ def load_classifier(
 
 def load_structure(spec: str | ModelSpec, *, input_size: int | None = None,
                    class_names: str | Path | Sequence[str] | None = None) -> LoadedModel:
-    """A model with random weights, for its layer table (``.layers``): on the meta device (no
-    data, no compute) where its forward pass runs there, else on the CPU. User code runs on the
-    CPU with its own weights. ``.trace`` is filled.
+    """A model with random weights, for its layer table (``.layers``): built and run on the meta
+    device (no data, no compute) where it can be, else on the CPU (e.g. a constructor that
+    computes with tensors, an op without a meta kernel). User code runs on the CPU with its own
+    weights. ``.trace`` is filled.
 
     Raises:
         as :func:`load_classifier`.
     """
     kwargs = dict(pretrained=False, input_size=input_size, class_names=class_names)
-    loaded = load_classifier(spec, device="meta", **kwargs)
     try:
+        loaded = load_classifier(spec, device="meta", **kwargs)
         loaded.trace
-    except ModelLoadError:  # an op without a meta kernel, or data-dependent code
-        loaded = load_classifier(spec, device="cpu", **kwargs)
-        loaded.trace
+        return loaded
+    except ModelLoadError:
+        pass
+    loaded = load_classifier(spec, device="cpu", **kwargs)
+    loaded.trace
     return loaded

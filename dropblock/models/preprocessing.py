@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from dropblock.errors import UsageError
+
 from .names import resolve_model
 
 MODES: tuple[str, ...] = ("center", "squash", "border")
@@ -58,7 +60,7 @@ class Preprocessing:
         out = self
         if input_size is not None:
             if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1:
-                raise ValueError(f"input_size must be an integer >= 1, got {input_size!r}")
+                raise UsageError(f"input_size must be an integer >= 1, got {input_size!r}")
             resize = max(input_size, math.floor(input_size * self.resize / self.crop))
             out = replace(out, crop=input_size, resize=resize)
         scale = 255.0 / self.divisor
@@ -73,11 +75,11 @@ def _triple(values: Sequence[float], name: str, positive: bool) -> tuple[float, 
     try:
         out = tuple(float(v) for v in values)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be 3 numbers (R, G, B), got {values!r}") from None
+        raise UsageError(f"{name} must be 3 numbers (R, G, B), got {values!r}") from None
     if len(out) != 3 or not all(math.isfinite(v) for v in out):
-        raise ValueError(f"{name} must be 3 finite numbers (R, G, B), got {values!r}")
+        raise UsageError(f"{name} must be 3 finite numbers (R, G, B), got {values!r}")
     if positive and min(out) <= 0:
-        raise ValueError(f"{name} must be > 0, got {values!r}")
+        raise UsageError(f"{name} must be > 0, got {values!r}")
     return out  # type: ignore[return-value]
 
 
@@ -162,11 +164,11 @@ def preprocess(model: object, image: np.ndarray) -> tuple[torch.Tensor, np.ndarr
     spec = _spec_of(model)
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(
+        raise UsageError(
             f"expected an (H, W, 3) uint8 RGB image, got shape {image.shape} dtype {image.dtype}"
         )
     if min(image.shape[:2]) < 1:
-        raise ValueError(f"empty image of shape {image.shape}")
+        raise UsageError(f"empty image of shape {image.shape}")
     fill = tuple(int(round(min(255.0, max(0.0, m * spec.divisor)))) for m in spec.mean)
     crop = resize_and_crop(np.ascontiguousarray(image), spec.resize, spec.crop, spec.resample,
                            spec.mode, fill)

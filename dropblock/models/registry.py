@@ -3,33 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from dropblock.errors import one_line
+from dropblock.errors import UsageError, one_line
 
-from .base import SteppedNet
+from .base import BuiltinNet
 from .efficientnet_lite import EfficientNetLite0
 from .errors import UnknownNameError
 from .layers import LayerInfo, filter_layers, layer_path, trace_model
 from .names import layer_names, resolve_layer, resolve_model
 from .resnet import resnet18, resnet50
-from .trace import first_outputs
 from .weights import load_weights
 
 INPUT_SIZE = 224
 
-_BUILDERS: dict[str, Callable[..., SteppedNet]] = {
+_BUILDERS: dict[str, Callable[..., BuiltinNet]] = {
     "efficientnet-lite0": EfficientNetLite0,
     "resnet18": resnet18,
     "resnet50": resnet50,
 }
 
 
-def build_model(name: str, num_classes: int = 1000) -> SteppedNet:
+def build_model(name: str, num_classes: int = 1000) -> BuiltinNet:
     """A randomly initialised ``name`` network in eval mode (uses torch's global RNG).
 
     Raises:
@@ -41,7 +41,7 @@ def build_model(name: str, num_classes: int = 1000) -> SteppedNet:
 def load_model(
     name: str, weights: str | Path | None = None, download: bool = False,
     device: str | torch.device = "cpu",
-) -> SteppedNet:
+) -> BuiltinNet:
     """A pretrained ``name`` network in eval mode on ``device``.
 
     Args:
@@ -72,7 +72,7 @@ def check_device(device: str | torch.device) -> torch.device:
         device = torch.device(device)
         torch.empty(0, device=device)  # fails early for e.g. "cuda" without a GPU
     except (RuntimeError, AssertionError, ValueError, TypeError) as exc:
-        raise ValueError(f"cannot use device {str(device)!r}: {one_line(exc)}") from exc
+        raise UsageError(f"cannot use device {str(device)!r}: {one_line(exc)}") from exc
     return device
 
 
@@ -86,7 +86,7 @@ def layer_module(model: nn.Module, layer: str) -> nn.Module:
     model = getattr(model, "module", model)  # a LoadedModel
     found = layer_path(model, layer)
     if found is None:
-        if isinstance(model, SteppedNet):
+        if isinstance(model, BuiltinNet):
             resolve_layer(model.arch, layer)  # raises with the short names listed
         raise UnknownNameError("layer", str(layer), [n for n, _ in model.named_modules() if n])
     return model.get_submodule(found[1])
@@ -94,18 +94,10 @@ def layer_module(model: nn.Module, layer: str) -> nn.Module:
 
 @lru_cache(maxsize=None)
 def _layer_table(name: str) -> tuple[LayerInfo, ...]:
-    with torch.random.fork_rng(devices=[]):  # leave the caller's RNG stream alone
-        torch.manual_seed(0)
+    with torch.device("meta"):
         model = build_model(name)
-        x = torch.randn(1, 3, INPUT_SIZE, INPUT_SIZE)
-    modules = {layer: model.layer_module(layer) for layer in model.layer_names}
-    with torch.inference_mode():
-        outputs = first_outputs(modules, lambda: model(x))
-    table = []
-    for layer in layer_names(name):
-        c, h, w = outputs[layer].shape[1:]
-        table.append(LayerInfo(layer, type(modules[layer]).__name__, (c, h, w), h * w > 1))
-    return tuple(table)
+    by_path = {li.name: li for li in trace_model(model, INPUT_SIZE).layers()}
+    return tuple(replace(by_path[path], name=layer) for layer, path in model.layer_paths.items())
 
 
 def layer_table(model: object, filter: str | Sequence[str] | None = None) -> list[LayerInfo]:
@@ -113,8 +105,7 @@ def layer_table(model: object, filter: str | Sequence[str] | None = None) -> lis
 
     Args:
         model: a built-in model name: its short-named layers (``stem``, ``blocks.0`` ...) at a
-            1x3x224x224 input, measured once (then cached) on a randomly initialised model, no
-            weights needed. Or a :class:`~dropblock.models.loaded.LoadedModel`: every module
+            1x3x224x224 input, measured once (then cached) on the meta device, no weights needed. Or a :class:`~dropblock.models.loaded.LoadedModel`: every module
             with a 4-D output at its input size. Or any ``nn.Module``: the same at 224.
         filter: glob(s) on the names (see :func:`~dropblock.models.layers.filter_layers`).
 

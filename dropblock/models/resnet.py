@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import SteppedNet
+from .base import BuiltinNet
 from .names import RESNET_DEPTHS
 
 
@@ -71,11 +71,11 @@ class Bottleneck(nn.Module):
         return self.relu(out + identity)
 
 
-class ResNet(SteppedNet):
+class ResNet(BuiltinNet):
     """torchvision-layout ResNet: (B, 3, H, W) -> (B, num_classes) logits.
 
-    Steps: ``stem`` (conv1, bn1, relu, maxpool), one per residual block (``layer1.0`` ...),
-    ``classifier`` (global average pool, ``fc``). Layer ``layerN`` is its last block's output.
+    Short layer names: ``stem`` (after conv1, bn1, relu, maxpool), ``layerN`` (a stage's output)
+    and each residual block ``layerN.j``.
     """
 
     def __init__(self, arch: str, block: type[BasicBlock] | type[Bottleneck],
@@ -101,32 +101,11 @@ class ResNet(SteppedNet):
                 nn.init.constant_(m.weight, 1)
                 nn.init.constant_(m.bias, 0)
 
-        # A plain list (not registered again): the residual blocks in forward order.
-        self._block_list: list[nn.Module] = []
-        steps = ["stem"]
-        self.layer_steps = {"stem": 0}
         self.layer_paths = {"stem": "maxpool"}
         for stage in range(1, 5):
-            layer = getattr(self, f"layer{stage}")
-            for j, blk in enumerate(layer):
-                self._block_list.append(blk)
-                steps.append(f"layer{stage}.{j}")
-            last = len(steps) - 1
-            self.layer_steps[f"layer{stage}"] = last
             self.layer_paths[f"layer{stage}"] = f"layer{stage}"
-            for j in range(len(layer)):
-                self.layer_steps[f"layer{stage}.{j}"] = last - len(layer) + 1 + j
+            for j in range(len(getattr(self, f"layer{stage}"))):
                 self.layer_paths[f"layer{stage}.{j}"] = f"layer{stage}.{j}"
-        self.step_names = (*steps, "classifier")
-        self.step_modules = (("conv1", "bn1", "relu", "maxpool"), *((name,) for name in steps[1:]),
-                             ("avgpool", "fc"))
-        # first block step -> (stage module, its step count), to run whole stages as one call
-        self._stage_at: dict[int, tuple[nn.Sequential, int]] = {}
-        first = 1
-        for stage in range(1, 5):
-            layer = getattr(self, f"layer{stage}")
-            self._stage_at[first] = (layer, len(layer))
-            first += len(layer)
 
     def _make_layer(self, block: type[BasicBlock] | type[Bottleneck], planes: int,
                     blocks: int, stride: int = 1) -> nn.Sequential:
@@ -141,32 +120,11 @@ class ResNet(SteppedNet):
         layers.extend(block(self.inplanes, planes) for _ in range(1, blocks))
         return nn.Sequential(*layers)
 
-    def forward_range(
-        self, x: torch.Tensor, start: int = 0, stop: int | None = None
-    ) -> torch.Tensor:
-        """Run steps ``start .. stop-1``; whole stages run as ``layerN(x)`` so that hooks on
-        ``model.layerN`` fire as in torchvision."""
-        stop = len(self.step_names) if stop is None else stop
-        index = start
-        while index < stop:
-            stage = self._stage_at.get(index)
-            if stage is not None and index + stage[1] <= stop:
-                x = stage[0](x)
-                index += stage[1]
-            else:
-                x = self.run_step(index, x)
-                index += 1
-        return x
-
-    def run_step(self, index: int, x: torch.Tensor) -> torch.Tensor:
-        n = len(self._block_list)
-        if index == 0:
-            return self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        if index <= n:
-            return self._block_list[index - 1](x)
-        if index == n + 1:
-            return self.fc(torch.flatten(self.avgpool(x), 1))
-        raise IndexError(f"step {index} out of range 0..{n + 1}")
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) normalized image -> (B, num_classes) logits."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
 def resnet18(num_classes: int = 1000) -> ResNet:

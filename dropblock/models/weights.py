@@ -15,6 +15,8 @@ Sources, in order:
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -119,14 +121,36 @@ def as_state_dict(obj: object, what: str) -> dict[str, torch.Tensor]:
     bad = [str(k) for k, v in obj.items() if not isinstance(k, str) or not torch.is_tensor(v)]
     if bad:
         raise WeightsError(f"{what} holds no state dict: non-tensor entries {_names(bad)}")
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
+    stripped = any(k.startswith("module.") for k in obj)
+    state = with_metadata({_unwrapped(k): v for k, v in obj.items()}, obj)
+    metadata = getattr(state, "_metadata", None)
+    if stripped and metadata is not None:  # its keys are module prefixes: unwrap them too
+        state._metadata = OrderedDict(("" if k == "module" else _unwrapped(k), v)
+                                      for k, v in metadata.items() if k)
+    return state
+
+
+def _unwrapped(key: str) -> str:
+    """A key of a model saved inside DataParallel (``module.conv1.weight``) as the model's own."""
+    return key[len("module."):] if key.startswith("module.") else key
+
+
+def with_metadata(new: Mapping[str, torch.Tensor], old: Mapping[str, torch.Tensor]) -> OrderedDict:
+    """``new`` as an OrderedDict carrying ``old``'s ``_metadata`` (the per-module versions that
+    ``load_state_dict`` reads, e.g. MNASNet's), so that rebuilding a state dict loses none."""
+    out = OrderedDict(new)
+    metadata = getattr(old, "_metadata", None)
+    if metadata is not None:
+        out._metadata = metadata
+    return out
 
 
 def without_schedules(state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor]) -> dict:
     """``state`` without the ``*.step_count`` entries that ``own`` (a model's state dict) lacks: the
     step counters of the ScheduledDropBlock2d modules that :func:`~dropblock.add_dropblock` put into a
     model for training. They are not weights, so a model trained that way loads into the plain model."""
-    return {k: v for k, v in state.items() if k in own or not k.endswith(".step_count")}
+    return with_metadata({k: v for k, v in state.items() if k in own or not k.endswith(".step_count")},
+                         state)
 
 
 def fit_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str,
@@ -166,7 +190,7 @@ def fit_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: 
         raise WeightsError(f"weights {source} do not fit {arch}: {'; '.join(problems)}")
     meta = any(t.is_meta for t in own.values())
     if meta:  # built on the meta device: take the file's tensors, in the model's dtypes
-        state = {k: v.to(own[k].dtype) for k, v in state.items()}
+        state = with_metadata({k: v.to(own[k].dtype) for k, v in state.items()}, state)
     try:
         model.load_state_dict(state, strict=True, assign=meta)
     except Exception as exc:
@@ -187,12 +211,17 @@ def build_and_fit(build: Callable[[int | None], nn.Module], state: Mapping[str, 
     Raises:
         WeightsError: the weights do not fit (names the keys).
     """
-    with torch.device("meta"):
+    device = "meta"
+    try:
+        with torch.device(device):
+            model = build(None)
+    except Exception:  # a constructor that computes with tensors (e.g. RegNet's widths)
+        device = "cpu"
         model = build(None)
     rows = output_rows(model, state, classes)
     count = rows if rows is not None and rows != classes else None
     if count is not None:
-        with torch.device("meta"):
+        with torch.device(device):
             model = build(count)
     fit_state_dict(model, state, source, name)
     if any(t.is_meta for t in (*model.parameters(), *model.buffers())):

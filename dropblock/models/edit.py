@@ -1,0 +1,340 @@
+"""Editing one module's output in any model, N edits at a time, with one forward hook.
+
+A forward hook on the target module returns the N edited maps as a batch of N while the input
+stays a batch of one, so the layers before the target run once. Code after the target that
+combines a batch-1 tensor from before it with the batch-N one broadcasts (``x + f(x)``), which is
+what N separate passes compute; :class:`BroadcastJoins`, a ``TorchFunctionMode`` entered when the
+target fires, expands the batch-1 operands of ``torch.cat`` / ``torch.stack`` the same way.
+
+Code after the target that mixes the rows of a batch would make that wrong, so each (model, layer)
+is checked once: the widened pass's rows must equal plain passes of the same edits. Where the
+widened pass raises, returns other than N rows or fails the check, the edits run as full passes on
+an N-row copy of the input (checked the same way), and failing that, one plain pass per edit.
+Row i is then what a forward hook returning ``edits[i](output)`` gives, up to the last float bits
+of batched kernels.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from dropblock.errors import UsageError, one_line
+
+from .errors import ModelLoadError
+from .layers import check_logits, layer_path, not_a_map, trace_model, unknown_layer
+from .modes import eval_mode
+
+Edit = Callable[[torch.Tensor], torch.Tensor]
+STRATEGIES = ("widened", "expanded", "single")
+_JOINS = {torch.cat: 1, torch.concat: 1, torch.concatenate: 1, torch.stack: 0, torch.hstack: 1,
+          torch.dstack: 2}  # join -> the dim it joins along when none is given (stack: a new one)
+_checked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> {path: strategy}
+
+
+@dataclass(frozen=True)
+class FeatureBatchRun:
+    """One image, one layer, N edits.
+
+    Attributes:
+        layer: canonical layer name.
+        logits_before: (1, K) logits of the unedited network (K classes).
+        logits_after: (N, K) logits, row i with the layer's output replaced by ``edits[i]``.
+        feature_before: (1, C, H, W) the layer's output.
+        features_after: (N, C, H, W) the edited maps, or None unless ``keep_features``.
+        strategy: how the edits ran, one of :data:`STRATEGIES`.
+    """
+
+    layer: str
+    logits_before: torch.Tensor
+    logits_after: torch.Tensor
+    feature_before: torch.Tensor
+    features_after: torch.Tensor | None
+    strategy: str = "widened"
+
+
+class BroadcastJoins(TorchFunctionMode):
+    """Expands the batch-1 operands of a join (cat, stack ...) to ``rows`` rows when another
+    operand has ``rows``; joins along the batch dimension are left alone."""
+
+    def __init__(self, rows: int) -> None:
+        super().__init__()
+        self.rows = rows
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: D105
+        kwargs = kwargs or {}
+        if func in _JOINS and args and isinstance(args[0], (list, tuple)):
+            tensors = args[0]
+            dim = args[1] if len(args) > 1 else kwargs.get("dim", kwargs.get("axis", _JOINS[func]))
+            if self._widens(tensors, dim, func is torch.stack):
+                args = ([t.expand(self.rows, *t.shape[1:]) if t.shape[0] == 1 else t
+                         for t in tensors], *args[1:])
+        return func(*args, **kwargs)
+
+    def _widens(self, tensors, dim: int, stack: bool) -> bool:
+        if not all(torch.is_tensor(t) and t.ndim >= 2 for t in tensors):
+            return False
+        rows = {t.shape[0] for t in tensors}
+        if rows != {1, self.rows}:
+            return False
+        return stack or dim % tensors[0].ndim != 0
+
+
+class EditShapeError(UsageError):
+    """An edit returned something other than a tensor of its input's shape."""
+
+
+def _apply(edit: Edit, feature: torch.Tensor) -> torch.Tensor:
+    """``edit`` on a private copy of ``feature``; checks the result's shape."""
+    out = edit(feature.clone())
+    if not torch.is_tensor(out) or out.shape != feature.shape:
+        got = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
+        raise EditShapeError(f"edit must return a tensor of shape {tuple(feature.shape)}, got {got}")
+    return out.to(device=feature.device, dtype=feature.dtype)
+
+
+@dataclass
+class EditedCall:
+    """What :func:`edited_output` saw: the target's calls so far, and a copy of its first
+    output's row 0 (or that output itself when it is not a tensor)."""
+
+    calls: int = 0
+    output: object = None
+    mode: BroadcastJoins | None = None
+
+
+@contextmanager
+def edited_output(target: nn.Module, make: Callable[[torch.Tensor], torch.Tensor] | None,
+                  widen: bool = False) -> Iterator[EditedCall]:
+    """A forward hook on ``target`` for the ``with`` block: its first output, when a 4-D map,
+    is replaced by ``make(output[:1])`` (None: left as it is), and with ``widen`` and more than
+    one row returned, :class:`BroadcastJoins` is on for the rest of the forward pass. The hook
+    and the mode are gone afterwards, whatever the block raised."""
+    seen = EditedCall()
+
+    def hook(module: nn.Module, args: tuple, out: object) -> object:
+        seen.calls += 1
+        if seen.calls > 1:
+            return None
+        seen.output = out[:1].clone() if torch.is_tensor(out) else out  # safe from in-place ops
+        if make is None or not _is_map(out):
+            return None
+        edited = make(seen.output)
+        if widen and edited.shape[0] > 1:
+            seen.mode = BroadcastJoins(edited.shape[0])
+            seen.mode.__enter__()
+        return edited
+
+    handle = target.register_forward_hook(hook)
+    try:
+        yield seen
+    finally:
+        handle.remove()
+        if seen.mode is not None:
+            seen.mode.__exit__(None, None, None)
+
+
+class _Pass:
+    """Forward passes of ``net`` with ``target``'s output edited (:func:`edited_output`);
+    ``calls`` and ``output`` say what the target did in the last one."""
+
+    def __init__(self, net: nn.Module, target: nn.Module, name: str) -> None:
+        self.net, self.target, self.name = net, target, name
+        self.calls, self.output = 0, None
+
+    def __call__(self, x: torch.Tensor, make: Callable[[torch.Tensor], torch.Tensor] | None,
+                 widen: bool = False) -> object:
+        self.calls, self.output = 0, None
+        with edited_output(self.target, make, widen) as seen:
+            try:
+                return self.net(x)
+            finally:
+                self.calls, self.output = seen.calls, seen.output
+
+
+def _is_map(value: object) -> bool:
+    return torch.is_tensor(value) and value.ndim == 4
+
+
+@dataclass
+class _Job:
+    """What a forward_many call runs: the model and its target, the input, the edits. Each edit
+    is called once, on the unedited map; every later pass takes the maps it made."""
+
+    net: nn.Module
+    path: str
+    run: _Pass
+    x: torch.Tensor
+    edits: list[Edit]
+    batch_size: int
+    maps: torch.Tensor | None = None  # the edited maps of the last batch, once made
+
+    def plain(self, edited: torch.Tensor | None) -> torch.Tensor:
+        """(1, K) logits of a plain pass with the target's output replaced by ``edited``
+        (1, C, H, W) (None: unedited); checks that the target ran once with one map."""
+        try:
+            out = self.run(self.x, None if edited is None else (lambda f: edited))
+        except Exception as exc:
+            raise ModelLoadError(f"a forward pass of {self.run.name} failed: "
+                                 f"{one_line(exc, with_type=True, limit=160)}") from exc
+        output = self.run.output
+        if self.run.calls != 1 or not _is_map(output) or output.shape[0] != 1:
+            raise not_a_map(self.path, trace_model(self.net, self.x.shape[-1]), self.run.name)
+        check_logits(tuple(out.shape) if torch.is_tensor(out) else None, type(out).__name__,
+                     self.run.name)
+        return out
+
+    def edit(self, edits: list[Edit], feature: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W): each edit once on its own copy of ``feature`` (1, C, H, W)."""
+        self.maps = torch.cat([_apply(e, feature) for e in edits])
+        return self.maps
+
+    def batch(self, strategy: str, edits: list[Edit], with_clean: bool,
+              maps: torch.Tensor | None = None) -> torch.Tensor | None:
+        """(R, K) logits of one batched pass by ``strategy``: the edited ``maps`` (made from
+        ``edits`` at the target when None), after the unedited row with ``with_clean``; None
+        where the pass raises or returns other than R rows."""
+        rows = len(edits) + with_clean
+        self.maps = maps
+
+        def make(feature: torch.Tensor) -> torch.Tensor:
+            edited = self.edit(edits, feature) if maps is None else maps
+            return torch.cat([feature, edited]) if with_clean else edited
+
+        x = self.x if strategy == "widened" else self.x.expand(rows, *self.x.shape[1:]).clone()
+        try:
+            out = self.run(x, make, widen=strategy == "widened")
+        except EditShapeError:
+            raise
+        except Exception:
+            return None
+        if self.run.calls != 1 or not torch.is_tensor(out) or out.ndim != 2 or out.shape[0] != rows:
+            return None
+        return out
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal up to the float bits that batched kernels change (relative to the logits' scale)."""
+    eps = torch.finfo(b.dtype).eps if b.is_floating_point() else 0.0
+    tol = max(1e-4, 64 * eps) * float(b.abs().max().clamp_min(1.0))
+    return a.shape == b.shape and bool(((a - b).abs() <= tol).all())
+
+
+def _single(job: _Job, maps: torch.Tensor) -> torch.Tensor:
+    """(N, K) logits, one plain pass per edited map of ``maps`` (N, C, H, W): exact for any model."""
+    return torch.cat([job.plain(maps[i:i + 1]) for i in range(maps.shape[0])])
+
+
+def _batches(job: _Job, strategy: str, edits: list[Edit], with_clean: bool,
+             kept: list | None) -> torch.Tensor:
+    """The logits of ``edits`` in batches of ``job.batch_size`` by ``strategy`` (the unedited
+    row first with ``with_clean``); a batch that fails runs as plain passes."""
+    size, rows = job.batch_size, []
+    for start in range(0, len(edits), size):
+        chunk, clean = edits[start:start + size], with_clean and start == 0
+        out = None if strategy == "single" else job.batch(strategy, chunk, with_clean=clean)
+        if out is None:
+            made = strategy != "single" and job.maps is not None  # the edits ran at the target
+            before = job.plain(None) if clean or not made else None
+            maps = job.maps if made else job.edit(chunk, job.run.output)
+            out = _single(job, maps) if not clean else torch.cat([before, _single(job, maps)])
+        if kept is not None:
+            kept.append(job.maps)
+        rows.append(out)
+    return torch.cat(rows)
+
+
+def _choose(job: _Job, kept: list | None) -> tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(strategy, logits before, feature, logits after): the first strategy whose first batch
+    equals plain passes (row 0 unedited, the last row with the last edit), remembered for the
+    model and layer once that batch held an edited map unlike the unedited one (before that no
+    mixing of rows could show)."""
+    logits = job.plain(None)
+    feature = job.run.output
+    chunk, rest = job.edits[:job.batch_size], job.edits[job.batch_size:]
+    maps = job.edit(chunk, feature)
+    if kept is not None:
+        kept.append(maps)
+    distinct = not bool((maps == feature).all())
+    last = None
+    for strategy in STRATEGIES[:2]:
+        first = job.batch(strategy, chunk, with_clean=True, maps=maps)
+        if first is None or not _close(first[:1], logits):
+            continue
+        last = job.plain(maps[-1:]) if last is None else last
+        if _close(first[-1:], last):
+            if distinct:
+                _checked.setdefault(job.net, {})[job.path] = strategy
+            after = [first[1:]] + ([_batches(job, strategy, rest, False, kept)] if rest else [])
+            return strategy, first[:1], feature, torch.cat(after)  # row 0, as later calls give it
+    after = [_single(job, maps)] + ([_batches(job, "single", rest, False, kept)] if rest else [])
+    return "single", logits, feature, torch.cat(after)
+
+
+def forward_many(model: nn.Module, x: torch.Tensor, layer: str, edits: Iterable[Edit],
+                 batch_size: int = 32, keep_features: bool = False) -> FeatureBatchRun:
+    """N edits of one image's activation at ``layer``, batched: row i of ``logits_after`` is
+    what a forward hook on the layer returning ``edits[i](output)`` gives (see the module
+    docstring for how, and when it falls back to full passes). The model runs in eval mode and
+    under ``torch.inference_mode()``; every module's mode is restored afterwards.
+
+    Args:
+        model: any classifier returning (1, K) logits for one image, or a
+            :class:`~dropblock.models.loaded.LoadedModel`.
+        x: (1, 3, H, W) preprocessed input (moved to the model's device and dtype).
+        layer: a ``named_modules`` name whose module runs once and outputs one (1, C, h, w)
+            map, or a built-in network's short layer name.
+        edits: callables mapping the (1, C, h, w) map to a same-shape tensor; each gets its own
+            copy, so in-place edits are fine. Each is called once, in order. At least one.
+        batch_size: edited maps per pass (bounds memory).
+        keep_features: also return the (N, C, h, w) edited maps.
+
+    Raises:
+        UnknownNameError: unknown layer (close matches first in ``.choices``).
+        LayerError: the layer's output is not one (1, C, h, w) map, or it does not run once.
+        ModelLoadError: the model fails, does not return (1, K) logits, or returns NaN or inf.
+        ValueError: bad ``x`` or batch_size, no edits, or an edit returning another shape.
+    """
+    edits = list(edits)
+    if not edits:
+        raise UsageError("forward_many needs at least one edit")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise UsageError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    net = getattr(model, "module", model)
+    name = str(getattr(model, "spec", "") or getattr(net, "arch", "") or type(net).__name__)
+    x = _check_image(net, x)
+    found = layer_path(net, layer)
+    if found is None:
+        raise unknown_layer(layer, trace_model(net, x.shape[-1]), name, net)
+    display, path = found
+    job = _Job(net, path, _Pass(net, net.get_submodule(path), name), x, edits, batch_size)
+    kept = [] if keep_features else None
+    with eval_mode(net), torch.inference_mode():
+        strategy = _checked.get(net, {}).get(path)
+        if strategy is None:
+            strategy, logits, feature, after = _choose(job, kept)
+        else:
+            out = _batches(job, strategy, edits, True, kept)
+            logits, feature, after = out[:1], job.run.output, out[1:]
+    for what, values in (("", logits), (f" with {display} edited", after)):
+        if not bool(torch.isfinite(values).all()):
+            raise ModelLoadError(f"{name} returns NaN or infinite logits{what}: check its weights "
+                                 f"and the input")
+    return FeatureBatchRun(display, logits, after, feature,
+                           torch.cat(kept) if keep_features else None, strategy)
+
+
+def _check_image(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    if not torch.is_tensor(x) or x.ndim != 4 or x.shape[1] != 3:
+        shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+        raise UsageError(f"expected x of shape (1, 3, H, W), got {shape}")
+    if x.shape[0] != 1:
+        raise UsageError(f"forward_many takes one image, got a batch of {x.shape[0]}")
+    param = next(net.parameters(), None)
+    return x if param is None else x.to(device=param.device, dtype=param.dtype)
