@@ -32,15 +32,23 @@ def layer_sweep_row(s: Settings) -> dict:
     settings = [st for st in settings_grid(["dropblock", "dropout", "spatial-dropout", "cutout"], [1, 7], [0.9, 0.8])]
     passes = len(settings) * SWEEP_MASKS // SWEEP_BATCH
     x, _ = preprocess(SWEEP_MODEL, pixels)
-    step = net.layer_steps[SWEEP_LAYER]
+    module, x = net.layer_module(SWEEP_LAYER), x.to(s.device)
     with torch.inference_mode():
-        feature = net.forward_range(x.to(s.device), 0, step + 1)
+        feature = {}
+        handle = module.register_forward_hook(lambda m, a, out: feature.setdefault("map", out))
+        net(x)
+        handle.remove()
+        feature = feature["map"]
         batch = feature.expand(SWEEP_BATCH, -1, -1, -1).contiguous()
 
-    def bare(_):
-        with torch.inference_mode():
-            for _ in range(passes):
-                net.forward_range(batch, step + 1)
+    def bare(_):  # a forward hook returning the batch: the prefix once, the rest on SWEEP_BATCH rows
+        handle = module.register_forward_hook(lambda m, a, out: batch)
+        try:
+            with torch.inference_mode():
+                for _ in range(passes):
+                    net(x)
+        finally:
+            handle.remove()
 
     def sweep(_):
         sweep_image(net, pixels, SWEEP_LAYER, settings, masks=SWEEP_MASKS, seed=0, content="bench",

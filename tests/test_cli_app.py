@@ -60,3 +60,39 @@ def test_help_shows_units_and_defaults_written_in_brackets():
     text = " ".join(r.stdout.replace("│", " ").split())
     assert "in pixels of the input image [default: 1/8 of its shorter side]" in text
     assert "[default: 150; 110 with --layer" in text
+
+
+def test_typed_errors_choose_the_exit_code(monkeypatch):
+    """Our UsageError exits 2, our Failure 1, and any other exception (a ValueError raised inside torch, say)
+    is an internal error with exit 1, never a usage error (breaks if exit codes were chosen by
+    isinstance(error, ValueError))."""
+    import typer
+    from typer.testing import CliRunner
+
+    from dropblock.cli.app import _Group
+    from dropblock.errors import Failure, UsageError
+
+    raised = {"usage": UsageError("--x must be > 0, got -1"), "failure": Failure("the model failed"),
+              "torch": ValueError("Expected 4D input")}
+    app = typer.Typer(cls=_Group)
+
+    @app.command()
+    def boom(kind: str) -> None:
+        raise raised[kind]
+
+    @app.command()
+    def other() -> None:  # two commands, so that the command name is an argument
+        pass
+
+    monkeypatch.delenv("DROPBLOCK_DEBUG", raising=False)
+    runner = CliRunner()
+    for kind, code, text in (("usage", 2, "dropblock: error: --x must be > 0, got -1"),
+                             ("failure", 1, "dropblock: error: the model failed"),
+                             ("torch", 1, "dropblock: error: internal error: ValueError: Expected 4D input")):
+        r = runner.invoke(app, ["boom", kind])
+        assert r.exit_code == code and r.stderr.strip().splitlines()[0].startswith(text), (kind, r.output)
+        assert len(r.stderr.strip().splitlines()) == 1
+    from dropblock.cli.app import exit_code
+    from dropblock.models import LayerError, ModelLoadError
+
+    assert [exit_code(e) for e in (ValueError("inside torch"), LayerError("x"), ModelLoadError("y"))] == [1, 2, 1]

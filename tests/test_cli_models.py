@@ -67,6 +67,24 @@ def test_layers_of_own_code_from_a_forward_pass(code_dir, form):
     assert "block.0" in r.stdout and "stem" not in r.stdout and "16 x 56 x 56" in r.stdout
 
 
+def test_layers_takes_the_model_options(code_dir, trained, tmp_path):
+    """`layers` accepts what show and compare accept (--weights, --mean, --std, --class-names), and loads the
+    weights it is given: a file that does not fit fails (breaks with 'No such option', or if --weights were
+    parsed but ignored)."""
+    weights = save_weights(trained, tmp_path / "trained.pth")
+    names = tmp_path / "names.txt"
+    names.write_text("".join(f"kind {i}\n" for i in range(10)))
+    r = run("layers", "--model", "tinynet:build", "--weights", weights, "--input-size", SIZE, "--mean", "0.5,0.5,0.5",
+            "--std", "0.2,0.2,0.2", "--class-names", names, "--json")
+    assert r.exit_code == 0, r.output
+    assert [row["name"] for row in json.loads(r.stdout)][:2] == ["stem", "stem.0"]
+    torch.save({"other.weight": torch.zeros(2)}, tmp_path / "other.pth")
+    one_error_line(run("layers", "--model", "tinynet:build", "--weights", tmp_path / "other.pth"), 1,
+                   "do not fit", "unexpected keys other.weight")
+    names.write_text("one\ntwo\n")
+    one_error_line(run("layers", "--model", "tinynet:build", "--class-names", names), 2, "2 names", "10 outputs")
+
+
 @pytest.mark.parametrize("form, suffix", [("file", ".pth"), ("module", ".safetensors")])
 def test_show_layer_on_own_code_with_weights(code_dir, trained, sample_images, tmp_path, form, suffix):
     spec = specs(code_dir)[form]

@@ -125,3 +125,47 @@ def test_a_model_trained_with_add_dropblock_loads_into_the_plain_model():
     state["1.scale"] = torch.ones(1)  # any other unexpected key still fails
     with pytest.raises(WeightsError, match="unexpected keys 1.scale"):
         build_and_fit(lambda n: small(10 if n is None else n), state, "file.pth", "my-net", 10)
+
+
+class Versioned(nn.Module):
+    """Like torchvision's MNASNet: its ``_load_from_state_dict`` reads the version that the state dict's
+    ``_metadata`` records, and refuses a dict without it."""
+
+    _version = 2
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(2, 3)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args):
+        if local_metadata.get("version") not in (1, 2):
+            raise ValueError(f"version should be set to 1 or 2 instead of {local_metadata.get('version')}")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args)
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_metadata_survives_reading_and_fitting(tmp_path, wrapped):
+    """A state dict saved with torch.save (also from inside DataParallel, keys ``module.``) loads into a
+    module that needs its ``_metadata``. Breaks if any rebuilt dict dropped ``_metadata`` (the error above)."""
+    torch.manual_seed(0)
+    model = Versioned()
+    saved = nn.DataParallel(model) if wrapped else model
+    torch.save(saved.state_dict(), tmp_path / "v.pth")
+    state = read_state_dict(tmp_path / "v.pth")
+    assert state._metadata["fc"]["version"] == 1 and state._metadata[""]["version"] == 2
+    fitted, classes = build_and_fit(lambda n: Versioned(), state, "v.pth", "versioned", 3)
+    assert classes == 3 and torch.equal(fitted.fc.weight, model.fc.weight)
+
+
+def test_build_and_fit_builds_on_the_cpu_where_the_meta_device_cannot():
+    """A constructor that computes with tensors (RegNet's widths) cannot run on the meta device: the model is
+    built on the CPU instead (breaks with 'Cannot copy out of meta tensor' without the fallback)."""
+    class Computed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            width = int(torch.tensor([2.0, 3.0]).sum().item())  # raises on the meta device
+            self.fc = nn.Linear(2, width)
+
+    state = Computed().state_dict()
+    model, classes = build_and_fit(lambda n: Computed(), state, "f", "m", 5)
+    assert classes == 5 and not model.fc.weight.is_meta and torch.equal(model.fc.weight, state["fc.weight"])

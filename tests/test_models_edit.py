@@ -1,0 +1,150 @@
+"""dropblock.models.edit: N edits of one layer through one forward hook, checked against plain passes.
+
+The reference is always independent of the code under test: a plain forward hook that returns
+``edit(output)`` (tests/edits.py), one image at a time.
+"""
+
+import pathlib
+import re
+
+import pytest
+import torch
+from torch import nn
+
+import dropblock.models.edit as E
+from dropblock.models import LayerError, ModelLoadError, forward_many
+from tests.edits import hooked_logits, masker
+
+
+class Joins(nn.Module):
+    """DenseNet/GoogLeNet-like: after the target, a map from before it is joined by cat (channels) and
+    stack, which do not broadcast a batch of 1 against a batch of N."""
+
+    def __init__(self, mix: float = 0.0, view: bool = False):
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Conv2d(3, 4, 3, 2, 1)
+        self.target = nn.Conv2d(4, 4, 3, 1, 1)
+        self.after = nn.Conv2d(8, 4, 1)
+        self.fc = nn.Linear(8, 5)
+        self.mix, self.view = mix, view
+
+    def forward(self, x):
+        b = x.shape[0]
+        s = torch.relu(self.stem(x))
+        t = self.target(s)
+        y = self.after(torch.cat([s, t], dim=1))
+        y = torch.stack([y, s], dim=1).sum(1) + s
+        if self.mix:
+            y = y + self.mix * y.flip(0)  # mixes the rows of the batch
+        if self.view:
+            y = y.reshape(b, -1, *y.shape[2:])  # the batch size read before the target
+        pooled = torch.cat([y.mean((2, 3)), s.amax((2, 3))], 1)
+        return self.fc(pooled)
+
+
+X = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+EDITS = [masker(s, 0.4) for s in range(5)]
+
+
+def assert_matches_hooks(model, layer, edits, run):
+    for i, edit in enumerate(edits):
+        want = hooked_logits(model, X, layer, edit)[0]
+        assert torch.allclose(run.logits_after[i], want, atol=1e-5, rtol=1e-5), i
+    with torch.no_grad():
+        assert torch.allclose(run.logits_before[0], model(X)[0], atol=1e-5, rtol=1e-5)
+
+
+def test_joins_broadcast_in_the_widened_pass():
+    """cat and stack of a batch-1 map from before the target with the batch-N one: the widened pass
+    is exact (breaks without BroadcastJoins: the pass raises and falls back to 'expanded')."""
+    model = Joins()
+    run = forward_many(model, X, "target", EDITS, batch_size=2)
+    assert run.strategy == "widened"
+    assert_matches_hooks(model, "target", EDITS, run)
+
+
+def test_a_model_that_mixes_rows_is_caught_by_the_check(monkeypatch):
+    """Code after the target that mixes the batch's rows: the check against plain passes sends the
+    edits to one pass each. Without the check (``_close`` always true) the rows are wrong, which the
+    second half shows, so this test fails if the check is removed."""
+    model = Joins(mix=0.5)
+    run = forward_many(model, X, "target", EDITS)
+    assert run.strategy == "single"
+    assert_matches_hooks(model, "target", EDITS, run)
+    E._checked.clear()
+    monkeypatch.setattr(E, "_close", lambda a, b: True)
+    wrong = forward_many(model, X, "target", EDITS)
+    assert wrong.strategy == "widened"
+    assert not torch.allclose(wrong.logits_after, run.logits_after, atol=1e-3)
+
+
+def test_a_batch_size_read_before_the_target_falls_back_to_an_expanded_input():
+    """``reshape(b, ...)`` with b read before the target returns other than N rows when widened; the
+    edits then run on an N-row input (breaks if a wrong row count were accepted)."""
+    model = Joins(view=True)
+    run = forward_many(model, X, "target", EDITS)
+    assert run.strategy == "expanded"
+    assert_matches_hooks(model, "target", EDITS, run)
+
+
+def test_each_edit_runs_once_in_order_and_the_check_runs_once():
+    """Stateful edits (a generator drawing masks) see each call once, in order; the plain passes of
+    the check run on the first call for a (model, layer) only (breaks if the check ran every time)."""
+    model, calls, passes = Joins(), [], []
+    handle = model.register_forward_pre_hook(lambda m, a: passes.append(1))
+    edits = [lambda f, i=i: calls.append(i) or f * 0.5 for i in range(5)]
+    try:
+        forward_many(model, X, "stem", edits, batch_size=2)
+        assert calls == list(range(5))
+        first, calls[:] = len(passes), []
+        passes.clear()
+        forward_many(model, X, "stem", edits, batch_size=2)
+    finally:
+        handle.remove()
+    assert calls == list(range(5)) and first == 5 and len(passes) == 3  # 3 batches, no plain pass
+
+
+def test_layer_errors_and_failures_leave_no_hook_and_no_mode():
+    """A module that runs twice, or outputs no map, is a LayerError; a model that fails or returns NaN
+    is a ModelLoadError; afterwards no hook is left and no mode is active (a cat of batch 1 with batch 2
+    raises again)."""
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.act, self.fc = nn.ReLU(), nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.fc(self.act(self.act(x)).mean((2, 3)))
+
+    with pytest.raises(LayerError, match="runs 2 times"):
+        forward_many(Twice(), X, "act", EDITS)
+    with pytest.raises(LayerError, match="not an"):
+        forward_many(Twice(), X, "fc", EDITS)
+    nan = Joins()
+    with torch.no_grad():
+        nan.fc.bias[0] = float("nan")
+    with pytest.raises(ModelLoadError, match="NaN"):
+        forward_many(nan, X, "target", EDITS)
+
+    class Fails(Joins):
+        def forward(self, x):
+            super().forward(x)
+            raise RuntimeError("boom")
+
+    model = Fails()
+    with pytest.raises(ModelLoadError, match="boom"):
+        forward_many(model, X, "target", EDITS)
+    assert all(not m._forward_hooks for m in model.modules())
+    with pytest.raises(RuntimeError):
+        torch.cat([torch.zeros(1, 2, 2), torch.zeros(2, 3, 2)], dim=1)
+
+
+def test_no_private_torch_api_in_the_package():
+    """The package uses public torch API only (breaks on torch._C, a rewritten forward, or a read
+    version counter anywhere under dropblock/)."""
+    root = pathlib.Path(__file__).resolve().parents[1] / "dropblock"
+    bad = re.compile(r"torch\._C\b|__dict__\[['\"]forward|\._version\b|_push_on_torch_function_stack")
+    hits = [f"{p.relative_to(root)}:{i}" for p in root.rglob("*.py")
+            for i, line in enumerate(p.read_text().splitlines(), 1) if bad.search(line)]
+    assert hits == []
