@@ -46,6 +46,9 @@ class _Group(TyperGroup):
         except DropblockError as e:  # our own typed errors: usage 2, failure 1
             error_line(str(e))
             code = exit_code(e)
+        except SystemExit as e:  # our commands exit through click; this came from code we ran (a user's model)
+            error_line(f"code run for this command called sys.exit({e.code!r}); the command stopped there")
+            code = 1
         except (Abort, KeyboardInterrupt):
             error_line("aborted")
             code = 130

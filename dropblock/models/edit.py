@@ -180,7 +180,7 @@ class _Job:
         (1, C, H, W) (None: unedited); checks that the target ran once with one map."""
         try:
             out = self.run(self.x, None if edited is None else (lambda f: edited))
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # user code's sys.exit() is a failure too
             raise ModelLoadError(f"a forward pass of {self.run.name} failed: "
                                  f"{one_line(exc, with_type=True, limit=160)}") from exc
         output = self.run.output
@@ -212,7 +212,7 @@ class _Job:
             out = self.run(x, make, widen=strategy == "widened")
         except EditShapeError:
             raise
-        except Exception:
+        except (Exception, SystemExit):
             return None
         if self.run.calls != 1 or not torch.is_tensor(out) or out.ndim != 2 or out.shape[0] != rows:
             return None

@@ -142,7 +142,7 @@ def trace_model(model: nn.Module, size: int) -> Trace:
     try:
         with eval_mode(model), torch.no_grad():
             return record_calls(model, lambda: model(x))
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # user code's sys.exit() is a failure too
         raise ModelLoadError(f"a forward pass of a 1x3x{size}x{size} image failed: "
                              f"{one_line(exc, with_type=True, limit=160)}") from exc
 

@@ -18,6 +18,7 @@ from dropblock.errors import UsageError
 
 from .names import resolve_model
 
+MIN_STD = 1e-6  #: the smallest normalization std taken, in 0..1 pixel units
 MODES: tuple[str, ...] = ("center", "squash", "border")
 RESAMPLE: dict[str, Image.Resampling] = {
     "nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
@@ -78,8 +79,8 @@ def _triple(values: Sequence[float], name: str, positive: bool) -> tuple[float, 
         raise UsageError(f"{name} must be 3 numbers (R, G, B), got {values!r}") from None
     if len(out) != 3 or not all(math.isfinite(v) for v in out):
         raise UsageError(f"{name} must be 3 finite numbers (R, G, B), got {values!r}")
-    if positive and min(out) <= 0:
-        raise UsageError(f"{name} must be > 0, got {values!r}")
+    if positive and min(out) < MIN_STD:  # smaller ones overflow float32 inputs to inf
+        raise UsageError(f"{name} must be >= {MIN_STD:g} (0..1 pixel units), got {values!r}")
     return out  # type: ignore[return-value]
 
 

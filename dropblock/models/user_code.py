@@ -32,7 +32,7 @@ def _import_module(name: str, spec_text: str) -> ModuleType:
                                  f"or add its folder to PYTHONPATH") from None
         raise ModelLoadError(f"importing {name} for model {spec_text!r} failed: "
                              f"{one_line(exc, with_type=True, limit=160)}") from exc
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # user code's sys.exit() is a failure too
         raise ModelLoadError(f"importing {name} for model {spec_text!r} failed: "
                              f"{one_line(exc, with_type=True, limit=160)}") from exc
 
@@ -55,7 +55,7 @@ def _import_file(path_text: str, spec_text: str) -> ModuleType:
     sys.path.insert(0, str(path.parent))
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # user code's sys.exit() is a failure too
         del sys.modules[name]
         raise ModelLoadError(f"running {path} for model {spec_text!r} failed: "
                              f"{one_line(exc, with_type=True, limit=160)}") from exc
@@ -94,7 +94,7 @@ def build_user_model(spec: ModelSpec) -> nn.Module:
     function = _function(module, spec.function, where, text)
     try:
         model = function()
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # user code's sys.exit() is a failure too
         raise ModelLoadError(f"{text}() raised {one_line(exc, with_type=True, limit=160)}") from exc
     if not isinstance(model, nn.Module):
         raise ModelLoadError(f"{text}() returned a {type(model).__name__}, expected a "

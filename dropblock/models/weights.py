@@ -15,9 +15,9 @@ Sources, in order:
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import re
+import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -66,7 +66,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if _is_safetensors(path):
         return as_state_dict(_read_safetensors(path), f"weights file {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns before it refuses a pickle: our one line says it all
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any failure of torch.load means "not a usable state dict file"
         raise _load_error(path, exc) from exc
     return as_state_dict(obj, f"weights file {path}")
@@ -185,6 +187,7 @@ def fit_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: 
                 f"shape mismatch at {key}: file {tuple(state[key].shape)}, model {tuple(want.shape)}"
             )
             break
+    problems += _bad_values(state, own)[:1]
     arch = name or getattr(model, "arch", "") or type(model).__name__
     if problems:
         raise WeightsError(f"weights {source} do not fit {arch}: {'; '.join(problems)}")
@@ -196,6 +199,22 @@ def fit_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: 
     except Exception as exc:
         raise WeightsError(f"weights {source} do not fit {arch}: "
                            f"{one_line(exc, with_type=True, limit=160)}") from exc
+
+
+def _bad_values(state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor]) -> list[str]:
+    """What would silently spoil a float model: a whole-number tensor where the model has floats
+    (it would be cast), or NaN or inf in a float tensor."""
+    bad = []
+    for key, value in state.items():
+        want = own.get(key)
+        if want is None or not want.is_floating_point():
+            continue
+        if not (value.is_floating_point() or value.is_complex()):
+            bad.append(f"{key} is {str(value.dtype).removeprefix('torch.')} in the file, "
+                       f"{str(want.dtype).removeprefix('torch.')} in the model")
+        elif not bool(torch.isfinite(value).all()):
+            bad.append(f"{key} holds NaN or inf")
+    return bad
 
 
 def build_and_fit(build: Callable[[int | None], nn.Module], state: Mapping[str, torch.Tensor],
