@@ -19,7 +19,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -140,24 +140,6 @@ def edited_output(target: nn.Module, make: Callable[[torch.Tensor], torch.Tensor
             seen.mode.__exit__(None, None, None)
 
 
-class _Pass:
-    """Forward passes of ``net`` with ``target``'s output edited (:func:`edited_output`);
-    ``calls`` and ``output`` say what the target did in the last one."""
-
-    def __init__(self, net: nn.Module, target: nn.Module, name: str) -> None:
-        self.net, self.target, self.name = net, target, name
-        self.calls, self.output = 0, None
-
-    def __call__(self, x: torch.Tensor, make: Callable[[torch.Tensor], torch.Tensor] | None,
-                 widen: bool = False) -> object:
-        self.calls, self.output = 0, None
-        with edited_output(self.target, make, widen) as seen:
-            try:
-                return self.net(x)
-            finally:
-                self.calls, self.output = seen.calls, seen.output
-
-
 def _is_map(value: object) -> bool:
     return torch.is_tensor(value) and value.ndim == 4
 
@@ -169,11 +151,18 @@ class _Job:
 
     net: nn.Module
     path: str
-    run: _Pass
+    name: str
     x: torch.Tensor
     edits: list[Edit]
     batch_size: int
     maps: torch.Tensor | None = None  # the edited maps of the last batch, once made
+    seen: EditedCall = field(default_factory=EditedCall)  # the target in the last pass
+
+    def run(self, x: torch.Tensor, make: Callable[[torch.Tensor], torch.Tensor] | None,
+            widen: bool = False) -> object:
+        """One forward pass of ``x`` with the target's output edited (:func:`edited_output`)."""
+        with edited_output(self.net.get_submodule(self.path), make, widen) as self.seen:
+            return self.net(x)
 
     def plain(self, edited: torch.Tensor | None) -> torch.Tensor:
         """(1, K) logits of a plain pass with the target's output replaced by ``edited``
@@ -181,13 +170,13 @@ class _Job:
         try:
             out = self.run(self.x, None if edited is None else (lambda f: edited))
         except (Exception, SystemExit) as exc:  # user code's sys.exit() is a failure too
-            raise ModelLoadError(f"a forward pass of {self.run.name} failed: "
+            raise ModelLoadError(f"a forward pass of {self.name} failed: "
                                  f"{one_line(exc, with_type=True, limit=160)}") from exc
-        output = self.run.output
-        if self.run.calls != 1 or not _is_map(output) or output.shape[0] != 1:
-            raise not_a_map(self.path, trace_model(self.net, self.x.shape[-1]), self.run.name)
+        output = self.seen.output
+        if self.seen.calls != 1 or not _is_map(output) or output.shape[0] != 1:
+            raise not_a_map(self.path, trace_model(self.net, self.x.shape[-1]), self.name)
         check_logits(tuple(out.shape) if torch.is_tensor(out) else None, type(out).__name__,
-                     self.run.name)
+                     self.name)
         return out
 
     def edit(self, edits: list[Edit], feature: torch.Tensor) -> torch.Tensor:
@@ -214,7 +203,7 @@ class _Job:
             raise
         except (Exception, SystemExit):
             return None
-        if self.run.calls != 1 or not torch.is_tensor(out) or out.ndim != 2 or out.shape[0] != rows:
+        if self.seen.calls != 1 or not torch.is_tensor(out) or out.ndim != 2 or out.shape[0] != rows:
             return None
         return out
 
@@ -242,7 +231,7 @@ def _batches(job: _Job, strategy: str, edits: list[Edit], with_clean: bool,
         if out is None:
             made = strategy != "single" and job.maps is not None  # the edits ran at the target
             before = job.plain(None) if clean or not made else None
-            maps = job.maps if made else job.edit(chunk, job.run.output)
+            maps = job.maps if made else job.edit(chunk, job.seen.output)
             out = _single(job, maps) if not clean else torch.cat([before, _single(job, maps)])
         if kept is not None:
             kept.append(job.maps)
@@ -256,7 +245,7 @@ def _choose(job: _Job, kept: list | None) -> tuple[str, torch.Tensor, torch.Tens
     model and layer once that batch held an edited map unlike the unedited one (before that no
     mixing of rows could show)."""
     logits = job.plain(None)
-    feature = job.run.output
+    feature = job.seen.output
     chunk, rest = job.edits[:job.batch_size], job.edits[job.batch_size:]
     maps = job.edit(chunk, feature)
     if kept is not None:
@@ -313,7 +302,7 @@ def forward_many(model: nn.Module, x: torch.Tensor, layer: str, edits: Iterable[
     if found is None:
         raise unknown_layer(layer, trace_model(net, x.shape[-1]), name, net)
     display, path = found
-    job = _Job(net, path, _Pass(net, net.get_submodule(path), name), x, edits, batch_size)
+    job = _Job(net, path, name, x, edits, batch_size)
     kept = [] if keep_features else None
     with eval_mode(net), torch.inference_mode():
         strategy = _checked.get(net, {}).get(path)
@@ -321,7 +310,7 @@ def forward_many(model: nn.Module, x: torch.Tensor, layer: str, edits: Iterable[
             strategy, logits, feature, after = _choose(job, kept)
         else:
             out = _batches(job, strategy, edits, True, kept)
-            logits, feature, after = out[:1], job.run.output, out[1:]
+            logits, feature, after = out[:1], job.seen.output, out[1:]
     for what, values in (("", logits), (f" with {display} edited", after)):
         if not bool(torch.isfinite(values).all()):
             raise ModelLoadError(f"{name} returns NaN or infinite logits{what}: check its weights "
