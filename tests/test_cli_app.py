@@ -96,3 +96,19 @@ def test_typed_errors_choose_the_exit_code(monkeypatch):
     from dropblock.models import LayerError, ModelLoadError
 
     assert [exit_code(e) for e in (ValueError("inside torch"), LayerError("x"), ModelLoadError("y"))] == [1, 2, 1]
+
+
+def test_stdout_closed_or_full_is_one_line():
+    """Results that cannot be printed: stdout closed at start (exit 2, before any work) or on a full disk
+    (exit 1), each one line and no traceback (both were 'internal error' before)."""
+    script = str(Path(sys.executable).parent / "dropblock")
+    args = [script, "gamma", "-f", "14", "-b", "7", "--keep-prob", "0.9"]
+    closed = subprocess.run(args, stdout=None, stderr=subprocess.PIPE, text=True, close_fds=True,
+                            preexec_fn=lambda: os.close(1))
+    assert closed.returncode == 2 and closed.stderr.strip() == (
+        "dropblock: error: stdout is closed, so the results have nowhere to go; redirect it to a file or /dev/null")
+    with open("/dev/full", "w") as full:
+        r = subprocess.run(args + ["--json"], stdout=full, stderr=subprocess.PIPE, text=True)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines()[-1] == "dropblock: error: cannot write the results: No space left on device"
+    assert "Traceback" not in r.stderr and "internal error" not in r.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
@@ -34,34 +35,57 @@ class _Group(TyperGroup):
     """Turns click's multi-line usage errors (and any stray exception) into one line on stderr."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # noqa: D102
-        try:
-            rv = super().main(args=args, prog_name=prog_name or "dropblock", complete_var=complete_var,
-                              standalone_mode=False, **extra)
-            code = rv if isinstance(rv, int) else 0
-        except NoArgsIsHelpError:  # typer has printed the help already
-            code = 0
-        except ClickException as e:
-            error_line(f"{e.format_message()} (see --help)")
-            code = e.exit_code
-        except DropblockError as e:  # our own typed errors: usage 2, failure 1
-            error_line(str(e))
-            code = exit_code(e)
-        except SystemExit as e:  # our commands exit through click; this came from code we ran (a user's model)
-            error_line(f"code run for this command called sys.exit({e.code!r}); the command stopped there")
-            code = 1
-        except (Abort, KeyboardInterrupt):
-            error_line("aborted")
-            code = 130
-        except Exception as e:  # a bug: say so in one line, traceback on request
-            if os.environ.get("DROPBLOCK_DEBUG"):
-                raise
-            from dropblock.errors import one_line
-
-            error_line(f"internal error: {one_line(e, with_type=True)} (set DROPBLOCK_DEBUG=1 for the traceback)")
-            code = 1
+        if sys.stdout is None:  # started with stdout closed (``>&-``)
+            error_line("stdout is closed, so the results have nowhere to go; redirect it to a file or /dev/null")
+            code = 2
+        else:
+            try:
+                rv = super().main(args=args, prog_name=prog_name or "dropblock", complete_var=complete_var,
+                                  standalone_mode=False, **extra)
+                sys.stdout.flush()  # a full disk or a closed pipe shows here, not at exit
+                code = rv if isinstance(rv, int) else 0
+            except NoArgsIsHelpError:  # typer has printed the help already
+                code = 0
+            except BaseException as e:  # noqa: BLE001 - each kind gets its one line below
+                if os.environ.get("DROPBLOCK_DEBUG") and _is_bug(e):
+                    raise
+                message, code = _failure(e)
+                error_line(message)
+                if standalone_mode and _is_stdout_error(e):  # what is still buffered goes nowhere, quietly
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         if standalone_mode:
             sys.exit(code)
         return code
+
+
+_WRITE_ERRORS = (errno.EPIPE, errno.ENOSPC, errno.EBADF, errno.EIO, errno.EDQUOT)
+
+
+def _is_stdout_error(e: BaseException) -> bool:
+    return isinstance(e, OSError) and e.errno in _WRITE_ERRORS
+
+
+def _is_bug(e: BaseException) -> bool:
+    """Neither a usage error, a failure we name, an interruption nor an exit: our bug."""
+    known = (ClickException, DropblockError, SystemExit, Abort, KeyboardInterrupt)
+    return not isinstance(e, known) and not _is_stdout_error(e)
+
+
+def _failure(e: BaseException) -> tuple[str, int]:
+    """The one line and the exit code for an exception that ended a command."""
+    if isinstance(e, ClickException):
+        return f"{e.format_message()} (see --help)", e.exit_code
+    if isinstance(e, DropblockError):  # our own typed errors: usage 2, failure 1
+        return str(e), exit_code(e)
+    if isinstance(e, SystemExit):  # our commands exit through click: this came from code we ran (a user's model)
+        return f"code run for this command called sys.exit({e.code!r}); the command stopped there", 1
+    if isinstance(e, (Abort, KeyboardInterrupt)):
+        return "interrupted; files already written are kept, nothing is half-written", 130
+    if _is_stdout_error(e):
+        return f"cannot write the results: {e.strerror or e}", 1
+    from dropblock.errors import one_line
+
+    return f"internal error: {one_line(e, with_type=True)} (set DROPBLOCK_DEBUG=1 for the traceback)", 1
 
 
 app = typer.Typer(
