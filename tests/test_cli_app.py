@@ -112,3 +112,9 @@ def test_stdout_closed_or_full_is_one_line():
     assert r.returncode == 1
     assert r.stderr.strip().splitlines()[-1] == "dropblock: error: cannot write the results: No space left on device"
     assert "Traceback" not in r.stderr and "internal error" not in r.stderr
+
+
+def test_python_dash_m_runs_the_command_line():
+    """``python -m dropblock`` is the command line (torchrun starts it so); breaks without __main__.py."""
+    r = subprocess.run([sys.executable, "-m", "dropblock", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("dropblock "), r.stderr
