@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from dropblock import viz
-from dropblock.viz import FeatureColumn, figure_feature_compare, figure_feature_show, save_figure
+from dropblock.viz import save_figure
+from dropblock.viz.feature_compare import FeatureColumn, _draw_feature_compare
+from dropblock.viz.features import _draw_feature_show
 from figures import random_image
 
 
@@ -36,10 +38,10 @@ TITLES = {
 }
 
 
-def test_figure_feature_show(tmp_path: Path) -> None:
+def test_draw_feature_show(tmp_path: Path) -> None:
     crop, before, after, drop, tcb, tca, pb, pa = feature_inputs()
     keep = np.broadcast_to(drop == 0, tcb.shape).copy()
-    fig = figure_feature_show(
+    fig = _draw_feature_show(
         crop, before, after, drop, top_channels_before=tcb, top_channels_after=tca,
         preds_before=pb, preds_after=pa, titles=TITLES, suptitle="feature show",
         channel_ids=[5, 9, 1, 30], channel_keep=keep,
@@ -89,7 +91,7 @@ def test_figure_feature_show(tmp_path: Path) -> None:
     save_figure(fig, tmp_path / "feature.png", dpi=40)
 
 
-def test_figure_feature_compare(tmp_path: Path) -> None:
+def test_draw_feature_compare(tmp_path: Path) -> None:
     crop, before, after, drop, tcb, *_ = feature_inputs()
     rng = np.random.default_rng(3)
     masks = {"dropblock": np.broadcast_to(drop == 0, (6, 7, 7)), "dropout": rng.random((6, 7, 7)) > 0.1,
@@ -102,7 +104,7 @@ def test_figure_feature_compare(tmp_path: Path) -> None:
                       channel_keep=masks["cutout"]),
     ]
     channels = np.random.default_rng(4).random((6, 7, 7))
-    fig = figure_feature_compare(crop, cols, act_before=before, top1_before=("tabby cat", 0.6),
+    fig = _draw_feature_compare(crop, cols, act_before=before, top1_before=("tabby cat", 0.6),
                                  channels_before=channels, channel_ids=[4, 8, 15, 16, 23, 42], suptitle="compare")
     titles = [ax.get_title() for ax in fig.axes] + [ax.get_title(loc="left") for ax in fig.axes]
     assert "DropBlock" in titles and any("tiger cat" in t and "40.0%" in t for t in titles)
@@ -133,7 +135,7 @@ def _cam(after_shift: int = 1):
 def test_cam_rows_draw_before_and_after_with_their_peaks(tmp_path: Path) -> None:
     crop, before, after, drop, tcb, tca, pb, pa = feature_inputs()
     cam = _cam()
-    fig = figure_feature_show(crop, before, after, drop, top_channels_before=tcb, top_channels_after=tca,
+    fig = _draw_feature_show(crop, before, after, drop, top_channels_before=tcb, top_channels_after=tca,
                               preds_before=pb, preds_after=pa, titles=TITLES, cam=cam)
     titled = {ax.get_title(): ax for ax in fig.axes}
     b_ax = titled["Grad-CAM at head for tiger cat, before"]
@@ -147,7 +149,7 @@ def test_cam_rows_draw_before_and_after_with_their_peaks(tmp_path: Path) -> None
     assert len(a_ax.get_lines()) == 3 and len(b_ax.get_lines()) == 2
     save_figure(fig, tmp_path / "cam.png", dpi=30)
     cols = [FeatureColumn(m, drop, after, "tiger cat", 0.4, m, cam=_cam(i)) for i, m in enumerate(("dropblock", "cutout"))]
-    fig = figure_feature_compare(crop, cols, act_before=before)
+    fig = _draw_feature_compare(crop, cols, act_before=before)
     titles = [ax.get_title() for ax in fig.axes]
     assert "Grad-CAM at head for tiger cat, before" in titles
     assert sum(t.startswith("Grad-CAM after") for t in titles) == 2

@@ -7,7 +7,7 @@ import pytest
 
 from dropblock.stats import MeanSE
 from dropblock.sweep import Setting, SweepPoint
-from dropblock.viz.sweep import figure_sweep, series_colors, sweep_figure
+from dropblock.viz.sweep import series_colors, sweep_figure
 from figures import assert_png_size, save_png
 
 
@@ -24,7 +24,7 @@ POINTS = [_point(m, b, kp, (1 - kp) * f) for m, b, f in (("dropblock", 1, 0.5), 
 
 
 def test_one_panel_per_metric_one_line_per_series(tmp_path):
-    fig = figure_sweep(POINTS, title="t")
+    fig = sweep_figure(POINTS, model="m", layer="l", images=3, masks=4)
     titles = [ax.get_title() for ax in fig.axes]
     assert titles == ["top-1 agreement with the clean network", "KL(clean ‖ after), nats", "realized drop rate"]
     kl_ax = fig.axes[1]
@@ -41,12 +41,12 @@ def test_one_panel_per_metric_one_line_per_series(tmp_path):
 
 def test_accuracy_panel_only_with_labels_and_no_band_from_one_image():
     labelled = POINTS[:-1] + [_point("dropout", None, 0.8, 0.08, accuracy=0.5)]
-    assert "top-1 accuracy" in [ax.get_title() for ax in figure_sweep(labelled).axes]
+    assert "top-1 accuracy" in [ax.get_title() for ax in sweep_figure(labelled, model="m", layer="l", images=3, masks=4).axes]
     one = [_point("cutout", None, kp, 0.1, images=1) for kp in (1.0, 0.9)]
     fig = sweep_figure(one, model="m", layer="l", images=1, masks=4)
     assert all(len(ax.collections) == 0 for ax in fig.axes) and "one image: no band" in fig._suptitle.get_text()
     with pytest.raises(ValueError):
-        figure_sweep([])
+        sweep_figure([], model="m", layer="l", images=0, masks=4)
 
 
 def test_block_sizes_go_from_light_to_dark_blue():

@@ -30,7 +30,7 @@ PANEL = 3.0  # inches
 
 @dataclass
 class FeatureColumn:
-    """One method in :func:`figure_feature_compare`.
+    """One column of :func:`_draw_feature_compare`.
 
     drop_fraction: (h, w) float in [0, 1], fraction of channels dropped per feature cell.
     act_after: (h, w) float, channel-mean activation after dropping.
@@ -130,7 +130,7 @@ def _cam_row(fig, grid, row: int, crop, columns) -> None:
     cb.ax.tick_params(labelsize=SMALL_PT)
 
 
-def figure_feature_compare(
+def _draw_feature_compare(
     crop: np.ndarray, columns: Sequence[FeatureColumn], *, act_before: np.ndarray,
     top1_before: tuple[str, float] | None = None, channels_before: np.ndarray | None = None,
     channel_ids: Sequence[int] | None = None, suptitle: str | None = None,
@@ -145,7 +145,7 @@ def figure_feature_compare(
     """
     crop = check_image(crop)
     if not columns:
-        raise ValueError("figure_feature_compare needs at least one column")
+        raise ValueError("a feature compare figure needs at least one column")
     before = check_map(act_before, "act_before")
     drops = [check_map(c.drop_fraction, f"drop_fraction of {c.method!r}", before.shape) for c in columns]
     acts = [check_map(c.act_after, f"act_after of {c.method!r}", before.shape) for c in columns]
@@ -179,7 +179,7 @@ def figure_feature_compare(
 
 
 def feature_compare_figure(effects: list, image_name: str, cams: Sequence | None = None) -> Figure:
-    """:func:`figure_feature_compare` of LayerEffects (one per method, the same image and layer) and,
+    """The ``compare --layer`` figure of LayerEffects (one per method, the same image and layer) and,
     when given, their CAMs."""
     cols = []
     for i, effect in enumerate(effects):
@@ -195,7 +195,7 @@ def feature_compare_figure(effects: list, image_name: str, cams: Sequence | None
     first = effects[0]
     c, h, w = first.feature_shape
     before = first.predictions_before[0]
-    return figure_feature_compare(
+    return _draw_feature_compare(
         first.crop, cols, act_before=first.act_before, top1_before=(before.label, before.prob),
         channels_before=first.channels_before[:6], channel_ids=[int(i) for i in first.top_channels[:6]],
         suptitle=f"{image_name} on {first.model} {first.layer} ({c}x{h}x{w}), target drop rate {100 * first.p:g}%",

@@ -135,7 +135,7 @@ def _channel_rows(sheet, top, before, after, keep, title: str, channel_ids) -> N
     sheet.text(0.55 + CHANNEL_ROWS_W / 2, y + 0.1, note, ha="center", va="top", fontsize=SMALL_PT)
 
 
-def figure_feature_show(
+def _draw_feature_show(
     crop: np.ndarray, act_before: np.ndarray, act_after: np.ndarray, drop_fraction: np.ndarray, *,
     top_channels_before: np.ndarray, top_channels_after: np.ndarray,
     preds_before: Sequence[tuple[str, float]], preds_after: Sequence[tuple[str, float]],
@@ -191,7 +191,7 @@ def _params(effect) -> str:
 
 
 def feature_show_figure(effect, image_name: str, cam=None) -> Figure:
-    """:func:`figure_feature_show` of one :class:`~dropblock.effect.LayerEffect` (and its CAM): overlays,
+    """The ``show --layer`` figure of one :class:`~dropblock.effect.LayerEffect` (and its CAM): overlays,
     the top channels with their masks, top-5 before and after."""
     c, h, w = effect.feature_shape
     label = METHOD_LABELS[effect.method]
@@ -204,7 +204,7 @@ def feature_show_figure(effect, image_name: str, cam=None) -> Figure:
         "before_preds": "top-5 before",
         "after_preds": f"top-5 after (KL {effect.kl_divergence:.3g} nats)",
     }
-    return figure_feature_show(
+    return _draw_feature_show(
         effect.crop, effect.act_before, effect.act_after, effect.drop_fraction,
         top_channels_before=effect.channels_before, top_channels_after=effect.channels_after,
         preds_before=[(pred.label, pred.prob) for pred in effect.predictions_before],

@@ -80,14 +80,14 @@ def _panel(ax, lines, metric: str, title: str, percent: bool, colors, keep_probs
     ax.set_axisbelow(True)
 
 
-def figure_sweep(points: Sequence[SweepPoint], *, title: str | None = None) -> Figure:
+def _draw_sweep(points: Sequence[SweepPoint], *, title: str | None = None) -> Figure:
     """Agreement, KL, accuracy (when any image has a label) and realized drop rate against keep_prob.
 
     points: :class:`~dropblock.sweep.SweepPoint` of any settings; one line per (method, block size),
     a band of ± one standard error where there are two images or more.
     """
     if not points:
-        raise ValueError("figure_sweep needs at least one point")
+        raise ValueError("a sweep figure needs at least one point")
     metrics = [m for m in METRICS if m[0] != "accuracy" or any(p.accuracy is not None for p in points)]
     lines = _series(points)
     colors = series_colors(list(lines))
@@ -106,8 +106,10 @@ def figure_sweep(points: Sequence[SweepPoint], *, title: str | None = None) -> F
 
 
 def sweep_figure(points: Sequence[SweepPoint], *, model: str, layer: str, images: int, masks: int) -> Figure:
-    """:func:`figure_sweep` titled with the model, layer, image count and masks per image."""
+    """The ``sweep`` figure: agreement, KL, accuracy (when any image has a label) and realized drop rate
+    against keep_prob, one line per (method, block size), titled with the model, layer, image count and
+    masks per image."""
     band = "band: ± 1 standard error across images" if images > 1 else "one image: no band"
     title = (f"{model} {layer}: regularizer applied at inference, {images} image{'s' * (images != 1)}, "
              f"{masks} masks each ({band})")
-    return figure_sweep(points, title=title)
+    return _draw_sweep(points, title=title)
