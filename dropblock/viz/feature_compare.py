@@ -183,14 +183,15 @@ def feature_compare_figure(effects: list, image_name: str, cams: Sequence | None
     when given, their CAMs."""
     cols = []
     for i, effect in enumerate(effects):
-        top = effect.predictions_after[0]
+        first, n = effect.first, effect.stats.samples
         params = describe(effect.method, effect.params, effect.gamma, unit="cells")
+        title = f"{METHOD_LABELS[effect.method]}: {params}\ndropped {100 * first.drop_rate:.1f}%, KL {first.kl:.3g}"
+        if n > 1:
+            title += f"\n(mask 1 of {n}; mean of {n}: {100 * effect.stats.drop_rate.mean:.1f}%, {effect.stats.kl.mean:.3g})"
         cols.append(FeatureColumn(
-            method=effect.method, drop_fraction=effect.drop_fraction, act_after=effect.act_after,
-            top1_label=top.label, top1_prob=top.prob, channel_keep=effect.channel_keep[:6],
-            cam=None if cams is None else cams[i],
-            title=f"{METHOD_LABELS[effect.method]}: {params}\n"
-                  f"dropped {100 * effect.realized_drop_rate:.1f}%, KL {effect.kl_divergence:.3g}",
+            method=effect.method, drop_fraction=first.drop_fraction, act_after=first.act_after,
+            top1_label=first.predictions_after[0].label, top1_prob=first.predictions_after[0].prob,
+            channel_keep=effect.channel_keep[:6], cam=None if cams is None else cams[i], title=title,
         ))
     first = effects[0]
     c, h, w = first.feature_shape

@@ -80,7 +80,8 @@ def _activation_row(sheet, top, crop, before, after, drop, text, method: str) ->
 
 def _cam_row(sheet, top, crop, cam) -> None:
     """The CAM before | after (mean over the masks) | before − after; peaks marked."""
-    titles = (cam_title(cam, after=False), cam_title(cam, after=True), "CAM before − after")
+    masks = f" (mean of {cam.samples} masks)" if cam.samples > 1 else ""
+    titles = (cam_title(cam, after=False), cam_title(cam, after=True), f"CAM before − after{masks}")
     ax_b, ax_a, ax_d = _panel_row(sheet, top, titles)
     im = overlay_cam(ax_b, crop, cam.before, mark=[cam.peak_before])
     overlay_cam(ax_a, crop, cam.after, mark=[cam.peak_after, cam.peak_before])
@@ -190,25 +191,44 @@ def _params(effect) -> str:
     return describe(effect.method, effect.params, effect.gamma, unit="cells")
 
 
-def feature_show_figure(effect, image_name: str, cam=None) -> Figure:
-    """The ``show --layer`` figure of one :class:`~dropblock.effect.LayerEffect` (and its CAM): overlays,
-    the top channels with their masks, top-5 before and after."""
+def _one_of(effect) -> str:
+    """' (mask 1 of N)' when the effect has N > 1 masks, else ''."""
+    n = effect.stats.samples
+    return f" (mask 1 of {n})" if n > 1 else ""
+
+
+def _show_titles(effect, image_name: str) -> dict[str, str]:
+    """The panel titles of :func:`feature_show_figure`: the mask, change and channel panels show mask 1 of
+    N, and say so with the mean over the N masks beside it."""
     c, h, w = effect.feature_shape
-    label = METHOD_LABELS[effect.method]
-    titles = {
+    label, first, stats = METHOD_LABELS[effect.method], effect.first, effect.stats
+    n = stats.samples
+    dropped = f"dropped {100 * first.drop_rate:.1f}%"
+    kl = f"KL {first.kl:.3g} nats"
+    if n > 1:
+        dropped += f" (mask 1 of {n}; mean of {n}: {100 * stats.drop_rate.mean:.1f}%)"
+        kl = f"KL {first.kl:.3g} nats\n(mask 1 of {n}; mean of {n}: {stats.kl.mean:.3g})"
+    return {
         "image": f"{image_name}: mean activation of {effect.layer} ({c}x{h}x{w})",
-        "mask": f"{label} mask: {_params(effect)}; dropped {100 * effect.realized_drop_rate:.1f}% "
-                f"(target {100 * effect.p:g}%)",
-        "after": f"what {label} changed: mean before − after",
-        "channels": "most active channels: before, mask, after",
+        "mask": f"{label} mask: {_params(effect)}; {dropped}, target {100 * effect.p:g}%",
+        "after": f"what {label} changed: mean before − after{_one_of(effect)}",
+        "channels": f"most active channels: before, mask, after{_one_of(effect)}",
         "before_preds": "top-5 before",
-        "after_preds": f"top-5 after (KL {effect.kl_divergence:.3g} nats)",
+        "after_preds": f"top-5 after, {kl}",
     }
+
+
+def feature_show_figure(effect, image_name: str, cam=None) -> Figure:
+    """The ``show --layer`` figure of one :class:`~dropblock.effect.LayerEffect` (and its CAM, a mean over
+    the N masks): overlays, the top channels with their masks, top-5 before and after. Every panel after
+    the mask shows mask 1 of N (``effect.first``); with N > 1 its title says so and gives the mean of N."""
+    first = effect.first
     return _draw_feature_show(
-        effect.crop, effect.act_before, effect.act_after, effect.drop_fraction,
-        top_channels_before=effect.channels_before, top_channels_after=effect.channels_after,
+        effect.crop, effect.act_before, first.act_after, first.drop_fraction,
+        top_channels_before=effect.channels_before, top_channels_after=first.channels_after,
         preds_before=[(pred.label, pred.prob) for pred in effect.predictions_before],
-        preds_after=[(pred.label, pred.prob) for pred in effect.predictions_after],
-        titles=titles, channel_ids=[int(i) for i in effect.top_channels], method=effect.method,
-        suptitle=f"{effect.model}, layer {effect.layer}", channel_keep=effect.channel_keep, cam=cam,
+        preds_after=[(pred.label, pred.prob) for pred in first.predictions_after],
+        titles=_show_titles(effect, image_name), channel_ids=[int(i) for i in effect.top_channels],
+        method=effect.method, suptitle=f"{effect.model}, layer {effect.layer}", channel_keep=effect.channel_keep,
+        cam=cam,
     )
