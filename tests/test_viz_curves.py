@@ -8,7 +8,7 @@ import numpy as np
 
 from dropblock.viz import COLORS, save_figure
 from dropblock.viz.curves import ScheduleSnapshot, _draw_gamma_sweep, _draw_schedule
-from figures import pixel_keep, random_image
+from figures import assert_png_size, pixel_keep, random_image
 
 
 def test_draw_schedule_with_snapshots(tmp_path: Path) -> None:
@@ -32,11 +32,31 @@ def test_draw_schedule_with_snapshots(tmp_path: Path) -> None:
 
 
 def test_draw_schedule_plain_and_without_image(tmp_path: Path) -> None:
+    """Without snapshots: one axes, the curve and the dashed target, the legend where a falling curve
+    leaves room. Snapshots without an image: the bare mask, dropped cells in COLORS['dropped'] and kept
+    ones light grey. Fails if a thumbnail draws other cells or colours, if an empty thumbnail row is
+    added, or if the curve, target or legend go missing."""
+    from matplotlib.colors import to_rgb
+
     steps = np.arange(10)
     kp = np.linspace(1, 0.8, 10)
-    save_figure(_draw_schedule(steps, kp, target=0.8), tmp_path / "a.png", dpi=50)
-    snaps = [ScheduleSnapshot(3, 0.93, pixel_keep(10, 10, 0.1))]
-    save_figure(_draw_schedule(steps, kp, target=0.8, snapshots=snaps), tmp_path / "b.svg")
+    fig = _draw_schedule(steps, kp, target=0.8)
+    assert len(fig.axes) == 1
+    curve, target = fig.axes[0].get_lines()
+    np.testing.assert_array_equal(curve.get_ydata(), kp)
+    assert target.get_linestyle() == "--" and list(target.get_ydata()) == [0.8, 0.8]
+    fig.canvas.draw()  # the legend sits upper right, where a falling schedule leaves room
+    leg, box = fig.axes[0].get_legend().get_window_extent(), fig.axes[0].get_window_extent()
+    assert leg.x0 > (box.x0 + box.x1) / 2 and leg.y0 > (box.y0 + box.y1) / 2
+    png = save_figure(fig, tmp_path / "a.png", dpi=50)
+    assert_png_size(png, fig, 50)
+    keep = pixel_keep(10, 10, 0.3)
+    fig = _draw_schedule(steps, kp, target=0.8, snapshots=[ScheduleSnapshot(3, 0.93, keep)])
+    assert len(fig.axes) == 2 and fig.axes[1].get_title() == "(a) step 3\nkeep_prob 0.930"
+    rgb = np.asarray(fig.axes[1].images[0].get_array())
+    dropped = np.rint(np.array(to_rgb(COLORS["dropped"])) * 255)
+    assert (rgb[~keep] == dropped).all() and (rgb[keep] == 235).all() and 0 < (~keep).sum() < keep.size
+    assert save_figure(fig, tmp_path / "b.svg").read_bytes()[:400].find(b"<svg") >= 0
 
 
 def test_draw_gamma_sweep(tmp_path: Path) -> None:
