@@ -239,47 +239,48 @@ class MaskSeries:
     seeded ``seed``, as ``n`` edits for :func:`~dropblock.models.forward_many` (kept units rescaled by
     :func:`mask_scale`, as training does).
 
-    Mask i depends only on (seed, i, the map's shape): the first time any edit sees a shape, the n
-    masks are drawn once in order and the generator's state before each is kept (a few kB per mask);
-    edit i then draws mask i again from its state. So each edit is a pure function of its input,
-    whatever order, batching or repetition forward_many uses, and mask 1 of ``samples=16`` is the mask
-    of ``samples=1``. Arguments are trusted: the public callers check them.
+    Mask i depends only on (seed, i, the map's shape), so each edit is a pure function of its input,
+    whatever order, batching or repetition forward_many uses (mask 1 of 16 is the mask of 1). Per shape,
+    one generator walks the masks in order, keeping the state before each (a few kB): edits called in
+    order draw each mask once; a repeated call redraws from its state. Arguments are trusted.
     """
 
     def __init__(self, method: str, p: float, n: int, *, block_size: int, gamma: str | float,
                  shared_channels: bool, seed: int, device: str | torch.device) -> None:
         self.method, self.p, self.n, self.block_size, self.gamma = method, p, int(n), block_size, gamma
         self.shared_channels, self.seed, self.device = shared_channels, int(seed), torch.device(device)
-        self._plans: dict[tuple[int, ...], tuple[list[torch.Tensor], list[float]]] = {}
+        self._walks: dict[tuple[int, ...], tuple[torch.Generator, list[torch.Tensor], list[float]]] = {}
 
     def _draw(self, shape: tuple[int, ...], generator: torch.Generator) -> MaskDraw:
         return draw_mask(self.method, shape, self.p, block_size=self.block_size, gamma=self.gamma,
                          shared_channels=self.shared_channels, generator=generator, device=self.device)
 
-    def _plan(self, shape: tuple[int, ...]) -> tuple[list[torch.Tensor], list[float]]:
-        """The generator's state before each mask and each mask's realized drop rate (drawn once per shape)."""
-        if shape not in self._plans:
-            generator = torch.Generator(self.device).manual_seed(self.seed)
-            states, rates = [], []
-            for _ in range(self.n):
-                states.append(generator.get_state())
-                rates.append(self._draw(shape, generator).drop_rate)
-            self._plans[shape] = (states, rates)
-        return self._plans[shape]
-
     def draw(self, shape: tuple[int, ...], index: int) -> MaskDraw:
         """Mask ``index`` (0-based) for a (1, C, h, w) map of ``shape``."""
-        generator = torch.Generator(self.device)
-        generator.set_state(self._plan(tuple(shape))[0][index])
-        return self._draw(tuple(shape), generator)
+        shape = tuple(shape)
+        if shape not in self._walks:
+            self._walks[shape] = (torch.Generator(self.device).manual_seed(self.seed), [], [])
+        walker, states, rates = self._walks[shape]
+        if index < len(states):
+            generator = torch.Generator(self.device)
+            generator.set_state(states[index])
+            return self._draw(shape, generator)
+        while True:
+            states.append(walker.get_state())
+            draw = self._draw(shape, walker)
+            rates.append(draw.drop_rate)
+            if len(states) > index:
+                return draw
 
     def draws(self, shape: tuple[int, ...]) -> list[MaskDraw]:
         """All n masks for a map of ``shape``, in order (memory grows with n)."""
         generator = torch.Generator(self.device).manual_seed(self.seed)
         return [self._draw(tuple(shape), generator) for _ in range(self.n)]
 
-    def drop_rates(self, shape: tuple[int, ...]) -> list[float]:
-        return list(self._plan(tuple(shape))[1])  # each mask's realized drop rate, in order
+    def drop_rates(self, shape: tuple[int, ...]) -> list[float]:  # each mask's realized drop rate, in order
+        if len(self._walks.get(tuple(shape), (None, [], []))[2]) < self.n:
+            self.draw(shape, self.n - 1)
+        return list(self._walks[tuple(shape)][2])
 
     def edits(self) -> list[MaskEdit]:
         return [MaskEdit(self, i) for i in range(self.n)]
