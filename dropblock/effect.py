@@ -26,10 +26,8 @@ from dropblock.stats import MeanSE
 if TYPE_CHECKING:
     from dropblock.models import LoadedModel
 
-__all__ = [
-    "Prediction", "FirstMask", "MaskStats", "LayerEffect", "MaskSeries", "MaskEdit", "counted", "top_k", "mask_scale",
-    "apply_mask", "kl_divergence", "layer_effect", "effect_json", "TOP_CHANNELS", "TOP_K",
-]
+__all__ = ["Prediction", "FirstMask", "MaskStats", "LayerEffect", "MaskSeries", "MaskEdit", "counted", "top_k",
+           "mask_scale", "apply_mask", "kl_divergence", "layer_effect", "effect_json", "TOP_CHANNELS", "TOP_K"]
 
 TOP_K = 5
 """Predictions kept in ``predictions_before`` / ``predictions_after``."""

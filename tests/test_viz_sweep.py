@@ -53,3 +53,24 @@ def test_block_sizes_go_from_light_to_dark_blue():
     colors = series_colors([("dropblock", 7), ("dropblock", 1), ("dropout", None)])
     assert sum(colors[("dropblock", 1)][:3]) > sum(colors[("dropblock", 7)][:3])
     assert colors[("dropout", None)] == "#E69F00"
+
+
+def test_target_drawn_over_the_series_and_coinciding_series_stay_distinguishable():
+    """The drop-rate panel's target line lies above every series (its legend entry names something one
+    can see), and DropBlock with block 1 and dropout, which often coincide, differ in dash and in size:
+    the first series drawn (underneath) has the larger marker and wider line, so it shows around one
+    drawn over it. Fails if the target goes back under the series (zorder 1) or the styles become equal."""
+    same = [_point(m, b, kp, 0.1) for m, b in (("dropblock", 1), ("dropout", None)) for kp in (1.0, 0.9, 0.8)]
+    fig = sweep_figure(same, model="m", layer="l", images=3, masks=4)
+    drop_ax = fig.axes[-1]
+    lines = {line.get_label(): line for line in drop_ax.get_lines()}
+    target = lines.pop("target (1 − keep_prob)")
+    assert all(target.get_zorder() > line.get_zorder() for line in lines.values())
+    block1, dropout = lines["DropBlock, block 1"], lines["Dropout"]
+    np.testing.assert_array_equal(block1.get_ydata(), dropout.get_ydata())  # they coincide here
+    assert block1.get_zorder() < dropout.get_zorder()
+    assert block1.get_markersize() > dropout.get_markersize() and block1.get_linewidth() > dropout.get_linewidth()
+    assert block1.get_linestyle() == "-" and dropout.get_linestyle() != "-"
+    assert block1.get_marker() != dropout.get_marker()
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["DropBlock, block 1", "Dropout", "target (1 − keep_prob)"]

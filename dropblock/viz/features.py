@@ -172,7 +172,7 @@ def _draw_feature_show(
     channels_top = 5.85 + (5.05 if cam is not None else 0.0)
     h, w = before.shape
     rows_h = (2 + (keep is not None)) * (CHANNEL_ROWS_W * h / max(k * (w + 1) - 1, 1) + 0.1) if k else 0.0
-    sheet = _Sheet(channels_top + max(0.55 + rows_h + 0.4, 4.05))
+    sheet = _Sheet(channels_top + max(0.55 + rows_h + 0.4, 4.3))
     if suptitle:
         sheet.text(WIDTH / 2, 0.12, suptitle, ha="center", va="top", fontsize=SUPTITLE_PT + 1)
     _activation_row(sheet, 1.05, crop, before, after, drop, text, method)
@@ -182,7 +182,7 @@ def _draw_feature_show(
         _channel_rows(sheet, channels_top, channels_before[:k], channels_after[:k],
                       None if keep is None else keep[:k], text["channels"], channel_ids)
     pred_bars(sheet.axes(10.25, channels_top + 0.45, 2.45, 1.35), preds_before, "0.55", text["before_preds"])
-    pred_bars(sheet.axes(10.25, channels_top + 2.35, 2.45, 1.35), preds_after, method_color(method),
+    pred_bars(sheet.axes(10.25, channels_top + 2.6, 2.45, 1.35), preds_after, method_color(method),
               text["after_preds"])
     return sheet.fig
 
@@ -191,28 +191,22 @@ def _params(effect) -> str:
     return describe(effect.method, effect.params, effect.gamma, unit="cells")
 
 
-def _one_of(effect) -> str:
-    """' (mask 1 of N)' when the effect has N > 1 masks, else ''."""
-    n = effect.stats.samples
-    return f" (mask 1 of {n})" if n > 1 else ""
-
-
 def _show_titles(effect, image_name: str) -> dict[str, str]:
     """The panel titles of :func:`feature_show_figure`: the mask, change and channel panels show mask 1 of
     N, and say so with the mean over the N masks beside it."""
     c, h, w = effect.feature_shape
     label, first, stats = METHOD_LABELS[effect.method], effect.first, effect.stats
     n = stats.samples
-    dropped = f"dropped {100 * first.drop_rate:.1f}%"
-    kl = f"KL {first.kl:.3g} nats"
+    mask, dropped, kl = "mask", f"dropped {100 * first.drop_rate:.1f}%", f"KL {first.kl:.3g} nats"
     if n > 1:
-        dropped += f" (mask 1 of {n}; mean of {n}: {100 * stats.drop_rate.mean:.1f}%)"
-        kl = f"KL {first.kl:.3g} nats\n(mask 1 of {n}; mean of {n}: {stats.kl.mean:.3g})"
+        mask = f"mask 1 of {n}"
+        dropped += f" (mean of {n}: {100 * stats.drop_rate.mean:.1f}%)"
+        kl += f"\n(mask 1 of {n}; mean of {n}: {stats.kl.mean:.3g})"
     return {
         "image": f"{image_name}: mean activation of {effect.layer} ({c}x{h}x{w})",
-        "mask": f"{label} mask: {_params(effect)}; {dropped}, target {100 * effect.p:g}%",
-        "after": f"what {label} changed: mean before − after{_one_of(effect)}",
-        "channels": f"most active channels: before, mask, after{_one_of(effect)}",
+        "mask": f"{label} {mask}: {_params(effect)}; {dropped}, target {100 * effect.p:g}%",
+        "after": f"what {label if n == 1 else mask} changed: mean before − after",
+        "channels": f"most active channels: before, {mask}, after",
         "before_preds": "top-5 before",
         "after_preds": f"top-5 after, {kl}",
     }
