@@ -14,8 +14,11 @@ MAX_FUNCTION_LINES = 60
 
 
 def part(path: Path) -> str:
-    """'cli', 'viz' or 'library' for a module of the package."""
+    """'cli', 'viz' or 'library' for a module of the package (``__main__.py``, ``python -m dropblock``, is
+    the command line's)."""
     rel = path.relative_to(PACKAGE).parts
+    if rel == ("__main__.py",):
+        return "cli"
     return rel[0] if rel[0] in ("cli", "viz") else "library"
 
 
@@ -104,4 +107,4 @@ def test_the_rules_would_catch_a_breach() -> None:
     assert too_long("x = 1\n" * (MAX_MODULE_LINES + 1), "m") == [f"m: {MAX_MODULE_LINES + 1} lines"]
     assert {part(PACKAGE / "cli" / "app.py"), part(PACKAGE / "viz" / "masks.py"), part(PACKAGE / "gamma.py"),
             part(PACKAGE / "models" / "base.py")} == {"cli", "viz", "library"}
-    assert part(PACKAGE / "models" / "base.py") == "library"
+    assert part(PACKAGE / "models" / "base.py") == "library" and part(PACKAGE / "__main__.py") == "cli"
