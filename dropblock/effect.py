@@ -26,10 +26,8 @@ from dropblock.stats import MeanSE
 if TYPE_CHECKING:
     from dropblock.models import LoadedModel
 
-__all__ = [
-    "Prediction", "LayerEffect", "MaskEdit", "top_k", "mask_scale", "apply_mask", "kl_divergence",
-    "layer_effect", "effect_json", "TOP_CHANNELS", "TOP_K",
-]
+__all__ = ["Prediction", "FirstMask", "MaskStats", "LayerEffect", "MaskSeries", "MaskEdit", "counted", "top_k",
+           "mask_scale", "apply_mask", "kl_divergence", "layer_effect", "effect_json", "TOP_CHANNELS", "TOP_K"]
 
 TOP_K = 5
 """Predictions kept in ``predictions_before`` / ``predictions_after``."""
@@ -63,6 +61,49 @@ def top_k(probs: torch.Tensor, k: int = TOP_K, names: list[str] | None = None) -
     return [Prediction(int(i), names[int(i)], float(p[int(i)])) for i in order]
 
 
+@dataclass(frozen=True)
+class FirstMask:
+    """Mask 1 of N: what ONE draw does, the one a figure shows (never a mean over the masks).
+
+    keep: (C', h, w) bool, True where kept (C' = 1 when one mask is shared by all channels).
+    centres: (K, 2) float64 (row, col) block centres (channel 0) or hole centres, in map units (None
+    for dropout). scale: what kept units were multiplied by (:func:`mask_scale`).
+    drop_rate: fraction of the (C, h, w) units this mask dropped.
+    act_after: (h, w) float32, the channel-mean activation after this mask and its rescale.
+    drop_fraction: (h, w) float32, the fraction of channels this mask dropped at each position.
+    channels_after: (k, h, w) float32, the effect's ``top_channels`` after this mask.
+    predictions_after: top-5 :class:`Prediction` list after this mask.
+    kl: KL(before || after this mask) of the softmax outputs, nats.
+    """
+
+    keep: np.ndarray
+    centres: np.ndarray | None
+    scale: float
+    drop_rate: float
+    act_after: np.ndarray
+    drop_fraction: np.ndarray
+    channels_after: np.ndarray
+    predictions_after: list[Prediction]
+    kl: float
+
+
+@dataclass(frozen=True)
+class MaskStats:
+    """What the ``samples`` masks say together, each a :class:`~dropblock.stats.MeanSE` over the masks.
+
+    drop_rate: realized drop rate. kl: KL(before || after) in nats. prob_of_clean_top1: the probability
+    after of the class that was top-1 before. top1_changed: 1 where the top-1 class differs from
+    before, else 0. prob_of_top1_after: the probability of whatever class is top-1 after.
+    """
+
+    samples: int
+    drop_rate: MeanSE
+    kl: MeanSE
+    prob_of_clean_top1: MeanSE
+    top1_changed: MeanSE
+    prob_of_top1_after: MeanSE
+
+
 @dataclass
 class LayerEffect:
     """What one regularizer on one layer's output does to one image's prediction.
@@ -72,30 +113,14 @@ class LayerEffect:
     parameters, from :class:`~dropblock.methods.MaskDraw`), ``gamma`` (DropBlock's seed
     probability, else None), ``expected_drop_rate`` (exact, of the mask distribution).
 
-    The first draw (what a figure shows):
-        crop: (S, S, 3) uint8, the image region the network sees (S: the model's input size).
-        keep: (C', h, w) bool, True where kept (C' = 1 when one mask is shared by all channels).
-        centres: (K, 2) float64 (row, col) block centres (channel 0) or hole centres, in map
-            units; None for dropout.
-        scale: the factor kept units were multiplied by (DropBlock numel / kept, dropout
-            1 / (1 - p), Cutout 1).
-        realized_drop_rate: fraction of the (C, h, w) units dropped.
-        act_before, act_after: (h, w) float32, the channel-mean activation before, and after the
-            mask and rescale.
-        drop_fraction: (h, w) float32, the fraction of channels dropped at each position.
-        top_channels: (k,) int64, the k most active channels before (by mean activation), most
-            active first; ``channels_before`` / ``channels_after``: (k, h, w) float32 of them.
-        predictions_before, predictions_after: top-5 :class:`Prediction` lists.
-        kl_divergence: KL(before || after) of the softmax outputs, nats.
+    The clean network: ``crop`` (S, S, 3) uint8, the image region the network sees (S: the model's
+    input size); ``act_before`` (h, w) float32, the channel-mean activation; ``top_channels`` (k,)
+    int64, the k most active channels (by mean activation), most active first; ``channels_before``
+    (k, h, w) float32 of them; ``predictions_before``, the top-5 :class:`Prediction` list.
 
-    Over all ``samples`` draws (:class:`~dropblock.stats.MeanSE`, mean and standard error):
-        drop_rate: realized drop rate; kl: KL(before || after) in nats; prob_of_clean_top1: the
-        probability after of the class that was top-1 before; top1_changed: fraction of draws
-        whose top-1 class differs from before; prob_of_top1_after: probability of whatever class
-        is top-1 after.
-
-    draws: every draw as ``(keep, scale)``: keep (1, C', h, w) bool on the drawing device, and the
-    factor kept units were multiplied by (what :mod:`dropblock.cam` applies again).
+    ``first``: mask 1 of N alone (:class:`FirstMask`). ``stats``: all N masks (:class:`MaskStats`).
+    ``draws``: every mask as ``(keep, scale)``, keep (1, C', h, w) bool on the drawing device (what
+    :mod:`dropblock.cam` applies again).
     """
 
     model: str
@@ -107,34 +132,22 @@ class LayerEffect:
     gamma: float | None
     expected_drop_rate: float
     crop: np.ndarray
-    keep: np.ndarray
-    centres: np.ndarray | None
-    scale: float
-    realized_drop_rate: float
     act_before: np.ndarray
-    act_after: np.ndarray
-    drop_fraction: np.ndarray
     top_channels: np.ndarray
     channels_before: np.ndarray
-    channels_after: np.ndarray
     predictions_before: list[Prediction]
-    predictions_after: list[Prediction]
-    kl_divergence: float
-    samples: int
-    drop_rate: MeanSE
-    kl: MeanSE
-    prob_of_clean_top1: MeanSE
-    top1_changed: MeanSE
-    prob_of_top1_after: MeanSE
+    first: FirstMask
+    stats: MaskStats
     draws: list[tuple[torch.Tensor, float]] = field(default_factory=list, repr=False)
 
     @property
     def channel_keep(self) -> np.ndarray:
-        """(k, h, w) bool: the first draw's mask of each of ``top_channels`` (the shared mask
-        repeated when one mask serves every channel)."""
-        if self.keep.shape[0] == 1:
-            return np.repeat(self.keep, len(self.top_channels), axis=0)
-        return self.keep[self.top_channels]
+        """(k, h, w) bool: mask 1's keep of each of ``top_channels`` (the shared mask repeated when one
+        mask serves every channel)."""
+        keep = self.first.keep
+        if keep.shape[0] == 1:
+            return np.repeat(keep, len(self.top_channels), axis=0)
+        return keep[self.top_channels]
 
 
 def mask_scale(method: str, keep: torch.Tensor, p: float) -> float:
@@ -193,11 +206,11 @@ def layer_effect(
         block_size: DropBlock's block side in feature-map units (clipped to the map).
         gamma: DropBlock's ``"paper"`` (Equation 1), ``"exact"`` (expected drop rate exactly p) or a float.
         shared_channels: one mask for all channels (Cutout always shares).
-        samples: N masks, drawn in order from one ``torch.Generator(device).manual_seed(seed)``.
+        samples: N masks, drawn in order from one ``torch.Generator(device).manual_seed(seed)``
+            (a :class:`MaskSeries`: mask i is the same whatever N).
         seed: the generator's seed; the same seed gives the same result.
         device: where masks are drawn (the generator's device); the model stays where it is.
-        progress: called with 1 after each mask is drawn and applied (suffix passes are batched,
-            so it may run up to one batch ahead of the forward passes).
+        progress: called with 1 the first time each mask is applied.
 
     Raises:
         UnknownNameError: unknown layer name (close matches first).
@@ -213,83 +226,134 @@ def layer_effect(
     samples = check_positive_int(samples, "samples")
     block_size = check_positive_int(block_size, "block_size")
     x, crop = preprocess(model, image)
-    recorder = MaskEdit(method, p, block_size=block_size, gamma=gamma, shared_channels=shared_channels,
-                        generator=torch.Generator(device).manual_seed(int(seed)), device=device, progress=progress)
-    run = forward_many(model, x, layer, [recorder] * samples, batch_size=BATCH_SIZE)
-    return _summarize(run, recorder, model, method, p, crop)
+    series = MaskSeries(method, p, samples, block_size=block_size, gamma=gamma, shared_channels=shared_channels,
+                        seed=seed, device=device)
+    run = forward_many(model, x, layer, counted(series.edits(), progress), batch_size=BATCH_SIZE)
+    return _summarize(run, series, model, crop)
 
 
-class MaskEdit:
-    """An edit for :func:`~dropblock.models.forward_many`, called once per mask: draws a mask of
-    ``method`` from ``generator`` on ``device`` and applies it as training would (kept units
-    rescaled by :func:`mask_scale`).
+class MaskSeries:
+    """``n`` masks of ``method`` at drop rate ``p``, drawn in order from one ``torch.Generator(device)``
+    seeded ``seed``, as ``n`` edits for :func:`~dropblock.models.forward_many` (kept units rescaled by
+    :func:`mask_scale`, as training does).
 
-    It records each draw's realized drop rate (``drop_rates``) and scale (``scales``), the first
-    edited map (``first_after``) and, with ``keep_draws``, every draw (``draws``; memory grows with
-    the masks). ``progress`` is called with 1 after each mask. Arguments are trusted: the public
-    callers check them.
+    Mask i depends only on (seed, i, the map's shape), so each edit is a pure function of its input,
+    whatever order, batching or repetition forward_many uses (mask 1 of 16 is the mask of 1). Per shape,
+    one generator walks the masks in order, keeping the state before each (a few kB): edits called in
+    order draw each mask once; a repeated call redraws from its state. Arguments are trusted.
     """
 
-    def __init__(self, method: str, p: float, *, block_size: int, gamma: str | float, shared_channels: bool,
-                 generator: torch.Generator | None, device: str | torch.device,
-                 progress: Callable[[int], object] | None = None, keep_draws: bool = True) -> None:
-        self.method, self.p, self.block_size, self.gamma = method, p, block_size, gamma
-        self.shared_channels, self.generator, self.device, self.progress = shared_channels, generator, device, progress
-        self.keep_draws = keep_draws
-        self.draws: list[MaskDraw] = []
-        self.scales: list[float] = []
-        self.drop_rates: list[float] = []
-        self.first_after: torch.Tensor | None = None
+    def __init__(self, method: str, p: float, n: int, *, block_size: int, gamma: str | float,
+                 shared_channels: bool, seed: int, device: str | torch.device) -> None:
+        self.method, self.p, self.n, self.block_size, self.gamma = method, p, int(n), block_size, gamma
+        self.shared_channels, self.seed, self.device = shared_channels, int(seed), torch.device(device)
+        self._walks: dict[tuple[int, ...], tuple[torch.Generator, list[torch.Tensor], list[float]]] = {}
+
+    def _draw(self, shape: tuple[int, ...], generator: torch.Generator) -> MaskDraw:
+        return draw_mask(self.method, shape, self.p, block_size=self.block_size, gamma=self.gamma,
+                         shared_channels=self.shared_channels, generator=generator, device=self.device)
+
+    def draw(self, shape: tuple[int, ...], index: int) -> MaskDraw:
+        """Mask ``index`` (0-based) for a (1, C, h, w) map of ``shape``."""
+        shape = tuple(shape)
+        if shape not in self._walks:
+            self._walks[shape] = (torch.Generator(self.device).manual_seed(self.seed), [], [])
+        walker, states, rates = self._walks[shape]
+        if index < len(states):
+            generator = torch.Generator(self.device)
+            generator.set_state(states[index])
+            return self._draw(shape, generator)
+        while True:
+            states.append(walker.get_state())
+            draw = self._draw(shape, walker)
+            rates.append(draw.drop_rate)
+            if len(states) > index:
+                return draw
+
+    def draws(self, shape: tuple[int, ...]) -> list[MaskDraw]:
+        """All n masks for a map of ``shape``, in order (memory grows with n)."""
+        generator = torch.Generator(self.device).manual_seed(self.seed)
+        return [self._draw(tuple(shape), generator) for _ in range(self.n)]
+
+    def drop_rates(self, shape: tuple[int, ...]) -> list[float]:  # each mask's realized drop rate, in order
+        if len(self._walks.get(tuple(shape), (None, [], []))[2]) < self.n:
+            self.draw(shape, self.n - 1)
+        return list(self._walks[tuple(shape)][2])
+
+    def edits(self) -> list[MaskEdit]:
+        return [MaskEdit(self, i) for i in range(self.n)]
+
+
+@dataclass(frozen=True)
+class MaskEdit:
+    """Edit ``index`` of a :class:`MaskSeries`: (1, C, h, w) map -> the map times mask ``index`` and its scale."""
+
+    series: MaskSeries
+    index: int
 
     def __call__(self, feature: torch.Tensor) -> torch.Tensor:
-        draw = draw_mask(self.method, tuple(feature.shape), self.p, block_size=self.block_size, gamma=self.gamma,
-                         shared_channels=self.shared_channels, generator=self.generator, device=self.device)
-        scale = mask_scale(self.method, draw.keep, self.p)
-        after = apply_mask(feature, draw.keep, scale)
-        if self.first_after is None:
-            self.first_after = after
-        if self.keep_draws or not self.draws:
-            self.draws.append(draw)
-        self.scales.append(scale)
-        self.drop_rates.append(draw.drop_rate)
-        if self.progress is not None:
-            self.progress(1)
-        return after
+        draw = self.series.draw(tuple(feature.shape), self.index)
+        return apply_mask(feature, draw.keep, mask_scale(self.series.method, draw.keep, self.series.p))
 
 
-def _summarize(run, recorder: MaskEdit, model: LoadedModel, method: str, p: float,
-               crop: np.ndarray) -> LayerEffect:
-    """The LayerEffect of a forward_many run of ``model`` whose edits were ``recorder``."""
-    before = run.feature_before[0].detach().to("cpu", torch.float32)
-    after = recorder.first_after[0].detach().to("cpu", torch.float32)
-    logits_before = run.logits_before[0].detach().to("cpu", torch.float64)
-    logits_after = run.logits_after.detach().to("cpu", torch.float64)
-    probs_before = torch.softmax(logits_before, dim=-1)
-    probs_after = torch.softmax(logits_after, dim=-1)
-    kl = kl_divergence(logits_before.expand_as(logits_after), logits_after).numpy()
+def counted(edits: list[Callable], progress: Callable[[int], object] | None) -> list[Callable]:
+    """``edits`` that call ``progress(1)`` the first time each runs (forward_many may run one twice, e.g.
+    for a check; the count stays one per edit). Their results are the edits' own."""
+    if progress is None:
+        return list(edits)
+    seen: set[int] = set()
+
+    def tick(i: int, edit: Callable) -> Callable:
+        def run(feature: torch.Tensor) -> torch.Tensor:
+            out = edit(feature)
+            if i not in seen:
+                seen.add(i)
+                progress(1)
+            return out
+        return run
+    return [tick(i, edit) for i, edit in enumerate(edits)]
+
+
+def _stats(probs_before: torch.Tensor, probs_after: torch.Tensor, kl: np.ndarray, drop_rates: list[float]) -> MaskStats:
+    """Means ± SE over the N masks; probs_before (K,), probs_after (N, K) float64, kl (N,) nats."""
     clean_top1 = int(torch.argmax(probs_before))
-    first = recorder.draws[0]
-    keep0 = first.keep[0].detach().to("cpu")
-    order = torch.argsort(before.mean(dim=(1, 2)), descending=True, stable=True)[:min(TOP_CHANNELS, before.shape[0])]
-    names = list(model.class_names)
-    drop_rates = recorder.drop_rates
-    return LayerEffect(
-        model=model.spec, layer=run.layer, feature_shape=tuple(int(v) for v in before.shape),
-        method=method, p=p, params=dict(first.params), gamma=first.gamma,
-        expected_drop_rate=float(first.expected_drop_rate), crop=crop, keep=keep0.numpy().astype(bool),
-        centres=None if first.centres is None else first.centres.detach().to("cpu", torch.float64).numpy(),
-        scale=float(recorder.scales[0]), realized_drop_rate=float(drop_rates[0]),
-        act_before=before.mean(dim=0).numpy(), act_after=after.mean(dim=0).numpy(),
-        drop_fraction=(~keep0).to(torch.float32).mean(dim=0).numpy(),
-        top_channels=order.numpy().astype(np.int64),
-        channels_before=before[order].numpy(), channels_after=after[order].numpy(),
-        predictions_before=top_k(probs_before, TOP_K, names), predictions_after=top_k(probs_after[0], TOP_K, names),
-        kl_divergence=float(kl[0]), samples=len(recorder.draws),
-        drop_rate=MeanSE.of(drop_rates), kl=MeanSE.of(kl),
+    return MaskStats(
+        samples=len(drop_rates), drop_rate=MeanSE.of(drop_rates), kl=MeanSE.of(kl),
         prob_of_clean_top1=MeanSE.of(probs_after[:, clean_top1].numpy()),
         top1_changed=MeanSE.of((torch.argmax(probs_after, dim=-1) != clean_top1).to(torch.float64).numpy()),
         prob_of_top1_after=MeanSE.of(probs_after.max(dim=-1).values.numpy()),
-        draws=[(d.keep, s) for d, s in zip(recorder.draws, recorder.scales)],
+    )
+
+
+def _summarize(run, series: MaskSeries, model: LoadedModel, crop: np.ndarray) -> LayerEffect:
+    """The LayerEffect of a forward_many run of ``model`` whose edits were ``series``' (edit i in row i)."""
+    shape = tuple(run.feature_before.shape)
+    draws = series.draws(shape)
+    scales = [mask_scale(series.method, d.keep, series.p) for d in draws]
+    first = draws[0]
+    before = run.feature_before[0].detach().to("cpu", torch.float32)
+    after = apply_mask(run.feature_before, first.keep, scales[0])[0].detach().to("cpu", torch.float32)
+    logits_before = run.logits_before[0].detach().to("cpu", torch.float64)
+    logits_after = run.logits_after.detach().to("cpu", torch.float64)
+    probs_before, probs_after = torch.softmax(logits_before, dim=-1), torch.softmax(logits_after, dim=-1)
+    kl = kl_divergence(logits_before.expand_as(logits_after), logits_after).numpy()
+    keep0 = first.keep[0].detach().to("cpu")
+    order = torch.argsort(before.mean(dim=(1, 2)), descending=True, stable=True)[:min(TOP_CHANNELS, before.shape[0])]
+    names = list(model.class_names)
+    shown = FirstMask(
+        keep=keep0.numpy().astype(bool), scale=float(scales[0]), drop_rate=float(first.drop_rate),
+        centres=None if first.centres is None else first.centres.detach().to("cpu", torch.float64).numpy(),
+        act_after=after.mean(dim=0).numpy(), drop_fraction=(~keep0).to(torch.float32).mean(dim=0).numpy(),
+        channels_after=after[order].numpy(), predictions_after=top_k(probs_after[0], TOP_K, names), kl=float(kl[0]),
+    )
+    return LayerEffect(
+        model=model.spec, layer=run.layer, feature_shape=tuple(int(v) for v in before.shape),
+        method=series.method, p=series.p, params=dict(first.params), gamma=first.gamma,
+        expected_drop_rate=float(first.expected_drop_rate), crop=crop, act_before=before.mean(dim=0).numpy(),
+        top_channels=order.numpy().astype(np.int64), channels_before=before[order].numpy(),
+        predictions_before=top_k(probs_before, TOP_K, names), first=shown,
+        stats=_stats(probs_before, probs_after, kl, [d.drop_rate for d in draws]),
+        draws=[(d.keep, s) for d, s in zip(draws, scales)],
     )
 
 
@@ -302,32 +366,34 @@ def effect_json(effect: LayerEffect) -> dict:
 
     Keys: method, params, drop_rate_target, gamma, expected_drop_rate, realized_drop_rate,
     scale, model, layer, feature_shape [C, H, W], predictions_before, predictions_after (lists
-    of {index, label, prob}), kl_divergence (first draw, nats), samples; and when samples > 1
-    the statistics over all draws as {mean, se}: realized_drop_rate_stats, kl_divergence_stats,
+    of {index, label, prob}), kl_divergence (nats): realized_drop_rate, scale, predictions_after and
+    kl_divergence are mask 1's (``first``); samples; and when samples > 1 the statistics over all masks
+    (``stats``) as {mean, se}: realized_drop_rate_stats, kl_divergence_stats,
     top1_before_prob_after_stats, top1_changed_fraction_stats, top1_after_prob_stats.
     """
+    first, stats = effect.first, effect.stats
     out = {
         "method": effect.method,
         "params": dict(effect.params),
         "drop_rate_target": effect.p,
         "gamma": effect.gamma,
         "expected_drop_rate": effect.expected_drop_rate,
-        "realized_drop_rate": effect.realized_drop_rate,
-        "scale": effect.scale,
+        "realized_drop_rate": first.drop_rate,
+        "scale": first.scale,
         "model": effect.model,
         "layer": effect.layer,
         "feature_shape": list(effect.feature_shape),
         "predictions_before": _predictions_json(effect.predictions_before),
-        "predictions_after": _predictions_json(effect.predictions_after),
-        "kl_divergence": effect.kl_divergence,
-        "samples": effect.samples,
+        "predictions_after": _predictions_json(first.predictions_after),
+        "kl_divergence": first.kl,
+        "samples": stats.samples,
     }
-    if effect.samples > 1:
+    if stats.samples > 1:
         out.update({
-            "realized_drop_rate_stats": effect.drop_rate.as_dict(),
-            "kl_divergence_stats": effect.kl.as_dict(),
-            "top1_before_prob_after_stats": effect.prob_of_clean_top1.as_dict(),
-            "top1_changed_fraction_stats": effect.top1_changed.as_dict(),
-            "top1_after_prob_stats": effect.prob_of_top1_after.as_dict(),
+            "realized_drop_rate_stats": stats.drop_rate.as_dict(),
+            "kl_divergence_stats": stats.kl.as_dict(),
+            "top1_before_prob_after_stats": stats.prob_of_clean_top1.as_dict(),
+            "top1_changed_fraction_stats": stats.top1_changed.as_dict(),
+            "top1_after_prob_stats": stats.prob_of_top1_after.as_dict(),
         })
     return out

@@ -148,7 +148,7 @@ def sweep_image(
     """
     import torch
 
-    from dropblock.effect import MaskEdit
+    from dropblock.effect import MaskSeries, counted
     from dropblock.models import as_loaded, forward_many, preprocess
 
     model = as_loaded(model)
@@ -158,18 +158,18 @@ def sweep_image(
         _check_setting(s)
     x, _ = preprocess(model, image)
     live = [s for s in settings if s.keep_prob < 1.0]
-    edits = {s: MaskEdit(s.method, 1.0 - s.keep_prob, block_size=s.block_size or 1, gamma=gamma,
-                         shared_channels=False, device=device, progress=progress, keep_draws=False,
-                         generator=torch.Generator(device).manual_seed(setting_seed(seed, content, s)))
+    edits = {s: MaskSeries(s.method, 1.0 - s.keep_prob, masks, block_size=s.block_size or 1, gamma=gamma,
+                           shared_channels=False, seed=setting_seed(seed, content, s), device=device)
              for s in live}
-    queue = [edits[s] for s in live for _ in range(masks)] or [lambda f: f]
+    queue = counted([e for s in live for e in edits[s].edits()], progress) or [lambda f: f]
     run = forward_many(model, x, layer, queue, batch_size=batch_size)
+    shape = tuple(run.feature_before.shape)
     clean = run.logits_before[0].detach().to("cpu", torch.float64)
     after = run.logits_after.detach().to("cpu", torch.float64)
     rows, start = [], 0
     for s in settings:
         if s in edits:
-            rows.append(_row(name, s, clean, after[start:start + masks], edits[s].drop_rates, label))
+            rows.append(_row(name, s, clean, after[start:start + masks], edits[s].drop_rates(shape), label))
             start += masks
         else:
             rows.append(_row(name, s, clean, clean[None].expand(masks, -1), [0.0] * masks, label))

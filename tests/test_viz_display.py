@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from matplotlib.colors import to_rgb
 
-from dropblock.viz import figure_show
+from dropblock.viz.masks import _draw_show
 from dropblock.viz.display import dropped_fraction, extent, mask_panels, masked_panel, reduction_factor
 from dropblock.viz.style import COLORS, DIM, DROPPED_ALPHA
 from figures import block_keep, random_image
@@ -68,11 +68,11 @@ def test_reduction_factor_fits_the_panel_and_extent_maps_boxes_to_image_pixels()
     assert (left, top) == (-0.5, -0.5) and right == 6 * 17 - 0.5 and bottom == 6 * 11 - 0.5
 
 
-def test_figure_show_draws_a_large_image_at_display_resolution():
+def test_draw_show_draws_a_large_image_at_display_resolution():
     image = np.full((1800, 2400, 3), 200, np.uint8)
     keep = np.ones((1800, 2400), bool)
     keep[100:400, 200:500] = False
-    fig = figure_show(image, keep, dpi=100)
+    fig = _draw_show(image, keep, dpi=100)
     shapes = [ax.images[0].get_array().shape for ax in fig.axes[:3]]
     assert all(s[1] <= 4.0 * 100 and s[0] < 1800 for s in shapes), shapes
     masked = fig.axes[2].images[0].get_array()

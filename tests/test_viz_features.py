@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from dropblock import viz
-from dropblock.viz import FeatureColumn, figure_feature_compare, figure_feature_show, save_figure
+from dropblock.viz import save_figure
+from dropblock.viz.feature_compare import FeatureColumn, _draw_feature_compare
+from dropblock.viz.features import _draw_feature_show
 from figures import random_image
 
 
@@ -36,10 +38,10 @@ TITLES = {
 }
 
 
-def test_figure_feature_show(tmp_path: Path) -> None:
+def test_draw_feature_show(tmp_path: Path) -> None:
     crop, before, after, drop, tcb, tca, pb, pa = feature_inputs()
     keep = np.broadcast_to(drop == 0, tcb.shape).copy()
-    fig = figure_feature_show(
+    fig = _draw_feature_show(
         crop, before, after, drop, top_channels_before=tcb, top_channels_after=tca,
         preds_before=pb, preds_after=pa, titles=TITLES, suptitle="feature show",
         channel_ids=[5, 9, 1, 30], channel_keep=keep,
@@ -89,7 +91,7 @@ def test_figure_feature_show(tmp_path: Path) -> None:
     save_figure(fig, tmp_path / "feature.png", dpi=40)
 
 
-def test_figure_feature_compare(tmp_path: Path) -> None:
+def test_draw_feature_compare(tmp_path: Path) -> None:
     crop, before, after, drop, tcb, *_ = feature_inputs()
     rng = np.random.default_rng(3)
     masks = {"dropblock": np.broadcast_to(drop == 0, (6, 7, 7)), "dropout": rng.random((6, 7, 7)) > 0.1,
@@ -102,7 +104,7 @@ def test_figure_feature_compare(tmp_path: Path) -> None:
                       channel_keep=masks["cutout"]),
     ]
     channels = np.random.default_rng(4).random((6, 7, 7))
-    fig = figure_feature_compare(crop, cols, act_before=before, top1_before=("tabby cat", 0.6),
+    fig = _draw_feature_compare(crop, cols, act_before=before, top1_before=("tabby cat", 0.6),
                                  channels_before=channels, channel_ids=[4, 8, 15, 16, 23, 42], suptitle="compare")
     titles = [ax.get_title() for ax in fig.axes] + [ax.get_title(loc="left") for ax in fig.axes]
     assert "DropBlock" in titles and any("tiger cat" in t and "40.0%" in t for t in titles)
@@ -133,7 +135,7 @@ def _cam(after_shift: int = 1):
 def test_cam_rows_draw_before_and_after_with_their_peaks(tmp_path: Path) -> None:
     crop, before, after, drop, tcb, tca, pb, pa = feature_inputs()
     cam = _cam()
-    fig = figure_feature_show(crop, before, after, drop, top_channels_before=tcb, top_channels_after=tca,
+    fig = _draw_feature_show(crop, before, after, drop, top_channels_before=tcb, top_channels_after=tca,
                               preds_before=pb, preds_after=pa, titles=TITLES, cam=cam)
     titled = {ax.get_title(): ax for ax in fig.axes}
     b_ax = titled["Grad-CAM at head for tiger cat, before"]
@@ -147,7 +149,60 @@ def test_cam_rows_draw_before_and_after_with_their_peaks(tmp_path: Path) -> None
     assert len(a_ax.get_lines()) == 3 and len(b_ax.get_lines()) == 2
     save_figure(fig, tmp_path / "cam.png", dpi=30)
     cols = [FeatureColumn(m, drop, after, "tiger cat", 0.4, m, cam=_cam(i)) for i, m in enumerate(("dropblock", "cutout"))]
-    fig = figure_feature_compare(crop, cols, act_before=before)
+    fig = _draw_feature_compare(crop, cols, act_before=before)
     titles = [ax.get_title() for ax in fig.axes]
     assert "Grad-CAM at head for tiger cat, before" in titles
     assert sum(t.startswith("Grad-CAM after") for t in titles) == 2
+
+
+def effect_of(samples: int, method: str = "dropblock", h: int = 7, k: int = 4):
+    """A LayerEffect with known numbers: mask 1 dropped 11.2% (KL 0.0655), the mean of ``samples`` masks
+    9.1% (KL 0.0248)."""
+    from dropblock.effect import FirstMask, LayerEffect, MaskStats, Prediction
+    from dropblock.stats import MeanSE
+
+    crop, before, after, drop, tcb, tca, _, _ = feature_inputs(h, k)
+    keep = drop[None] == 0
+    preds = [Prediction(i, f"class {i}", 0.5 / (i + 1)) for i in range(5)]
+    first = FirstMask(keep, np.array([[2.0, 3.0]]), 1.25, 0.112, after, drop, tca, preds[::-1], 0.0655)
+    stat = MeanSE(0.5, 0.01, samples)
+    stats = MaskStats(samples, MeanSE(0.091, 0.003, samples), MeanSE(0.0248, 0.0065, samples), stat, stat, stat)
+    return LayerEffect("efficientnet-lite0", "blocks.8", (k, h, h), method, 0.1,
+                       {"block_size": 3, "block": [3, 3], "gamma_mode": "paper", "shared_channels": False}, 0.01,
+                       0.093, crop, before, np.arange(k), tcb, preds, first, stats)
+
+
+def test_show_titles_say_which_panels_are_mask_1_of_n_and_give_the_mean():
+    """With N masks, the panels after the mask show mask 1 alone: their titles say "mask 1 of N", and
+    the drop rate and KL give the mean of N beside mask 1's; the CAM change panel, a mean over the masks,
+    says so. With one mask, none of this clutters the titles. Fails if a title drops "mask 1 of N" or the
+    mean, or if the one-mask titles claim a mean."""
+    from dropblock.viz import feature_show_figure
+
+    titles = [ax.get_title().replace("\n", " ") for ax in feature_show_figure(effect_of(16), "x.jpg",
+                                                                              cam=_cam()).axes]
+    mask = next(t for t in titles if "mask 1 of 16:" in t)
+    assert "dropped 11.2% (mean of 16: 9.1%)" in mask.replace("\n", " ")
+    assert any(t.startswith("what mask 1 of 16 changed") for t in titles)
+    assert "top-5 after, KL 0.0655 nats (mask 1 of 16; mean of 16: 0.0248)" in titles
+    assert "CAM before − after (mean of 4 masks)" in titles
+    one = [ax.get_title() for ax in feature_show_figure(effect_of(1), "x.jpg").axes]
+    assert "top-5 after, KL 0.0655 nats" in one and not any("mask 1 of" in t or "mean of" in t for t in one)
+    assert any(t.startswith("what DropBlock changed") for t in one)
+
+
+def test_compare_titles_say_mask_1_of_n_with_the_mean_beside_it():
+    """compare --layer: each column's title gives mask 1's drop rate and KL and the mean of N; the change
+    panels and top-1 bars, which show mask 1, say so. Fails if they stop saying which mask they show."""
+    from dropblock.viz import feature_compare_figure
+
+    effects = [effect_of(8, m) for m in ("dropblock", "dropout")]
+    fig = feature_compare_figure(effects, "x.jpg")
+    titles = [ax.get_title() for ax in fig.axes] + [ax.get_title(loc="left") for ax in fig.axes]
+    heads = [t for t in titles if "mask 1 of 8: dropped 11.2%, KL 0.0655" in t]
+    assert len(heads) == 2 and all("mean of 8: dropped 9.1%, KL 0.0248" in t for t in heads)
+    assert titles.count("mean activation before − after (mask 1 of 8)") == 2
+    assert sum(t.startswith("top-1 after (mask 1 of 8): class 4") for t in titles) == 2
+    one = [ax.get_title(loc=loc) for ax in feature_compare_figure([effect_of(1)], "x.jpg").axes
+           for loc in ("center", "left")]
+    assert not any("mask 1 of" in t or "mean of" in t for t in one)

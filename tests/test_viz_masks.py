@@ -7,16 +7,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dropblock.viz import COLORS, CompareColumn, figure_compare, figure_show
+from dropblock.viz import COLORS
+from dropblock.viz.masks import CompareColumn, _draw_compare, _draw_show
 from figures import assert_png_size, axes_titled, black_agreement, block_keep, pixel_keep, random_image, save_png
 
 
 @pytest.mark.parametrize("h, w", [(40, 64), (72, 40)])  # landscape and portrait
-def test_figure_show_masked_panel_matches_mask(tmp_path: Path, h: int, w: int) -> None:
+def test_draw_show_masked_panel_matches_mask(tmp_path: Path, h: int, w: int) -> None:
     image = random_image(h, w)
     keep, seeds = block_keep(h, w, block=7, n=6)
     titles = ("the image\n40 x 64", "DropBlock mask\n11.2% dropped", "masked: image x keep")
-    fig = figure_show(image, keep, seeds=seeds, titles=titles, suptitle="test")
+    fig = _draw_show(image, keep, seeds=seeds, titles=titles, suptitle="test")
     dpi = 100
     png = save_png(fig, tmp_path / "show.png", dpi)
 
@@ -31,21 +32,21 @@ def test_figure_show_masked_panel_matches_mask(tmp_path: Path, h: int, w: int) -
     assert image.min() >= 60
 
 
-def test_figure_show_pixel_mask_and_other_dpi(tmp_path: Path) -> None:
+def test_draw_show_pixel_mask_and_other_dpi(tmp_path: Path) -> None:
     h, w = 36, 48
     image = random_image(h, w, seed=3)
     keep = pixel_keep(h, w, 0.2)
-    fig = figure_show(image, keep, method="dropout", titles=("a", "b", "masked"))
+    fig = _draw_show(image, keep, method="dropout", titles=("a", "b", "masked"))
     dpi = 80
     png = save_png(fig, tmp_path / "show.png", dpi)
     assert_png_size(png, fig, dpi)
     assert black_agreement(png, fig, axes_titled(fig, "masked"), keep, dpi) >= 0.97
 
 
-def test_figure_show_layout_is_legible() -> None:
+def test_draw_show_layout_is_legible() -> None:
     image = random_image(30, 90)
     keep, seeds = block_keep(30, 90, 5, 4)
-    fig = figure_show(
+    fig = _draw_show(
         image, keep, seeds=seeds,
         titles=("input\n90 x 30 px", "mask: block 5\n9.9% dropped (target 10%)", "masked\nimage x keep"),
         suptitle="a suptitle",
@@ -66,18 +67,18 @@ def test_figure_show_layout_is_legible() -> None:
     assert len(fig.axes[1].collections[0].get_offsets()) == 4
 
 
-def test_figure_show_rejects_bad_shapes() -> None:
+def test_draw_show_rejects_bad_shapes() -> None:
     image = random_image(10, 12)
     with pytest.raises(ValueError, match="keep"):
-        figure_show(image, np.ones((12, 10), bool))
+        _draw_show(image, np.ones((12, 10), bool))
     with pytest.raises(ValueError, match="image"):
-        figure_show(image.astype(np.float32), np.ones((10, 12), bool))
+        _draw_show(image.astype(np.float32), np.ones((10, 12), bool))
 
 
-# --------------------------------------------------------------------------- figure_compare
+# --------------------------------------------------------------------------- _draw_compare
 
 
-def test_figure_compare_masked_row_matches_masks(tmp_path: Path) -> None:
+def test_draw_compare_masked_row_matches_masks(tmp_path: Path) -> None:
     h, w = 40, 56
     image = random_image(h, w, seed=5)
     kb, sb = block_keep(h, w, 7, 5, seed=2)
@@ -89,7 +90,7 @@ def test_figure_compare_masked_row_matches_masks(tmp_path: Path) -> None:
         CompareColumn("dropout", kd, None, "dropout\nmask", "dropout masked"),
         CompareColumn("cutout", kc, None, "Cutout\nmask", "Cutout masked"),
     ]
-    fig = figure_compare(image, columns, suptitle="compare")
+    fig = _draw_compare(image, columns, suptitle="compare")
     dpi = 100
     png = save_png(fig, tmp_path / "compare.png", dpi)
     assert_png_size(png, fig, dpi)
@@ -103,6 +104,6 @@ def test_figure_compare_masked_row_matches_masks(tmp_path: Path) -> None:
     assert to_hex(frame) == COLORS["dropout"].lower()
 
 
-def test_figure_compare_needs_columns() -> None:
+def test_draw_compare_needs_columns() -> None:
     with pytest.raises(ValueError):
-        figure_compare(random_image(8, 8), [])
+        _draw_compare(random_image(8, 8), [])

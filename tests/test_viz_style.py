@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 
-from dropblock.viz import (
-    COLORS, CompareColumn, FeatureColumn, ScheduleSnapshot, figure_compare, figure_feature_compare,
-    figure_feature_show, figure_gamma_sweep, figure_schedule, figure_show, save_figure,
-)
+from dropblock.viz import COLORS, save_figure
+from dropblock.viz.curves import ScheduleSnapshot, _draw_gamma_sweep, _draw_schedule
+from dropblock.viz.feature_compare import FeatureColumn, _draw_feature_compare
+from dropblock.viz.features import _draw_feature_show
+from dropblock.viz.masks import CompareColumn, _draw_compare, _draw_show
 from figures import block_keep, pixel_keep, random_image
 from test_viz_features import TITLES
 
@@ -34,7 +35,7 @@ def test_colors_cover_methods_and_marks() -> None:
 
 
 def small_figure():
-    return figure_show(random_image(12, 16), pixel_keep(12, 16, 0.3))
+    return _draw_show(random_image(12, 16), pixel_keep(12, 16, 0.3))
 
 
 @pytest.mark.parametrize("ext, magic", [(".svg", b"<svg"), (".pdf", b"%PDF"), (".PNG", b"\x89PNG")])
@@ -93,21 +94,21 @@ def render_every_figure(out: Path) -> list[Path]:
     fmap = np.random.default_rng(0).random((4, 4))
     drop = (fmap > 0.7) * 0.5 + 0.1  # fractional: a colourbar instead of kept/dropped
     figs = {
-        "show": figure_show(img, keep, seeds=seeds),
-        "compare": figure_compare(img, [CompareColumn("dropblock", keep, seeds, "m", "x")]),
-        "schedule": figure_schedule(
+        "show": _draw_show(img, keep, seeds=seeds),
+        "compare": _draw_compare(img, [CompareColumn("dropblock", keep, seeds, "m", "x")]),
+        "schedule": _draw_schedule(
             np.arange(5), np.linspace(1, 0.9, 5), target=0.9,
             snapshots=[ScheduleSnapshot(2, 0.95, keep)], image=img,
         ),
-        "sweep": figure_gamma_sweep(
+        "sweep": _draw_gamma_sweep(
             np.array([1, 3]), {"a": np.array([0.1, np.nan])}, target=0.1, title="t",
             measured={"a": (np.array([0.1, 0.09]), np.array([0.01, 0.01]))},
         ),
-        "feature": figure_feature_show(
+        "feature": _draw_feature_show(
             crop, fmap, fmap * (1 - drop), drop, top_channels_before=fmap[None], top_channels_after=fmap[None],
             preds_before=[("a", 0.5)], preds_after=[("b", 0.4)], titles=TITLES,
         ),
-        "feature_compare": figure_feature_compare(crop, [FeatureColumn("dropout", drop, fmap, "a", 0.5, "t")],
+        "feature_compare": _draw_feature_compare(crop, [FeatureColumn("dropout", drop, fmap, "a", 0.5, "t")],
                                                   act_before=fmap),
     }
     return [save_figure(fig, out / f"{name}.png", dpi=30) for name, fig in figs.items()]

@@ -220,17 +220,18 @@ def _layer_show_table(effect, name: str, output: Path, cam=None):
         ("target drop rate", pct(effect.p)),
         ("gamma", "—" if effect.gamma is None else f"{effect.gamma:.6g}"),
         ("expected drop rate", pct(effect.expected_drop_rate)),
-        ("realized drop rate", pct(effect.realized_drop_rate)),
+        ("realized drop rate", pct(effect.first.drop_rate)),
         ("top-1 before", _prediction(effect.predictions_before[0])),
-        ("top-1 after", _prediction(effect.predictions_after[0])),
-        ("KL(before ‖ after)", f"{effect.kl_divergence:.4g} nats"),
+        ("top-1 after", _prediction(effect.first.predictions_after[0])),
+        ("KL(before ‖ after)", f"{effect.first.kl:.4g} nats"),
     ]
-    if effect.samples > 1:
+    stats = effect.stats
+    if stats.samples > 1:
         rows += [
-            (f"over {effect.samples} masks: drop rate", mean_se(effect.drop_rate)),
-            ("  KL(before ‖ after)", mean_se(effect.kl, percent=False) + " nats"),
-            (f"  P({effect.predictions_before[0].label}) after", mean_se(effect.prob_of_clean_top1, 1)),
-            ("  top-1 changed", mean_se(effect.top1_changed, 1)),
+            (f"over {stats.samples} masks: drop rate", mean_se(stats.drop_rate)),
+            ("  KL(before ‖ after)", mean_se(stats.kl, percent=False) + " nats"),
+            (f"  P({effect.predictions_before[0].label}) after", mean_se(stats.prob_of_clean_top1, 1)),
+            ("  top-1 changed", mean_se(stats.top1_changed, 1)),
         ]
     if cam is not None:
         what = f"{cam.method} at {cam.layer} ({cam.class_label})"
@@ -245,11 +246,11 @@ def _layer_compare_table(effects, name: str, cams=None):
     first = effects[0]
     c, h, w = first.feature_shape
     top = first.predictions_before[0]
-    headers = ["method", "parameters", "expected", f"drop rate ({first.samples} masks)", f"P({top.label}) after",
+    headers = ["method", "parameters", "expected", f"drop rate ({first.stats.samples} masks)", f"P({top.label}) after",
                "top-1 changed", "KL (nats)"]
     rows = [[METHOD_LABELS[e.method], describe(e.method, e.params, e.gamma, unit="cells"), pct(e.expected_drop_rate),
-             mean_se(e.drop_rate), mean_se(e.prob_of_clean_top1, 1), mean_se(e.top1_changed, 0),
-             mean_se(e.kl, percent=False)] for e in effects]
+             mean_se(e.stats.drop_rate), mean_se(e.stats.prob_of_clean_top1, 1), mean_se(e.stats.top1_changed, 0),
+             mean_se(e.stats.kl, percent=False)] for e in effects]
     if cams:
         headers.append(f"{cams[0].method} ({cams[0].class_label})")
         for row, cam in zip(rows, cams):

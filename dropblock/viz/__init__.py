@@ -10,6 +10,10 @@ figure is drawn. Where each figure lives:
 * :mod:`~dropblock.viz.sweep`: ``sweep`` (the paper's Figure 5);
 * :mod:`~dropblock.viz.style`: palette, fonts and atomic saving; :mod:`~dropblock.viz.display`:
   panels reduced to the resolution they are shown at.
+
+One public function per figure, ``<subject>_figure``, takes the library's result (a
+:class:`~dropblock.methods.MaskDraw`, a :class:`~dropblock.effect.LayerEffect`, sweep points, ...)
+and writes the titles; beside it, a private ``_draw_<subject>`` draws from plain arrays and numbers.
 """
 
 from __future__ import annotations
@@ -19,13 +23,10 @@ from typing import Any
 
 _EXPORTS = {
     "COLORS": "style", "ACTIVATION_CMAP": "style", "SAVE_FORMATS": "style", "save_figure": "style",
-    "CompareColumn": "masks", "figure_show": "masks", "figure_compare": "masks",
     "show_figure": "masks", "compare_figure": "masks",
-    "ScheduleSnapshot": "curves", "figure_schedule": "curves", "figure_gamma_sweep": "curves",
     "schedule_figure": "curves", "gamma_sweep_figure": "curves",
-    "FeatureColumn": "feature_compare", "figure_feature_show": "features", "figure_feature_compare": "feature_compare",
     "feature_show_figure": "features", "feature_compare_figure": "feature_compare",
-    "figure_sweep": "sweep", "sweep_figure": "sweep",
+    "sweep_figure": "sweep",
 }
 
 __all__ = sorted(_EXPORTS)

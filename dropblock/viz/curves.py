@@ -73,7 +73,7 @@ def _thumbnail(ax, snap: ScheduleSnapshot, letter: str, image: np.ndarray | None
     plain(ax)
 
 
-def figure_schedule(
+def _draw_schedule(
     steps: np.ndarray,
     keep_probs: np.ndarray,
     *,
@@ -170,7 +170,7 @@ def _plot_measured(ax, x: np.ndarray, measured: Mapping[str, tuple[np.ndarray, n
     return top
 
 
-def figure_gamma_sweep(
+def _draw_gamma_sweep(
     block_sizes: np.ndarray,
     series: Mapping[str, np.ndarray],
     *,
@@ -222,7 +222,7 @@ def _series_colors(names: Sequence[str]) -> dict[str, str]:
 
 
 def schedule_figure(image: np.ndarray | None, target_keep_prob: float, steps: int, points, dpi: float = DEFAULT_DPI) -> Figure:
-    """:func:`figure_schedule` of a linear schedule, with masked images at ``points``
+    """keep_prob against training step for a linear schedule, with masked images at ``points``
     (:class:`~dropblock.methods.SchedulePoint` list) when an image is given."""
     xs = np.linspace(0, steps, min(steps, 400) + 1).round().astype(int)
     ys = np.array([linear_keep_prob(int(s), steps, target_keep_prob) for s in xs])
@@ -230,11 +230,11 @@ def schedule_figure(image: np.ndarray | None, target_keep_prob: float, steps: in
     if image is not None:
         snaps = [ScheduleSnapshot(pt.step, pt.keep_prob, pt.draw.keep[0, 0].cpu().numpy()) for pt in points]
     title = f"Scheduled DropBlock: keep_prob from 1.0 to {target_keep_prob:g} over {steps:,} steps"
-    return figure_schedule(xs, ys, target=target_keep_prob, snapshots=snaps, image=image, title=title, dpi=dpi)
+    return _draw_schedule(xs, ys, target=target_keep_prob, snapshots=snaps, image=image, title=title, dpi=dpi)
 
 
 def gamma_sweep_figure(sweep: str, values: Sequence[int], audits: Sequence) -> Figure:
-    """:func:`figure_gamma_sweep` of ``dropblock gamma --plot``: one :class:`~dropblock.audit.GammaAudit`
+    """Realized drop rate against block size (or feature size) for ``dropblock gamma --plot``: one :class:`~dropblock.audit.GammaAudit`
     per swept block size or feature size (``sweep``: "block-size" or "feature-size")."""
     xs = np.asarray(values)
     series = {"Equation 1 (this library; torchvision, odd blocks)": np.array([a.expected_drop_rate_paper for a in audits]),
@@ -249,6 +249,6 @@ def gamma_sweep_figure(sweep: str, values: Sequence[int], audits: Sequence) -> F
         measured = {f"measured ({first.gamma_mode} gamma)": (np.array([a.measured.mean for a in audits]),
                                                              np.array([a.measured.se for a in audits]))}
     where = f"{first.height}x{first.width} map" if sweep == "block-size" else f"block {first.block_size}"
-    return figure_gamma_sweep(xs, series, target=first.p, measured=measured,
+    return _draw_gamma_sweep(xs, series, target=first.p, measured=measured,
                               title=f"Realized drop rate, target {100 * first.p:g}% ({where})",
                               xlabel="block size" if sweep == "block-size" else "feature map size")

@@ -30,7 +30,7 @@ PANEL = 3.0  # inches
 
 @dataclass
 class FeatureColumn:
-    """One method in :func:`figure_feature_compare`.
+    """One column of :func:`_draw_feature_compare`.
 
     drop_fraction: (h, w) float in [0, 1], fraction of channels dropped per feature cell.
     act_after: (h, w) float, channel-mean activation after dropping.
@@ -92,7 +92,7 @@ def _mask_rows(fig, grid, crop, columns, drops, channels, channel_ids, row_of) -
     cb.ax.tick_params(labelsize=SMALL_PT)
 
 
-def _change_row(fig, grid, row: int, crop, act_before, acts) -> None:
+def _change_row(fig, grid, row: int, crop, act_before, acts, note: str) -> None:
     """First column: the mean activation before; then before − after per method (one symmetric scale)."""
     ax = fig.add_subplot(grid[row, 0])
     overlay_activation(ax, crop, act_before, *shared_range(act_before))
@@ -105,7 +105,7 @@ def _change_row(fig, grid, row: int, crop, act_before, acts) -> None:
     for j, change in enumerate(changes, start=1):
         axes.append(fig.add_subplot(grid[row, j]))
         im = overlay_change(axes[-1], crop, change, limit)
-        axes[-1].set_title("mean activation before − after", fontsize=SMALL_PT + 0.5)
+        axes[-1].set_title(f"mean activation before − after{note}", fontsize=SMALL_PT + 0.5)
         plain(axes[-1])
     cb = fig.colorbar(im, ax=axes, location="right", aspect=20, pad=0.02)
     cb.set_label("before − after (red: lower after, blue: higher after)", fontsize=SMALL_PT)
@@ -130,10 +130,10 @@ def _cam_row(fig, grid, row: int, crop, columns) -> None:
     cb.ax.tick_params(labelsize=SMALL_PT)
 
 
-def figure_feature_compare(
+def _draw_feature_compare(
     crop: np.ndarray, columns: Sequence[FeatureColumn], *, act_before: np.ndarray,
     top1_before: tuple[str, float] | None = None, channels_before: np.ndarray | None = None,
-    channel_ids: Sequence[int] | None = None, suptitle: str | None = None,
+    channel_ids: Sequence[int] | None = None, suptitle: str | None = None, note: str = "",
 ) -> Figure:
     """The clean network, then one column per method.
 
@@ -141,11 +141,12 @@ def figure_feature_compare(
     drop_fraction and act_after are (h, w) too, and its change before − after is drawn on one
     symmetric scale shared by the columns. top1_before: (label, probability). channels_before:
     (k, h, w) activations of k channels whose masks (``channel_keep``, every column) get a row;
-    channel_ids: their numbers. CAMs get a row when every column has one.
+    channel_ids: their numbers. CAMs get a row when every column has one. note: appended to the titles
+    of the panels after (change and top-1), e.g. " (mask 1 of 8)" when they show one mask of several.
     """
     crop = check_image(crop)
     if not columns:
-        raise ValueError("figure_feature_compare needs at least one column")
+        raise ValueError("a feature compare figure needs at least one column")
     before = check_map(act_before, "act_before")
     drops = [check_map(c.drop_fraction, f"drop_fraction of {c.method!r}", before.shape) for c in columns]
     acts = [check_map(c.act_after, f"act_after of {c.method!r}", before.shape) for c in columns]
@@ -165,38 +166,41 @@ def figure_feature_compare(
                       + 0.35 * len(rows) + (0.4 if suptitle else 0)))
     grid = fig.add_gridspec(len(rows), n, height_ratios=[heights[r] for r in rows])
     _mask_rows(fig, grid, crop, columns, drops, channels, channel_ids, row_of)
-    _change_row(fig, grid, row_of["change"], crop, before, acts)
+    _change_row(fig, grid, row_of["change"], crop, before, acts, note)
     if "cam" in row_of:
         _cam_row(fig, grid, row_of["cam"], crop, columns)
     if top1_before is not None:
         _top1_bar(fig.add_subplot(grid[row_of["top1"], 0]), top1_before[0], top1_before[1], "0.55", "before")
     for j, col in enumerate(columns, start=1):
         _top1_bar(fig.add_subplot(grid[row_of["top1"], j]), col.top1_label, col.top1_prob, method_color(col.method),
-                  "after")
+                  f"after{note}")
     if suptitle:
         fig.suptitle(suptitle, fontsize=SUPTITLE_PT)
     return fig
 
 
 def feature_compare_figure(effects: list, image_name: str, cams: Sequence | None = None) -> Figure:
-    """:func:`figure_feature_compare` of LayerEffects (one per method, the same image and layer) and,
+    """The ``compare --layer`` figure of LayerEffects (one per method, the same image and layer) and,
     when given, their CAMs."""
     cols = []
     for i, effect in enumerate(effects):
-        top = effect.predictions_after[0]
+        first, n = effect.first, effect.stats.samples
         params = describe(effect.method, effect.params, effect.gamma, unit="cells")
+        title = f"{METHOD_LABELS[effect.method]}: {params}\n" + ("" if n == 1 else f"mask 1 of {n}: ")
+        title += f"dropped {100 * first.drop_rate:.1f}%, KL {first.kl:.3g}"
+        if n > 1:
+            title += f"\nmean of {n}: dropped {100 * effect.stats.drop_rate.mean:.1f}%, KL {effect.stats.kl.mean:.3g}"
         cols.append(FeatureColumn(
-            method=effect.method, drop_fraction=effect.drop_fraction, act_after=effect.act_after,
-            top1_label=top.label, top1_prob=top.prob, channel_keep=effect.channel_keep[:6],
-            cam=None if cams is None else cams[i],
-            title=f"{METHOD_LABELS[effect.method]}: {params}\n"
-                  f"dropped {100 * effect.realized_drop_rate:.1f}%, KL {effect.kl_divergence:.3g}",
+            method=effect.method, drop_fraction=first.drop_fraction, act_after=first.act_after,
+            top1_label=first.predictions_after[0].label, top1_prob=first.predictions_after[0].prob,
+            channel_keep=effect.channel_keep[:6], cam=None if cams is None else cams[i], title=title,
         ))
     first = effects[0]
     c, h, w = first.feature_shape
     before = first.predictions_before[0]
-    return figure_feature_compare(
+    return _draw_feature_compare(
         first.crop, cols, act_before=first.act_before, top1_before=(before.label, before.prob),
         channels_before=first.channels_before[:6], channel_ids=[int(i) for i in first.top_channels[:6]],
         suptitle=f"{image_name} on {first.model} {first.layer} ({c}x{h}x{w}), target drop rate {100 * first.p:g}%",
+        note="" if first.stats.samples == 1 else f" (mask 1 of {first.stats.samples})",
     )

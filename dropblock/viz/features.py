@@ -80,7 +80,8 @@ def _activation_row(sheet, top, crop, before, after, drop, text, method: str) ->
 
 def _cam_row(sheet, top, crop, cam) -> None:
     """The CAM before | after (mean over the masks) | before − after; peaks marked."""
-    titles = (cam_title(cam, after=False), cam_title(cam, after=True), "CAM before − after")
+    masks = f" (mean of {cam.samples} masks)" if cam.samples > 1 else ""
+    titles = (cam_title(cam, after=False), cam_title(cam, after=True), f"CAM before − after{masks}")
     ax_b, ax_a, ax_d = _panel_row(sheet, top, titles)
     im = overlay_cam(ax_b, crop, cam.before, mark=[cam.peak_before])
     overlay_cam(ax_a, crop, cam.after, mark=[cam.peak_after, cam.peak_before])
@@ -135,7 +136,7 @@ def _channel_rows(sheet, top, before, after, keep, title: str, channel_ids) -> N
     sheet.text(0.55 + CHANNEL_ROWS_W / 2, y + 0.1, note, ha="center", va="top", fontsize=SMALL_PT)
 
 
-def figure_feature_show(
+def _draw_feature_show(
     crop: np.ndarray, act_before: np.ndarray, act_after: np.ndarray, drop_fraction: np.ndarray, *,
     top_channels_before: np.ndarray, top_channels_after: np.ndarray,
     preds_before: Sequence[tuple[str, float]], preds_after: Sequence[tuple[str, float]],
@@ -171,7 +172,7 @@ def figure_feature_show(
     channels_top = 5.85 + (5.05 if cam is not None else 0.0)
     h, w = before.shape
     rows_h = (2 + (keep is not None)) * (CHANNEL_ROWS_W * h / max(k * (w + 1) - 1, 1) + 0.1) if k else 0.0
-    sheet = _Sheet(channels_top + max(0.55 + rows_h + 0.4, 4.05))
+    sheet = _Sheet(channels_top + max(0.55 + rows_h + 0.4, 4.3))
     if suptitle:
         sheet.text(WIDTH / 2, 0.12, suptitle, ha="center", va="top", fontsize=SUPTITLE_PT + 1)
     _activation_row(sheet, 1.05, crop, before, after, drop, text, method)
@@ -181,7 +182,7 @@ def figure_feature_show(
         _channel_rows(sheet, channels_top, channels_before[:k], channels_after[:k],
                       None if keep is None else keep[:k], text["channels"], channel_ids)
     pred_bars(sheet.axes(10.25, channels_top + 0.45, 2.45, 1.35), preds_before, "0.55", text["before_preds"])
-    pred_bars(sheet.axes(10.25, channels_top + 2.35, 2.45, 1.35), preds_after, method_color(method),
+    pred_bars(sheet.axes(10.25, channels_top + 2.6, 2.45, 1.35), preds_after, method_color(method),
               text["after_preds"])
     return sheet.fig
 
@@ -190,25 +191,38 @@ def _params(effect) -> str:
     return describe(effect.method, effect.params, effect.gamma, unit="cells")
 
 
-def feature_show_figure(effect, image_name: str, cam=None) -> Figure:
-    """:func:`figure_feature_show` of one :class:`~dropblock.effect.LayerEffect` (and its CAM): overlays,
-    the top channels with their masks, top-5 before and after."""
+def _show_titles(effect, image_name: str) -> dict[str, str]:
+    """The panel titles of :func:`feature_show_figure`: the mask, change and channel panels show mask 1 of
+    N, and say so with the mean over the N masks beside it."""
     c, h, w = effect.feature_shape
-    label = METHOD_LABELS[effect.method]
-    titles = {
+    label, first, stats = METHOD_LABELS[effect.method], effect.first, effect.stats
+    n = stats.samples
+    mask, dropped, kl = "mask", f"dropped {100 * first.drop_rate:.1f}%", f"KL {first.kl:.3g} nats"
+    if n > 1:
+        mask = f"mask 1 of {n}"
+        dropped += f" (mean of {n}: {100 * stats.drop_rate.mean:.1f}%)"
+        kl += f"\n(mask 1 of {n}; mean of {n}: {stats.kl.mean:.3g})"
+    return {
         "image": f"{image_name}: mean activation of {effect.layer} ({c}x{h}x{w})",
-        "mask": f"{label} mask: {_params(effect)}; dropped {100 * effect.realized_drop_rate:.1f}% "
-                f"(target {100 * effect.p:g}%)",
-        "after": f"what {label} changed: mean before − after",
-        "channels": "most active channels: before, mask, after",
+        "mask": f"{label} {mask}: {_params(effect)}; {dropped}, target {100 * effect.p:g}%",
+        "after": f"what {label if n == 1 else mask} changed: mean before − after",
+        "channels": f"most active channels: before, {mask}, after",
         "before_preds": "top-5 before",
-        "after_preds": f"top-5 after (KL {effect.kl_divergence:.3g} nats)",
+        "after_preds": f"top-5 after, {kl}",
     }
-    return figure_feature_show(
-        effect.crop, effect.act_before, effect.act_after, effect.drop_fraction,
-        top_channels_before=effect.channels_before, top_channels_after=effect.channels_after,
+
+
+def feature_show_figure(effect, image_name: str, cam=None) -> Figure:
+    """The ``show --layer`` figure of one :class:`~dropblock.effect.LayerEffect` (and its CAM, a mean over
+    the N masks): overlays, the top channels with their masks, top-5 before and after. Every panel after
+    the mask shows mask 1 of N (``effect.first``); with N > 1 its title says so and gives the mean of N."""
+    first = effect.first
+    return _draw_feature_show(
+        effect.crop, effect.act_before, first.act_after, first.drop_fraction,
+        top_channels_before=effect.channels_before, top_channels_after=first.channels_after,
         preds_before=[(pred.label, pred.prob) for pred in effect.predictions_before],
-        preds_after=[(pred.label, pred.prob) for pred in effect.predictions_after],
-        titles=titles, channel_ids=[int(i) for i in effect.top_channels], method=effect.method,
-        suptitle=f"{effect.model}, layer {effect.layer}", channel_keep=effect.channel_keep, cam=cam,
+        preds_after=[(pred.label, pred.prob) for pred in first.predictions_after],
+        titles=_show_titles(effect, image_name), channel_ids=[int(i) for i in effect.top_channels],
+        method=effect.method, suptitle=f"{effect.model}, layer {effect.layer}", channel_keep=effect.channel_keep,
+        cam=cam,
     )

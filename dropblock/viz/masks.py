@@ -24,7 +24,7 @@ from dropblock.viz.style import (
 
 @dataclass
 class CompareColumn:
-    """One method in :func:`figure_compare`.
+    """One column of :func:`_draw_compare`.
 
     method: a key of COLORS ("dropblock", "dropout", "spatial_dropout", "cutout") or any name.
     keep: (H, W) bool, True = kept. seeds: (K, 2) float (row, col) pixel centres, or None.
@@ -128,7 +128,7 @@ def _has_seeds(seeds: np.ndarray | None) -> bool:
     return seeds is not None and len(seeds) > 0
 
 
-def figure_show(
+def _draw_show(
     image: np.ndarray,
     keep: np.ndarray,
     *,
@@ -164,19 +164,19 @@ def figure_show(
     return fig
 
 
-def figure_compare(
+def _draw_compare(
     image: np.ndarray, columns: Sequence[CompareColumn], *, suptitle: str | None = None, dpi: float = DEFAULT_DPI,
 ) -> Figure:
     """A row of masks (over the dimmed image) and a row of masked images, one column per method.
 
     image: (H, W, 3) uint8; each column's keep is (H, W) bool (True = kept) and its seeds
     (K, 2) (row, col) pixels or None. Mask panels are framed in the method's colour. dpi: as
-    in :func:`figure_show`.
+    in :func:`_draw_show`.
     """
     image = check_image(image)
     h, w = image.shape[:2]
     if not columns:
-        raise ValueError("figure_compare needs at least one column")
+        raise ValueError("a compare figure needs at least one column")
     keeps = [check_keep(c.keep, (h, w), f"keep of {c.method!r}") for c in columns]
     seeds = [check_seeds(c.seeds) for c in columns]
     size = dict(width=3.3, max_height=3.6, min_width=2.6)
@@ -202,21 +202,25 @@ def _seed_centres(draw) -> np.ndarray | None:
 
 
 def show_figure(image: np.ndarray, name: str, draw, p: float, dpi: float = DEFAULT_DPI) -> Figure:
-    """:func:`figure_show` of one draw on an image, with titles that give the method, its parameters
-    and the realized drop rate (target drop rate p)."""
+    """The ``show`` figure of one draw on an image: the image, the mask (seeds marked) and image * keep,
+    titled with the method, its parameters and the realized drop rate (target drop rate p).
+
+    image: (H, W, 3) uint8. draw: a :class:`~dropblock.methods.MaskDraw` of shape (1, 1, H, W). dpi: the
+    resolution the figure will be saved at (larger images are reduced to it)."""
     h, w = image.shape[:2]
     titles = (
         f"{name} ({w}x{h})",
         f"{METHOD_LABELS[draw.method]} mask: {describe(draw.method, draw.params, draw.gamma)}",
         f"dropped {100 * draw.drop_rate:.1f}% (target {100 * p:g}%, expected {100 * draw.expected_drop_rate:.1f}%)",
     )
-    return figure_show(image, draw.keep[0, 0].cpu().numpy(), seeds=_seed_centres(draw), method=draw.method,
+    return _draw_show(image, draw.keep[0, 0].cpu().numpy(), seeds=_seed_centres(draw), method=draw.method,
                        titles=titles, dpi=dpi)
 
 
 def compare_figure(image: np.ndarray, name: str, summaries: list, p: float,
                    dpi: float = DEFAULT_DPI) -> Figure:
-    """:func:`figure_compare` with one column per method, the realized rate in each title."""
+    """The ``compare`` figure: one column per method (a :class:`~dropblock.methods.MethodSummary` each, its
+    draw (1, 1, H, W)), the mask over the dimmed image above image * keep, the realized rate in each title."""
     cols = []
     for summary in summaries:
         d = summary.draw
@@ -226,4 +230,4 @@ def compare_figure(image: np.ndarray, name: str, summaries: list, p: float,
             masked_title=f"dropped {100 * d.drop_rate:.1f}% (expected {100 * d.expected_drop_rate:.1f}%)",
         ))
     suptitle = f"{name}: DropBlock, dropout and Cutout at a {100 * p:g}% target drop rate"
-    return figure_compare(image, cols, suptitle=suptitle, dpi=dpi)
+    return _draw_compare(image, cols, suptitle=suptitle, dpi=dpi)

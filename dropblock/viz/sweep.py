@@ -50,8 +50,23 @@ def _series(points: Sequence[SweepPoint]) -> dict[tuple[str, int | None], list[S
     return {k: sorted(v, key=lambda p: -p.setting.keep_prob) for k, v in out.items()}
 
 
+#: line styles of the methods other than DropBlock (solid): a dashed line on top of another series leaves
+#: it visible through the gaps (DropBlock with block 1 and dropout often coincide).
+DASHES = {"dropout": (0, (5, 2)), "spatial-dropout": (0, (1.5, 1.5)), "cutout": (0, (6, 2, 1.5, 2))}
+
+
+def series_style(i: int, key: tuple[str, int | None], color, n: int) -> dict:
+    """Plot keywords of series i of n: its marker, solid for DropBlock or its method's dash pattern, and a
+    marker and width that shrink from the first series to the last, so that one drawn over another
+    leaves a ring of it showing."""
+    shrink = i / max(n - 1, 1)
+    return dict(color=color, marker=MARKERS[i % len(MARKERS)], ms=8.5 - 4.5 * shrink, lw=2.6 - 1.2 * shrink,
+                ls=DASHES.get(key[0], "-"), label=series_label(*key), zorder=3 + 0.01 * i)
+
+
 def _panel(ax, lines, metric: str, title: str, percent: bool, colors, keep_probs) -> None:
-    """One metric against keep_prob (1 on the left, falling to the right), a band of ± 1 SE."""
+    """One metric against keep_prob (1 on the left, falling to the right), a band of ± 1 SE; the drop
+    rate's target 1 − keep_prob drawn over the series."""
     for i, (key, pts) in enumerate(lines.items()):
         stats = [getattr(p, metric) for p in pts]
         x = np.array([p.setting.keep_prob for p, s in zip(pts, stats) if s is not None])
@@ -60,13 +75,13 @@ def _panel(ax, lines, metric: str, title: str, percent: bool, colors, keep_probs
         kept = [s for s in stats if s is not None]
         y = np.array([s.mean for s in kept])
         se = np.array([se_or_none(s) or 0.0 for s in kept])
-        ax.plot(x, y, color=colors[key], marker=MARKERS[i % len(MARKERS)], ms=4.5, lw=1.6,
-                label=series_label(*key), zorder=3)
+        ax.plot(x, y, **series_style(i, key, colors[key], len(lines)))
         if se.any():
             ax.fill_between(x, y - se, y + se, color=colors[key], alpha=0.13, lw=0, zorder=2)
     if metric == "drop_rate":
         xs = np.array(sorted(keep_probs))
-        ax.plot(xs, 1 - xs, ls="--", color=COLORS["target"], lw=1.0, label="target (1 − keep_prob)", zorder=1)
+        ax.plot(xs, 1 - xs, ls=(0, (3, 2)), color=COLORS["target"], lw=1.1, label="target (1 − keep_prob)",
+                zorder=5)
     ax.set_xticks(sorted(keep_probs))
     ax.set_xlim(max(keep_probs) + 0.01, min(keep_probs) - 0.01)
     if percent:
@@ -80,14 +95,14 @@ def _panel(ax, lines, metric: str, title: str, percent: bool, colors, keep_probs
     ax.set_axisbelow(True)
 
 
-def figure_sweep(points: Sequence[SweepPoint], *, title: str | None = None) -> Figure:
+def _draw_sweep(points: Sequence[SweepPoint], *, title: str | None = None) -> Figure:
     """Agreement, KL, accuracy (when any image has a label) and realized drop rate against keep_prob.
 
     points: :class:`~dropblock.sweep.SweepPoint` of any settings; one line per (method, block size),
     a band of ± one standard error where there are two images or more.
     """
     if not points:
-        raise ValueError("figure_sweep needs at least one point")
+        raise ValueError("a sweep figure needs at least one point")
     metrics = [m for m in METRICS if m[0] != "accuracy" or any(p.accuracy is not None for p in points)]
     lines = _series(points)
     colors = series_colors(list(lines))
@@ -106,8 +121,10 @@ def figure_sweep(points: Sequence[SweepPoint], *, title: str | None = None) -> F
 
 
 def sweep_figure(points: Sequence[SweepPoint], *, model: str, layer: str, images: int, masks: int) -> Figure:
-    """:func:`figure_sweep` titled with the model, layer, image count and masks per image."""
+    """The ``sweep`` figure: agreement, KL, accuracy (when any image has a label) and realized drop rate
+    against keep_prob, one line per (method, block size), titled with the model, layer, image count and
+    masks per image."""
     band = "band: ± 1 standard error across images" if images > 1 else "one image: no band"
     title = (f"{model} {layer}: regularizer applied at inference, {images} image{'s' * (images != 1)}, "
              f"{masks} masks each ({band})")
-    return figure_sweep(points, title=title)
+    return _draw_sweep(points, title=title)
