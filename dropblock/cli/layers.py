@@ -213,6 +213,8 @@ def _layer_show_table(effect, name: str, output: Path, cam=None):
 
     c, h, w = effect.feature_shape
     label = METHOD_LABELS[effect.method]
+    stats = effect.stats
+    one = f", mask 1 of {stats.samples}" if stats.samples > 1 else ""  # the figure shows mask 1
     rows = [
         ("image", name),
         ("model / layer", f"{effect.model} / {effect.layer} ({c}x{h}x{w})"),
@@ -220,12 +222,11 @@ def _layer_show_table(effect, name: str, output: Path, cam=None):
         ("target drop rate", pct(effect.p)),
         ("gamma", "—" if effect.gamma is None else f"{effect.gamma:.6g}"),
         ("expected drop rate", pct(effect.expected_drop_rate)),
-        ("realized drop rate", pct(effect.first.drop_rate)),
+        (f"realized drop rate{one}", pct(effect.first.drop_rate)),
         ("top-1 before", _prediction(effect.predictions_before[0])),
-        ("top-1 after", _prediction(effect.first.predictions_after[0])),
-        ("KL(before ‖ after)", f"{effect.first.kl:.4g} nats"),
+        (f"top-1 after{one}", _prediction(effect.first.predictions_after[0])),
+        (f"KL(before ‖ after){one}", f"{effect.first.kl:.4g} nats"),
     ]
-    stats = effect.stats
     if stats.samples > 1:
         rows += [
             (f"over {stats.samples} masks: drop rate", mean_se(stats.drop_rate)),
