@@ -115,7 +115,7 @@ def check_writable(path: str | os.PathLike[str]) -> None:
     whatever is there already is a regular file."""
     out = Path(path)
     folder = out.parent
-    if not folder.is_dir():
+    if not os.path.isdir(folder):
         raise FileSafetyError(f"{str(out)!r}: folder {str(folder)!r} does not exist")
     limit = name_max(folder)
     if _name_bytes(out.name) > limit:

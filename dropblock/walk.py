@@ -61,7 +61,8 @@ class _Search:
     def match(self, folder: str, parts: tuple[str, ...], step: int = 0) -> None:
         """Every path below ``folder`` that ``parts[step:]`` matches, into ``found``."""
         if step == len(parts):
-            self.found.append(folder)
+            if folder:  # '**' on its own matches below the working folder, not the folder itself
+                self.found.append(folder)
             return
         head, last = parts[step], step == len(parts) - 1
         if head == "**":

@@ -3,6 +3,7 @@ the progress bar, and the steps every figure command takes (load the image, save
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, NoReturn, Optional
 
@@ -158,7 +159,7 @@ def check_output_path(path: Path, option: str, inputs: tuple[Optional[Path], ...
 
     if path.suffix.lower() not in (".png", ".svg", ".pdf"):
         fail(f"{option} {str(path)!r}: the file must end in .png, .svg or .pdf", 2)
-    if path.is_dir():
+    if os.path.isdir(path):
         fail(f"{option} {str(path)!r} is a directory; give a file name", 2)
     for i in inputs:
         if i is not None and same_file(path, i):

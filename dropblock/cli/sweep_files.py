@@ -5,6 +5,7 @@ line (exit 2 for what the user can fix in the command, 1 for failures)."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -27,9 +28,9 @@ def check_files(csv_path: Optional[Path], resume: bool, output: Path, inputs: di
         fail("--resume needs --csv FILE: the CSV a previous run wrote", 2)
     named = [(option, path) for option, path in inputs.items() if path is not None]
     if csv_path is not None:
-        if csv_path.is_dir():
+        if os.path.isdir(csv_path):
             fail(f"--csv {str(csv_path)!r} is a directory; give a file name", 2)
-        if csv_path.exists() and not resume:
+        if os.path.lexists(csv_path) and not resume:
             fail(f"--csv {str(csv_path)!r} exists; pass --resume to continue it, or choose another file", 2)
         if same_file(csv_path, output):
             fail(f"--csv {str(csv_path)!r} and --output {str(output)!r} are the same file; give two files", 2)
@@ -38,7 +39,7 @@ def check_files(csv_path: Optional[Path], resume: bool, output: Path, inputs: di
                 fail(f"--csv {str(csv_path)!r} is the {option} file; choose another CSV file", 2)
         check_writable_or_fail(csv_path, "--csv")
     for option, path in inputs.items():
-        if path is not None and not path.exists():
+        if path is not None and not os.path.exists(path):
             fail(f"{option} {str(path)!r}: no such file", 2)
     check_output_path(output, "--output", tuple(path for _, path in named))
 
