@@ -19,11 +19,15 @@ from dropblock.files import (
 from dropblock.walk import expand, files_under
 
 
+class Blocked(BaseException):
+    """Raised by :func:`deadline`; not an OSError (TimeoutError is), so no ``except OSError`` swallows it."""
+
+
 @contextmanager
 def deadline(seconds: int = 10):
     """Fail (instead of hanging the suite) when the body blocks, e.g. on a FIFO."""
     def expired(*_):
-        raise TimeoutError(f"blocked for more than {seconds} s")
+        raise Blocked(f"blocked for more than {seconds} s")
 
     old = signal.signal(signal.SIGALRM, expired)
     signal.alarm(seconds)
