@@ -10,8 +10,9 @@ Layout::
 
 The settings line is one JSON object (:data:`SETTINGS_KEYS` and more); ``--resume`` refuses a file
 whose settings differ from the run's. Readers skip the ``#`` lines: pandas with
-``pd.read_csv(path, comment="#")`` (a cell holding ``#`` is written quoted, so it survives), Python's
-csv module with ``csv.DictReader(itertools.dropwhile(lambda line: line.startswith("#"), fh))``.
+``pd.read_csv(path, comment="#")`` (a row with ``#`` in a cell is written quoted, which pandas' default
+C engine respects; checked with pandas 3.1), Python's csv module with
+``csv.DictReader(itertools.dropwhile(lambda line: line.startswith("#"), fh))``.
 
 Columns (:data:`CSV_COLUMNS`): ``block_size`` is empty but for DropBlock and ``accuracy`` empty
 without a label; floats are written with Python's ``repr`` (the shortest text that reads back as the
