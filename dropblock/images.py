@@ -36,7 +36,8 @@ import numpy as np
 
 from dropblock.errors import one_line
 
-__all__ = ["ImageLoadError", "LoadedImage", "load_image"]
+__all__ = ["ImageLoadError", "LoadedImage", "load_image", "check_resize", "resized_pixels", "is_dropblock_figure",
+           "file_is_dropblock_figure", "FIGURE_SOFTWARE"]
 
 # EXIF Orientation tag (0x0112) value -> what exif_transpose does to show it upright.
 _ORIENTATION_NOTES = {
@@ -53,6 +54,10 @@ _ALPHA_MODES = {"RGBA", "LA", "PA", "La", "RGBa"}
 _HIGH_DEPTH_PREFIXES = ("I;16", "I;32")  # plus the exact modes "I" and "F"
 
 _SUPPORTED_HINT = "use a JPEG, PNG, GIF, TIFF, WebP or BMP image"
+
+FIGURE_SOFTWARE = "dropblock"
+"""How a figure of this package marks itself: the start of its PNG ``Software`` text (and of its SVG
+and PDF ``Creator``), so that a later sweep of the folder does not take it for a photo."""
 
 
 class ImageLoadError(Exception):
@@ -71,6 +76,7 @@ class LoadedImage:
     format: Pillow's format name, e.g. "JPEG", "PNG", "GIF", "TIFF", "WEBP", "BMP".
     original_mode: the Pillow mode of the decoded frame before conversion, e.g. "P", "I;16".
     notes: one-line remarks on what was done to get RGB, e.g. "alpha composited on white".
+    dropblock_figure: the file is a figure this package saved (:func:`is_dropblock_figure`).
     """
 
     pixels: np.ndarray
@@ -78,6 +84,7 @@ class LoadedImage:
     format: str
     original_mode: str
     notes: tuple[str, ...] = ()
+    dropblock_figure: bool = False
 
     @property
     def height(self) -> int:
@@ -95,20 +102,54 @@ def _q(path: Path | str) -> str:
     return repr(str(path))
 
 
-def _check_file(p: Path, name: str) -> None:
-    """A readable, non-empty file at ``p``, or ImageLoadError."""
+def _open_file(p: Path, name: str):
+    """``p`` opened for reading (binary), a readable, non-empty regular file, or ImageLoadError.
+    A FIFO, a device or a socket is refused without reading (it could block or never end)."""
+    from dropblock.files import FileSafetyError, open_regular
+
     try:
-        st = p.stat()
+        fh = open(open_regular(p), "rb")
     except FileNotFoundError:
         raise ImageLoadError(f"cannot read {name}: no such file; check the path") from None
     except PermissionError:
         raise ImageLoadError(f"cannot read {name}: permission denied; check the file's permissions") from None
+    except IsADirectoryError:
+        raise ImageLoadError(f"cannot read {name}: it is a directory; give an image file") from None
+    except FileSafetyError as exc:
+        raise ImageLoadError(f"cannot read {name}: {_what_it_is(exc)}; give an image file") from None
     except OSError as exc:
         raise ImageLoadError(f"cannot read {name}: {one_line(exc)}; check the path") from None
-    if p.is_dir():
-        raise ImageLoadError(f"cannot read {name}: it is a directory; give an image file")
-    if st.st_size == 0:
+    if os.fstat(fh.fileno()).st_size == 0:
+        fh.close()
         raise ImageLoadError(f"cannot read {name}: the file is empty; {_SUPPORTED_HINT}")
+    return fh
+
+
+def _what_it_is(exc: BaseException) -> str:
+    """"it is a FIFO (named pipe), not a regular file" from open_regular's message."""
+    text = str(exc)
+    return "it" + text[text.index(" is "):] if " is " in text else text
+
+
+def resized_pixels(height: int, width: int, short_side: int) -> int:
+    """Pixels of an image of ``height`` x ``width`` once scaled so its short side is ``short_side``
+    (upscaled or downscaled, as a network's preprocessing does)."""
+    short, long = sorted((int(height), int(width)))
+    return int(short_side) * int(short_side * long / max(short, 1))
+
+
+def check_resize(height: int, width: int, short_side: int, name: str = "the image") -> None:
+    """Raise ImageLoadError when scaling a ``height`` x ``width`` image to ``short_side`` px on its
+    short side would make more than :data:`~dropblock.limits.MAX_RESIZED_PIXELS` pixels (a
+    100000x3 strip scaled to 256 px is 2185 megapixels); checked before anything is allocated."""
+    from dropblock.limits import MAX_RESIZED_PIXELS
+
+    pixels = resized_pixels(height, width, short_side)
+    if pixels > MAX_RESIZED_PIXELS:
+        raise ImageLoadError(
+            f"cannot read {name}: scaled to {short_side} px on its short side, its {width}x{height} pixels would "
+            f"become {pixels / 1e6:,.1f} megapixels, over the limit of {MAX_RESIZED_PIXELS / 1e6:.1f} megapixels; "
+            "crop it to a less elongated shape")
 
 
 def _bomb(exc: BaseException, name: str) -> ImageLoadError:
@@ -124,23 +165,17 @@ def _bomb(exc: BaseException, name: str) -> ImageLoadError:
     )
 
 
-def _open(p: Path, name: str):
-    """``PIL.Image.open(p)`` with every failure as one ImageLoadError line (call inside a
+def _open(fh, name: str):
+    """``PIL.Image.open(fh)`` with every failure as one ImageLoadError line (call inside a
     ``warnings.catch_warnings`` that makes DecompressionBombWarning an error)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        return Image.open(p)
+        return Image.open(fh)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise _bomb(exc, name) from None
     except UnidentifiedImageError:
         raise ImageLoadError(f"cannot read {name}: not an image file Pillow recognises; {_SUPPORTED_HINT}") from None
-    except PermissionError:
-        raise ImageLoadError(f"cannot read {name}: permission denied; check the file's permissions") from None
-    except IsADirectoryError:
-        raise ImageLoadError(f"cannot read {name}: it is a directory; give an image file") from None
-    except FileNotFoundError:
-        raise ImageLoadError(f"cannot read {name}: no such file; check the path") from None
     except Exception as exc:  # a plugin choking on a corrupt header
         raise ImageLoadError(
             f"cannot read {name}: the file is corrupt ({one_line(exc)}); re-export it or pick another image"
@@ -184,28 +219,40 @@ def _decode_or_fail(im, name: str, notes: list[str]) -> tuple[np.ndarray, str]:
         ) from None
 
 
-def load_image(path: str | os.PathLike[str]) -> LoadedImage:
+def load_image(path: str | os.PathLike[str], *, short_side: int | None = None) -> LoadedImage:
     """Read an image file into a :class:`LoadedImage` with (H, W, 3) uint8 RGB pixels.
 
-    Raises ImageLoadError for a missing path, a directory, an empty file, a
-    file that is not an image, a truncated or corrupt file (the whole image is
-    decoded, so a half image is never returned), an image above Pillow's
-    decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``), or a file that
-    cannot be read (permissions).
+    ``short_side``: the image will be scaled so its short side is this many pixels (a network's
+    resize); it is refused, from its header and before it is decoded, when that would exceed
+    :data:`~dropblock.limits.MAX_RESIZED_PIXELS` (:func:`check_resize`).
+
+    Raises ImageLoadError for a missing path, a directory, a FIFO, device or socket (never read), an
+    empty file, a file that is not an image, a truncated or corrupt file (the whole image is
+    decoded, so a half image is never returned), an image above Pillow's decompression-bomb limit
+    (``PIL.Image.MAX_IMAGE_PIXELS``), one too elongated for ``short_side``, or a file that cannot be
+    read (permissions).
     """
     from PIL import Image
 
     p = Path(path)
     name = _q(p)
-    _check_file(p, name)
     notes: list[str] = []
-    with warnings.catch_warnings():
+    with _open_file(p, name) as fh, warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with _open(p, name) as im:
+        with _open(fh, name) as im:
+            if short_side is not None:
+                check_resize(im.height, im.width, short_side, name)
             fmt = im.format or "unknown"
+            ours = is_dropblock_figure(im)
             pixels, original_mode = _decode_or_fail(im, name, notes)
     return LoadedImage(pixels=np.ascontiguousarray(pixels, dtype=np.uint8), path=p, format=fmt,
-                       original_mode=original_mode, notes=tuple(notes))
+                       original_mode=original_mode, notes=tuple(notes), dropblock_figure=ours)
+
+
+def is_dropblock_figure(im) -> bool:
+    """True for a PNG this package wrote: its ``Software`` text starts with :data:`FIGURE_SOFTWARE`
+    (read from the header, nothing decoded)."""
+    return str(im.info.get("Software", "")).startswith(FIGURE_SOFTWARE)
 
 
 def _orientation(im) -> int:
@@ -269,3 +316,15 @@ def _stretch(values: np.ndarray, mode: str, notes: list[str]) -> np.ndarray:
         out = data * (255.0 / 65535.0) if mode.startswith("I;16") else data
         notes.append(f"{depth} grey ({mode}) is constant ({lo:g}): no stretch")
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def file_is_dropblock_figure(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` is a regular file holding a figure this package saved (its header is read,
+    nothing decoded); False for anything else, unreadable files included."""
+    from PIL import Image
+
+    try:
+        with _open_file(Path(path), _q(path)) as fh, Image.open(fh) as im:
+            return is_dropblock_figure(im)
+    except Exception:  # not an image, not a regular file, unreadable: not ours
+        return False

@@ -20,7 +20,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["LabelError", "Labels", "wordnet_ids", "class_index", "read_labels", "label_for"]
+__all__ = ["LabelError", "Labels", "wordnet_ids", "class_index", "read_labels", "label_for", "rows_matched"]
 
 _WNID = re.compile(r"n\d{8}")
 
@@ -91,9 +91,11 @@ def read_labels(path: str | os.PathLike[str], names: list[str] | tuple[str, ...]
         LabelError: the file cannot be read, lacks the columns, repeats an image with another
             label, or holds a bad label (the message names the line).
     """
+    from dropblock.files import open_regular
+
     path = Path(path)
     try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
+        with open(open_regular(path), newline="", encoding="utf-8-sig") as fh:
             rows = list(csv.reader(fh))
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise LabelError(f"cannot read labels file {str(path)!r}: {e}") from None
@@ -136,3 +138,9 @@ def label_for(image: Path, labels: dict[str, int] | None, wordnet_folders: bool 
     if wordnet_folders and _WNID.fullmatch(image.parent.name):
         return _wnids().get(image.parent.name)
     return None
+
+
+def rows_matched(images: list[Path], labels: dict[str, int]) -> int:
+    """How many of ``images`` a row of ``labels`` names (by path, resolved path, file name or stem;
+    WordNet-id folders not counted): 0 means the labels file gives no image its class."""
+    return sum(label_for(image, labels, wordnet_folders=False) is not None for image in images)

@@ -22,8 +22,10 @@ one it is None). CSV files of the per-image rows: :mod:`dropblock.sweep_csv`. No
 
 from __future__ import annotations
 
-import glob
+import errno
 import hashlib
+import os
+import stat
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,9 +93,12 @@ def settings_grid(methods: Sequence[str], block_sizes: Sequence[int], keep_probs
 
 
 def content_id(path: str | Path) -> str:
-    """SHA-256 (hex) of a file's bytes: the image's identity for its seeds. Raises OSError."""
+    """SHA-256 (hex) of a file's bytes: the image's identity for its seeds. Raises OSError
+    (:class:`~dropblock.files.FileSafetyError` for a FIFO, a device or a socket: never blocks)."""
+    from dropblock.files import open_regular
+
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open(open_regular(path), "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -156,6 +161,7 @@ def sweep_image(
     batch_size = check_positive_int(batch_size, "batch_size")
     for s in settings:
         _check_setting(s)
+    _check_resize(np.shape(image), resize_side(model))
     x, _ = preprocess(model, image)
     live = [s for s in settings if s.keep_prob < 1.0]
     edits = {s: MaskSeries(s.method, 1.0 - s.keep_prob, masks, block_size=s.block_size or 1, gamma=gamma,
@@ -176,6 +182,24 @@ def sweep_image(
             if progress is not None:
                 progress(masks)
     return rows
+
+
+def resize_side(model) -> int | None:
+    """The side, in pixels, that ``model``'s preprocessing scales an image's short side to (None when
+    it scales the long side or both sides to a fixed size, so nothing can grow)."""
+    spec = getattr(model, "preprocessing", None)
+    return int(spec.resize) if spec is not None and spec.mode == "center" else None
+
+
+def _check_resize(shape: tuple[int, ...], side: int | None) -> None:
+    """ValueError when an image of ``shape`` (H, W, ...) would pass MAX_RESIZED_PIXELS once resized."""
+    from dropblock.images import ImageLoadError, check_resize
+
+    if side is not None and len(shape) >= 2:
+        try:
+            check_resize(shape[0], shape[1], side)
+        except ImageLoadError as e:
+            raise ValueError(str(e)) from None
 
 
 def _row(name: str, s: Setting, clean, after, drop_rates: list[float], label: int | None) -> ImageRow:
@@ -242,42 +266,64 @@ def point_json(p: SweepPoint) -> dict:
 
 @dataclass(frozen=True)
 class FoundImages:
-    """``paths``: candidate image files, each once, in a stable order; ``missing``: the arguments
-    that named nothing (no such file or folder, a glob that matches nothing, an empty folder)."""
+    """``paths``: candidate image files (regular files), each once, in a stable order; ``missing``:
+    the arguments that named nothing (no such file or folder, a glob that matches nothing, an empty
+    folder); ``skipped``: (path, reason) of what was found but cannot be read as a file (a FIFO, a
+    device, a socket, a symlink loop), never opened."""
 
     paths: list[Path]
     missing: list[str]
+    skipped: list[tuple[Path, str]]
 
 
-def _files_under(folder: Path) -> list[Path]:
-    """Every file under ``folder``, recursively and sorted, leaving out hidden files and folders."""
-    return sorted(p for p in folder.rglob("*")
-                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+def _matches(arg: str) -> list[Path]:
+    """What one argument names: itself (a file), the files under it (a folder), or a glob's hits
+    (folders among them searched)."""
+    from dropblock.walk import expand, files_under, has_magic
+
+    if os.path.isdir(arg):
+        return files_under(arg)
+    if os.path.lexists(arg):
+        return [Path(arg)]
+    if not has_magic(arg):
+        return []
+    out = []
+    for hit in expand(arg):
+        out.extend(files_under(hit) if hit.is_dir() else [hit])
+    return out
+
+
+def _unreadable(path: Path) -> tuple[tuple[int, int] | None, str | None]:
+    """(device, inode) of a regular file, or (None, why it is skipped)."""
+    from dropblock.files import kind_of
+
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        what = "a symlink loop" if e.errno == errno.ELOOP else (e.strerror or str(e)).lower()
+        return None, f"cannot read {str(path)!r}: {what}"
+    if not stat.S_ISREG(st.st_mode):
+        return None, f"{str(path)!r} is {kind_of(st.st_mode)}, not a regular file"
+    return (st.st_dev, st.st_ino), None
 
 
 def find_images(args: Sequence[str]) -> FoundImages:
     """The files that ``args`` name: files as given, folders searched recursively (every file that is
     not hidden is a candidate; the caller skips what does not load), globs (``*``, ``?``, ``[``,
-    ``**``) expanded and sorted. A file named twice is kept once (the first time)."""
-    found, missing, seen = [], [], set()
+    ``**``) expanded and sorted (:mod:`dropblock.walk`: no symlink loop is followed twice). A file
+    named twice, or through two links, is kept once (the first time). Anything that is not a regular
+    file goes to ``skipped`` unopened, so nothing can block on a FIFO or read a device for ever."""
+    found, missing, skipped, seen = [], [], [], set()
     for arg in args:
-        path = Path(arg)
-        if path.is_dir():
-            matches = _files_under(path)
-        elif path.exists():
-            matches = [path]
-        elif any(ch in arg for ch in "*?["):
-            matches = []
-            for hit in sorted(glob.glob(arg, recursive=True)):
-                hit_path = Path(hit)
-                matches.extend(_files_under(hit_path) if hit_path.is_dir() else [hit_path])
-        else:
-            matches = []
+        matches = _matches(str(arg))
         if not matches:
-            missing.append(arg)
+            missing.append(str(arg))
         for m in matches:
-            key = m.resolve()
-            if key not in seen:
+            key, reason = _unreadable(m)
+            if key is None:
+                if m not in {s for s, _ in skipped}:
+                    skipped.append((m, reason))
+            elif key not in seen:
                 seen.add(key)
                 found.append(m)
-    return FoundImages(found, missing)
+    return FoundImages(found, missing, skipped)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 import shutil
@@ -15,10 +16,16 @@ from pathlib import Path
 import pytest
 
 from clirun import run
-from conftest import SAMPLES
+from conftest import ROOT, SAMPLES
 
 FAST = ["--layer", "blocks.8", "--keep-probs", "1,0.8", "--block-sizes", "1,7", "--methods", "dropblock,dropout",
         "-n", "2"]
+
+
+def this_package_env() -> dict:
+    """The environment for a child Python that imports this checkout's dropblock (not an installed one),
+    from any working directory."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
 
 
 def _copy(folder: Path, *names: str, rename=None) -> Path:
@@ -69,7 +76,8 @@ def test_table_labels_from_a_csv(tmp_path):
             "--labels", labels, "-o", tmp_path / "s.png", "--csv", tmp_path / "s.csv")
     assert r.exit_code == 0, r.output
     assert "accuracy" in r.stdout and "DropBlock" in r.stdout and "figure written to" in r.stdout
-    rows = list(csv.DictReader(open(tmp_path / "s.csv")))
+    with open(tmp_path / "s.csv", newline="") as fh:  # the documented way past the '#' settings lines
+        rows = list(csv.DictReader(itertools.dropwhile(lambda line: line.startswith("#"), fh)))
     clean = {row["image"]: row["accuracy"] for row in rows if row["keep_prob"] == "1.0" and row["block_size"] == "1"}
     # coffee is espresso; the network calls chelsea a tiger cat (282), not a tabby; astronaut has no label
     assert clean == {str(SAMPLES / "coffee.jpg"): "1.0", str(SAMPLES / "chelsea.jpg"): "0.0",
@@ -122,9 +130,14 @@ def test_usage_errors_are_one_line_and_touch_nothing(tmp_path, args, text):
     assert r.exit_code == 2 and "no such file or folder, or no match" in r.stderr
 
 
+def _data_lines(path: Path) -> list[str]:
+    """The column header and the rows (the '#' settings lines left out)."""
+    return [line for line in path.read_text().splitlines() if not line.startswith("#")]
+
+
 def _rows(path: Path) -> dict:
     with open(path, newline="") as fh:
-        rows = list(csv.reader(fh))
+        rows = list(csv.reader(itertools.dropwhile(lambda line: line.startswith("#"), fh)))
     assert rows[0] == ["image", "method", "block_size", "keep_prob", "masks", "drop_rate", "kl", "agreement", "accuracy"]
     keyed = {tuple(r[:5]): [float(v) for v in r[5:8]] for r in rows[1:]}
     assert len(keyed) == len(rows) - 1, "duplicate rows"
@@ -143,11 +156,11 @@ def test_ctrl_c_then_resume_equals_an_uninterrupted_run(tmp_path):
     os.chdir(tmp_path)
     try:
         proc = subprocess.Popen([sys.executable, "-c", "from dropblock.cli import main; main()", *args,
-                                 "--csv", "stopped.csv"],
+                                 "--csv", "stopped.csv"], env=this_package_env(),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
-            if Path("stopped.csv").exists() and len(Path("stopped.csv").read_text().splitlines()) > 1:
+            if Path("stopped.csv").exists() and len(_data_lines(Path("stopped.csv"))) > 1:
                 break
             time.sleep(0.02)
         proc.send_signal(signal.SIGINT)
@@ -158,7 +171,7 @@ def test_ctrl_c_then_resume_equals_an_uninterrupted_run(tmp_path):
         assert 0 < len(stopped) < 4 * 3 and len(stopped) % 3 == 0  # whole images only
         assert not Path("s.png").exists()
         r = run(*args[:-4], "-n", "5", *args[-4:], "--csv", "stopped.csv", "--resume")
-        assert r.exit_code == 2 and "holds rows of -n 4" in r.stderr  # the same -n, or another CSV
+        assert r.exit_code == 2 and "was made with -n 4, this run has 5" in r.stderr  # the same -n, or another CSV
         r = run(*args, "--csv", "stopped.csv", "--resume")
         assert r.exit_code == 0, r.output
         r = run(*args, "--csv", "whole.csv")

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
+from conftest import SAMPLES
 from dropblock.images import ImageLoadError, LoadedImage, load_image
 
 H, W = 24, 32
@@ -330,3 +331,39 @@ def test_error_is_an_exception_with_clean_message() -> None:
     err = ImageLoadError("a\nb   c")
     assert str(err) == "a b c"
     assert isinstance(err, Exception)
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path):
+    """H1: fails (blocks for ever) when load_image opens the path without files.open_regular."""
+    from test_files import deadline
+
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with deadline(), pytest.raises(ImageLoadError, match="FIFO"):
+        load_image(fifo)
+
+
+def test_short_side_refuses_a_strip_from_its_header(tmp_path):
+    """H3: a 100000x3 PNG scaled to 256 px on its short side would be 2185 megapixels; refused before
+    decoding (fails without check_resize in load_image). The same strip loads without short_side."""
+    from dropblock.images import resized_pixels
+
+    path = tmp_path / "strip.png"
+    Image.new("RGB", (100000, 3)).save(path)
+    assert resized_pixels(3, 100000, 256) == 256 * 8533333
+    with pytest.raises(ImageLoadError, match="over the limit of 89.5 megapixels"):
+        load_image(path, short_side=256)
+    assert load_image(path).width == 100000
+    assert load_image(SAMPLES / "coffee.jpg", short_side=256).height > 0
+
+
+def test_figures_of_this_package_are_marked(tmp_path):
+    """D1 (second sweep of a folder): fails when save_figure stops writing the PNG Software mark."""
+    from dropblock.images import file_is_dropblock_figure
+    from dropblock.viz.style import new_figure, save_figure
+
+    fig = new_figure((1, 1))
+    save_figure(fig, tmp_path / "f.png")
+    assert load_image(tmp_path / "f.png").dropblock_figure and file_is_dropblock_figure(tmp_path / "f.png")
+    assert not load_image(SAMPLES / "coffee.jpg").dropblock_figure
+    assert not file_is_dropblock_figure(SAMPLES / "coffee.jpg") and not file_is_dropblock_figure(tmp_path)

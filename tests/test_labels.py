@@ -61,3 +61,15 @@ def test_bad_labels_files(tmp_path, text, match):
         read_labels(path, NAMES)
     with pytest.raises(LabelError, match="cannot read"):
         read_labels(tmp_path / "missing.csv", NAMES)
+
+
+def test_rows_matched_counts_images_a_row_names():
+    """U5: what the sweep's "names no image" warning counts; WordNet folders do not count."""
+    from pathlib import Path
+
+    from dropblock.labels import rows_matched
+
+    labels = {"a.jpg": 1, "b": 2, "photos/c.jpg": 3}
+    images = [Path("x/a.jpg"), Path("y/b.png"), Path("photos/c.jpg"), Path("n07920052/d.jpg")]
+    assert rows_matched(images, labels) == 3
+    assert rows_matched([Path("n07920052/d.jpg")], labels) == 0

@@ -41,6 +41,7 @@ def gamma(
     if plot is not None:
         check_output_path(plot, "--plot")
         sweep = sweep or "block-size"
+    _check_map_size(height, width, block_size, sweep)
     impls = _load_impls(impl)
     settings = _settings(sweep, block_size, height, width)
     audits = _run_audits(settings, p, gamma_mode, samples, seed, resolve_device(device), impls)
@@ -53,6 +54,20 @@ def gamma(
         _print_gamma_json(audits, sweep, values, plot)
         return
     _print_gamma_tables(audits, sweep, values, plot)
+
+
+def _check_map_size(height: int, width: int, block_size: int, sweep: Optional[str]) -> None:
+    """Exit 2, before anything is allocated, when the largest map to draw on has more than MAX_MAP_CELLS cells
+    (a feature-size sweep goes up to max(H, W, 4 x block size) square)."""
+    from dropblock.limits import MAX_MAP_CELLS
+
+    if sweep == "feature-size":
+        side = max(height, width, 4 * block_size)
+        height = width = side
+    if height * width > MAX_MAP_CELLS:
+        what = "--feature-size" if sweep != "feature-size" else "the feature-size sweep's largest map"
+        fail(f"{what} {height}x{width} is {height * width:,} cells, over the limit of {MAX_MAP_CELLS:,} "
+             f"(a 4096x4096 map); use a smaller map", 2)
 
 
 def _load_impls(specs: list[str]) -> list:

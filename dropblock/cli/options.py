@@ -3,6 +3,7 @@ the progress bar, and the steps every figure command takes (load the image, save
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, NoReturn, Optional
 
@@ -117,7 +118,7 @@ def check_figure_options(gamma_mode: str, dpi: Optional[int], seed: int, method:
         extra = "; spatial-dropout needs --layer" if method == "spatial-dropout" else ""
         fail(f"--method must be one of {', '.join(allowed)}; got {method!r}{extra}", 2)
     check_gamma_mode(gamma_mode)
-    check_positive(dpi, "--dpi", 10)
+    check_dpi(dpi)
     check_positive(seed, "--seed", 0)
 
 
@@ -149,17 +150,48 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def check_output_path(path: Path, option: str, inputs: tuple[Path, ...] = ()) -> None:
-    """Refuse an output that would overwrite an input, has an unknown extension, or has no directory."""
+def check_output_path(path: Path, option: str, inputs: tuple[Optional[Path], ...] = ()) -> None:
+    """Refuse (exit 2), before any work, an output with an unknown extension, one that is a folder or one of
+    ``inputs`` (the same resolved path or the same file: hard links and symlinks too), or one that cannot be
+    written where it goes (a missing or read-only folder, a name over the file system's limit, a FIFO or a
+    device in its place)."""
+    from dropblock.files import same_file
+
     if path.suffix.lower() not in (".png", ".svg", ".pdf"):
         fail(f"{option} {str(path)!r}: the file must end in .png, .svg or .pdf", 2)
-    if path.is_dir():
+    if os.path.isdir(path):
         fail(f"{option} {str(path)!r} is a directory; give a file name", 2)
-    if not path.resolve().parent.is_dir():
-        fail(f"{option} {str(path)!r}: directory {str(path.parent)!r} does not exist", 2)
     for i in inputs:
-        if i.exists() and path.exists() and path.resolve() == i.resolve():
-            fail(f"{option} {str(path)!r} is the input image; choose another output file", 2)
+        if i is not None and same_file(path, i):
+            fail(f"{option} {str(path)!r} is the input {str(i)!r} (the same file); choose another output file", 2)
+    check_writable_or_fail(path, option)
+
+
+def check_writable_or_fail(path: Path, option: str) -> None:
+    """Exit 2 unless a file can be written at ``path`` now (:func:`dropblock.files.check_writable`)."""
+    from dropblock.files import check_writable
+
+    try:
+        check_writable(path)
+    except OSError as e:
+        fail(f"{option} {e}", 2)
+
+
+def check_dpi(dpi: Optional[int]) -> None:
+    """Exit 2 unless --dpi is None or in [10, MAX_DPI]."""
+    from dropblock.limits import MAX_DPI
+
+    check_positive(dpi, "--dpi", 10)
+    check_at_most(dpi, MAX_DPI, "--dpi", "dots per inch")
+
+
+def check_at_most(value: Optional[int], limit: int, option: str, unit: str = "") -> None:
+    """Exit 2, with one line naming the limit, when ``value`` is over ``limit`` (a limit of
+    :mod:`dropblock.limits`); None passes."""
+    from dropblock.limits import over_limit
+
+    if value is not None and (text := over_limit(value, limit, option, unit)):
+        fail(text, 2)
 
 
 def default_output(image: Optional[Path], suffix: str) -> Path:
@@ -168,12 +200,13 @@ def default_output(image: Optional[Path], suffix: str) -> Path:
     return Path.cwd() / f"{stem}-{suffix}.png"
 
 
-def load_image_or_fail(image: Path):
-    """The image as a LoadedImage; exit 1 with one line when it cannot be read. Notes go to stderr."""
+def load_image_or_fail(image: Path, short_side: Optional[int] = None):
+    """The image as a LoadedImage; exit 1 with one line when it cannot be read (or, with ``short_side``,
+    would be too large once scaled to it: see :func:`dropblock.images.load_image`). Notes go to stderr."""
     from dropblock.images import ImageLoadError, load_image
 
     try:
-        loaded = load_image(image)
+        loaded = load_image(image, short_side=short_side)
     except ImageLoadError as e:
         fail(str(e), 1)
     for text in loaded.notes:
@@ -183,12 +216,33 @@ def load_image_or_fail(image: Path):
 
 def save_or_fail(fig, path: Path, dpi: int = 150) -> None:
     """Write ``fig`` atomically; exit 1 with one line when it cannot be written."""
+    problem = save_or_say(fig, path, dpi)
+    if problem is not None:
+        fail(problem, 1)
+
+
+def save_or_say(fig, path: Path, dpi: int = 150) -> Optional[str]:
+    """Write ``fig`` atomically; None, or the one line that says why it could not be written (the file
+    is then untouched and no temporary file is left)."""
+    from dropblock.errors import one_line
     from dropblock.viz import save_figure
 
     try:
         save_figure(fig, path, dpi=dpi)
-    except (OSError, ValueError) as e:
-        fail(f"cannot write {str(path)!r}: {e}", 1)
+    except (OSError, ValueError, MemoryError) as e:
+        return f"cannot write {str(path)!r}: {one_line(e)}"
+    return None
+
+
+def stderr_is_terminal() -> bool:
+    """True when stderr is a terminal (its file descriptor, whatever FORCE_COLOR or TTY_COMPATIBLE say):
+    progress bars are drawn only there, so a log file gets no escape codes and no blank line."""
+    import sys
+
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def note_if_clipped(block_size: int, height: int, width: int, unit: str = "", what: str = "map") -> None:
@@ -205,7 +259,7 @@ class ProgressBar:
 
     def __init__(self, total: int, description: str, show: bool) -> None:
         self.progress = None
-        if show and total > 0:
+        if show and total > 0 and stderr_is_terminal():
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -4,6 +4,7 @@ optional CSV of per-image rows that a stopped run can resume."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -13,9 +14,11 @@ import typer
 from dropblock.cli.models import fail_for, load_network, model_choice
 from dropblock.cli.options import (
     GAMMA_HELP, ClassNamesOpt, DownloadOpt, InputSizeOpt, JsonOpt, MeanOpt, ModelOpt, ProgressBar, StdOpt, WeightsOpt,
-    check_gamma_mode, check_output_path, check_positive, fail, save_or_fail,
+    check_at_most, check_dpi, check_gamma_mode, check_positive, fail, save_or_say, stderr_is_terminal,
 )
 from dropblock.cli.report import columns, note, pct, print_json, stderr_console, stdout_console
+from dropblock.cli.sweep_files import check_files, exclude_outputs, open_csv, run_settings
+from dropblock.limits import MAX_INPUT_SIZE
 
 IMAGES_HELP = "Image files, folders (searched recursively) or globs such as 'photos/*.jpg'."
 CSV_HELP = ("Write one row per image, method, block size and keep_prob to this CSV as each image finishes "
@@ -63,49 +66,25 @@ def _methods(text: str) -> list[str]:
     return list(dict.fromkeys(values))
 
 
-def _check_files(csv_path: Optional[Path], resume: bool, labels: Optional[Path], output: Path) -> None:
-    if resume and csv_path is None:
-        fail("--resume needs --csv FILE: the CSV a previous run wrote", 2)
-    if csv_path is not None:
-        if csv_path.is_dir():
-            fail(f"--csv {str(csv_path)!r} is a directory; give a file name", 2)
-        if csv_path.exists() and not resume:
-            fail(f"--csv {str(csv_path)!r} exists; pass --resume to continue it, or choose another file", 2)
-        if not csv_path.resolve().parent.is_dir():
-            fail(f"--csv {str(csv_path)!r}: directory {str(csv_path.parent)!r} does not exist", 2)
-    if labels is not None and not labels.is_file():
-        fail(f"--labels {str(labels)!r}: no such file", 2)
-    check_output_path(output, "--output", (csv_path,) if csv_path else ())
-
-
-def _open_csv(csv_path: Optional[Path], resume: bool, masks: int):
-    """The run's SweepCsv (None without --csv); exit 2 for a CSV that cannot be resumed."""
-    if csv_path is None:
-        return None
-    from dropblock.sweep_csv import SweepCsv, SweepCsvError
-
-    try:
-        log = SweepCsv(csv_path, resume=resume)
-    except (SweepCsvError, OSError) as e:
-        fail(f"--resume: {e}", 2)
-    if resume and not log.resume:
-        note(f"{str(csv_path)!r} does not exist yet: starting it")
-    other = sorted({row.masks for row in log.previous} - {masks})
-    if other:
-        fail(f"--resume: {str(csv_path)!r} holds rows of -n {other[0]}; resume with the same -n, or start "
-             "another --csv", 2)
-    return log
-
-
-def _read_labels(labels: Optional[Path], class_names):
+def _read_labels(labels: Optional[Path], class_names, paths: list[Path]):
+    """The labels file's {image: class}, or None; a warning when it names none of ``paths``."""
     if labels is None:
         return None
-    from dropblock.labels import LabelError, read_labels
+    from dropblock.labels import LabelError, read_labels, rows_matched
 
     try:
-        return read_labels(labels, list(class_names))
+        table = read_labels(labels, list(class_names))
     except LabelError as e:
         fail(f"--labels: {e}", 2)
+    if paths and not rows_matched(paths, table):
+        warn(f"--labels {str(labels)!r}: none of its {len(table)} rows names one of the {len(paths)} images (rows "
+             "match by path, file name or name without extension), so it gives no accuracy")
+    return table
+
+
+def warn(text: str) -> None:
+    """One ``warning:`` line on stderr."""
+    stderr_console().print(f"[yellow]warning:[/yellow] {text}", highlight=False, soft_wrap=True)
 
 
 def sweep(
@@ -142,25 +121,65 @@ def sweep(
     against keep_prob (the paper's Figure 5)."""
     from dropblock.sweep import settings_grid
 
-    settings = settings_grid(_methods(methods), _ints(block_sizes, "--block-sizes"), _floats(keep_probs, "--keep-probs"))
+    lists = (_methods(methods), _ints(block_sizes, "--block-sizes"), _floats(keep_probs, "--keep-probs"))
+    settings = settings_grid(*lists)
     check_positive(masks, "--masks")
     check_positive(seed, "--seed", 0)
-    check_positive(dpi, "--dpi", 10)
+    check_dpi(dpi)
+    check_at_most(input_size, MAX_INPUT_SIZE, "--input-size", "pixels")
     check_gamma_mode(gamma_mode)
     choice = model_choice(model, weights, download, input_size, mean, std, class_names)
     output = output or Path.cwd() / f"sweep-{layer}.png"
-    _check_files(csv_path, resume, labels, output)
+    check_files(csv_path, resume, output, {"--labels": labels, "--weights": weights, "--class-names": class_names})
+    stage = Stage(csv_path)
+    try:
+        paths = _find(images, output, csv_path)
+        stage.images = len(paths)
+        model_name, layer_name, net, dev = load_network(choice, layer, device)
+        plan = dict(model=model_name, layer=layer_name, net=net, device=dev, settings=settings, masks=masks,
+                    seed=seed, gamma=gamma_mode, labels=_read_labels(labels, net.class_names, paths))
+        log = open_csv(csv_path, resume, run_settings(plan, *lists))
+        with log if log is not None else nullcontext():
+            stage.log = log
+            state = _run(paths, plan, log, stage)
+            _finish(state, plan, paths, output, dpi or 150, as_json, csv_path)
+    except KeyboardInterrupt:
+        note(stage.interrupted())
+        raise typer.Exit(130) from None
+
+
+@dataclass
+class Stage:
+    """Where the run is, to say what was kept when Ctrl-C comes outside the per-image loop."""
+
+    csv_path: Optional[Path]
+    images: int = 0
+    log: object = None
+    drawing: bool = False
+
+    def interrupted(self) -> str:
+        held = self.log is not None and (self.log.rows_written or self.log.previous)
+        csv = f"{str(self.csv_path)!r}" if self.csv_path is not None else ""
+        if self.drawing:
+            kept = f"; {csv} holds every image: rerun with --resume to draw it" if held else ""
+            return f"interrupted while drawing the figure: all {self.images} images are done, no figure was written{kept}"
+        if held:
+            return f"interrupted: {csv} holds every finished image: add --resume to finish"
+        unchanged = f" ({csv} is unchanged)" if self.log is not None and self.log.resumed else ""
+        return f"interrupted before the first image: nothing was written{unchanged}"
+
+
+def _find(images: list[str], output: Path, csv_path: Optional[Path]) -> list[Path]:
+    """The candidate image files (exit 2 when an argument names nothing); what is not a regular file is
+    skipped with a warning, this run's outputs are left out (or refused: see exclude_outputs)."""
     from dropblock.sweep import find_images
 
     found = find_images(images)
     if found.missing:
         fail(f"no such file or folder, or no match: {', '.join(repr(m) for m in found.missing)}", 2)
-    model_name, layer_name, net, dev = load_network(choice, layer, device)
-    plan = dict(model=model_name, layer=layer_name, net=net, device=dev, settings=settings, masks=masks,
-                seed=seed, gamma=gamma_mode, labels=_read_labels(labels, net.class_names))
-    log = _open_csv(csv_path, resume, masks)
-    state = _run(found.paths, plan, log)
-    _finish(state, plan, found.paths, output, dpi or 150, as_json, csv_path)
+    for _, reason in found.skipped:
+        warn(f"skipped: {reason}")
+    return exclude_outputs(found.paths, output, csv_path)
 
 
 class _Bar(ProgressBar):
@@ -170,7 +189,7 @@ class _Bar(ProgressBar):
     def __init__(self, images: int, per_image: int) -> None:
         self.images, self.per_image, self.this_image, self.done = images, per_image, 0, 0
         self.console, self.progress = stderr_console(), None
-        if self.console.is_terminal and images * per_image > 0:
+        if stderr_is_terminal() and images * per_image > 0:
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
             self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
@@ -195,29 +214,35 @@ class _Bar(ProgressBar):
             f"[yellow]warning:[/yellow] {text}", highlight=False, soft_wrap=True)
 
 
+def _skip(path: Path, reason: str, state: Progress, bar: _Bar) -> list:
+    bar.warn(f"skipped: {reason}")
+    state.skipped.append({"path": str(path), "reason": reason})
+    return []
+
+
 def _one_image(path: Path, todo: list, plan: dict, state: Progress, bar: _Bar) -> list:
-    """The rows of one image's unfinished settings; [] (and a warning) when it cannot be read."""
+    """The rows of one image's unfinished settings; [] (and a warning) when it cannot be read, is too large
+    once resized for the network, or is a figure dropblock made."""
+    from dropblock.errors import one_line
     from dropblock.images import ImageLoadError, load_image
     from dropblock.labels import label_for
-    from dropblock.sweep import content_id, sweep_image
+    from dropblock.sweep import content_id, resize_side, sweep_image
 
     try:
         content = content_id(path)
-        loaded = load_image(path)
+        loaded = load_image(path, short_side=resize_side(plan["net"]))
     except (ImageLoadError, OSError) as e:
-        from dropblock.errors import one_line
-
-        reason = one_line(e)
-        bar.warn(f"skipped: {reason}")
-        state.skipped.append({"path": str(path), "reason": reason})
-        return []
+        return _skip(path, one_line(e), state, bar)
+    if loaded.dropblock_figure:
+        return _skip(path, f"{str(path)!r} is a figure dropblock made, not a photo", state, bar)
     return sweep_image(plan["net"], loaded.pixels, plan["layer"], todo, masks=plan["masks"],
                        seed=plan["seed"], content=content, name=str(path), gamma=plan["gamma"],
                        label=label_for(path, plan["labels"]), device=plan["device"], progress=bar.advance)
 
 
-def _run(paths: list[Path], plan: dict, log) -> Progress:
-    """Every image's unfinished settings, rows written to ``log`` image by image; Ctrl-C stops cleanly."""
+def _run(paths: list[Path], plan: dict, log, stage: Stage) -> Progress:
+    """Every image's unfinished settings, rows written to ``log`` image by image; Ctrl-C stops cleanly, and a
+    CSV that cannot be written stops the run with one line (it keeps every image finished before)."""
     from dropblock.models import LayerError, ModelLoadError
 
     state = Progress()
@@ -231,7 +256,7 @@ def _run(paths: list[Path], plan: dict, log) -> Progress:
                 todo = [s for s in plan["settings"] if (str(path), s) not in done]
                 rows = _one_image(path, todo, plan, state, bar) if todo else []
                 if rows and log is not None:
-                    log.write(rows)
+                    _write_rows(log, rows, state)
                 state.rows.extend(rows)
                 state.images_done += 1
                 bar.image_done(str(path))
@@ -239,12 +264,21 @@ def _run(paths: list[Path], plan: dict, log) -> Progress:
         state.interrupted = True
     except (LayerError, ModelLoadError) as e:  # the layer is not one 4-D map, or the model fails
         fail_for(e)
-    except OSError as e:
-        fail(f"cannot write {str(log.path)!r}: {e}", 1)
-    finally:
-        if log is not None:
-            log.close()
+    stage.drawing = not state.interrupted
     return state
+
+
+def _write_rows(log, rows: list, state: Progress) -> None:
+    """Append one image's rows; exit 1 with one line when the CSV cannot take them (a full disk): the file
+    is cut back to the images finished before."""
+    try:
+        log.write(rows)
+    except OSError as e:
+        from dropblock.errors import one_line
+
+        images = len({r.image for r in state.rows})
+        fail(f"cannot write {str(log.path)!r}: {one_line(e)}; it holds the {images} image{'s' * (images != 1)} "
+             "finished before: make room, then add --resume", 1)
 
 
 def _stat(m, percent: bool) -> str:
@@ -275,20 +309,21 @@ def _table(points, plan: dict, images: int):
 
 def _finish(state: Progress, plan: dict, paths: list[Path], output: Path, dpi: int, as_json: bool,
             csv_path: Optional[Path]) -> None:
-    """The figure (unless interrupted), the table or JSON; exit 130 after Ctrl-C, 1 with no image read."""
+    """The figure (unless interrupted), the table or JSON; exit 130 after Ctrl-C, 1 with no image read, and 1
+    (after the table or JSON, with the CSV kept) when the figure cannot be written."""
     from dropblock.sweep import point_json, summarize
 
     points = summarize(state.rows, plan["settings"])
     images = len({r.image for r in state.rows})
     if not points and not state.interrupted:
         fail(f"no readable image among the {len(paths)} file{'s' * (len(paths) != 1)} given", 1)
-    written = None
+    problem = None
     if points and not state.interrupted:
         from dropblock.viz.sweep import sweep_figure
 
-        save_or_fail(sweep_figure(points, model=plan["model"], layer=plan["layer"], images=images,
-                                  masks=plan["masks"]), output, dpi)
-        written = output
+        problem = save_or_say(sweep_figure(points, model=plan["model"], layer=plan["layer"], images=images,
+                                           masks=plan["masks"]), output, dpi)
+    written = output if points and not state.interrupted and problem is None else None
     if as_json:
         print_json({"model": plan["model"], "layer": plan["layer"], "images": images, "skipped": state.skipped,
                     "results": [point_json(p) for p in points], "output": None if written is None else str(written),
@@ -299,6 +334,9 @@ def _finish(state: Progress, plan: dict, paths: list[Path], output: Path, dpi: i
         console.print(_table(points, plan, images))
         if written is not None:
             console.print(f"figure written to {written}")
+    if problem is not None:
+        kept = f"; {str(csv_path)!r} holds every image" if csv_path else ""
+        fail(f"{problem} (the results above are complete{kept})", 1)
     if state.interrupted:
         tail = f"; {str(csv_path)!r} holds every finished image: add --resume to finish" if csv_path else ""
         note(f"interrupted after {state.images_done} of {len(paths)} images{tail}")
