@@ -161,7 +161,7 @@ def sweep_image(
     batch_size = check_positive_int(batch_size, "batch_size")
     for s in settings:
         _check_setting(s)
-    _check_resize(np.shape(image), resize_side(model))
+    _check_resize(np.shape(image), model.preprocessing.short_side)
     x, _ = preprocess(model, image)
     live = [s for s in settings if s.keep_prob < 1.0]
     edits = {s: MaskSeries(s.method, 1.0 - s.keep_prob, masks, block_size=s.block_size or 1, gamma=gamma,
@@ -182,13 +182,6 @@ def sweep_image(
             if progress is not None:
                 progress(masks)
     return rows
-
-
-def resize_side(model) -> int | None:
-    """The side, in pixels, that ``model``'s preprocessing scales an image's short side to (None when
-    it scales the long side or both sides to a fixed size, so nothing can grow)."""
-    spec = getattr(model, "preprocessing", None)
-    return int(spec.resize) if spec is not None and spec.mode == "center" else None
 
 
 def _check_resize(shape: tuple[int, ...], side: int | None) -> None:

@@ -67,3 +67,21 @@ def test_a_std_that_overflows_the_input_is_refused(code_dir, tmp_path, sample_im
     r = run("show", sample_images / "chelsea.jpg", "--layer", "stem", "--model", "tinynet:build",
             "--input-size", SIZE, "--std", "1e-300,1,1", "-o", tmp_path / "out.png")
     one_error_line(r, 2, "std must be >= 1e-06")
+
+
+def test_a_strip_image_is_refused_before_it_is_upscaled(tmp_path):
+    """A 100000x3 PNG (a few KB) would be upscaled to 256 px on its short side: 8.5 gigapixels. `show --layer`
+    refuses it from its header, one line, exit 1 (breaks if the image were decoded and resized first: 9 GB)."""
+    from PIL import Image
+
+    Image.new("RGB", (100000, 3)).save(tmp_path / "strip.png")
+    r = run("show", tmp_path / "strip.png", "--layer", "blocks.8", "-o", tmp_path / "out.png")
+    one_error_line(r, 1, "strip.png")
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_an_input_size_over_the_limit_is_a_usage_error(tmp_path, sample_images):
+    """--input-size 100000 on any --layer command or layers: exit 2 naming the limit, before the model loads."""
+    for args in (["show", sample_images / "chelsea.jpg", "--layer", "blocks.8", "-o", tmp_path / "o.png"],
+                 ["layers"]):
+        one_error_line(run(*args, "--input-size", "100000"), 2, "--input-size 100,000 is over the limit of 2,048")

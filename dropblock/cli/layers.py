@@ -116,7 +116,7 @@ def run_on_layer(request: LayerRequest) -> None:
     """Apply each requested method to the layer's output, ``request.samples`` masks each, then draw the
     figure and print the table (or JSON)."""
     _, layer_name, net, device = load_network(request.model, request.layer, request.device)
-    loaded = load_image_or_fail(request.image)
+    loaded = load_image_or_fail(request.image, short_side=net.preprocessing.short_side)
     b = request.block_size or 7
     effects = _effects(request, net, loaded.pixels, layer_name, b, device)
     _, h, w = effects[0].feature_shape

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn, Optional
 
-from dropblock.cli.options import fail
+from dropblock.cli.options import check_at_most, fail
 from dropblock.errors import DropblockError
+from dropblock.limits import MAX_INPUT_SIZE
 from dropblock.models.names import DEFAULT_MODEL
 
 
@@ -81,6 +82,7 @@ def model_choice(spec: str, weights: Optional[Path] = None, download: bool = Fal
     _check_file(class_names, "--class-names")
     if input_size is not None and input_size < 1:
         fail(f"--input-size must be >= 1 pixel, got {input_size}", 2)
+    check_at_most(input_size, MAX_INPUT_SIZE, "--input-size", "pixels")
     return ModelChoice(spec, weights, download, input_size, parse_rgb(mean, "--mean", False),
                        parse_rgb(std, "--std", True), class_names)
 

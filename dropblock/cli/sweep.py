@@ -14,11 +14,10 @@ import typer
 from dropblock.cli.models import fail_for, load_network, model_choice
 from dropblock.cli.options import (
     GAMMA_HELP, ClassNamesOpt, DownloadOpt, InputSizeOpt, JsonOpt, MeanOpt, ModelOpt, ProgressBar, StdOpt, WeightsOpt,
-    check_at_most, check_dpi, check_gamma_mode, check_positive, fail, save_or_say, stderr_is_terminal,
+    check_dpi, check_gamma_mode, check_positive, fail, save_or_say, stderr_is_terminal,
 )
 from dropblock.cli.report import columns, note, pct, print_json, stderr_console, stdout_console
 from dropblock.cli.sweep_files import check_files, exclude_outputs, open_csv, run_settings
-from dropblock.limits import MAX_INPUT_SIZE
 
 IMAGES_HELP = "Image files, folders (searched recursively) or globs such as 'photos/*.jpg'."
 CSV_HELP = ("Write one row per image, method, block size and keep_prob to this CSV as each image finishes "
@@ -126,7 +125,6 @@ def sweep(
     check_positive(masks, "--masks")
     check_positive(seed, "--seed", 0)
     check_dpi(dpi)
-    check_at_most(input_size, MAX_INPUT_SIZE, "--input-size", "pixels")
     check_gamma_mode(gamma_mode)
     choice = model_choice(model, weights, download, input_size, mean, std, class_names)
     output = output or Path.cwd() / f"sweep-{layer}.png"
@@ -226,11 +224,11 @@ def _one_image(path: Path, todo: list, plan: dict, state: Progress, bar: _Bar) -
     from dropblock.errors import one_line
     from dropblock.images import ImageLoadError, load_image
     from dropblock.labels import label_for
-    from dropblock.sweep import content_id, resize_side, sweep_image
+    from dropblock.sweep import content_id, sweep_image
 
     try:
         content = content_id(path)
-        loaded = load_image(path, short_side=resize_side(plan["net"]))
+        loaded = load_image(path, short_side=plan["net"].preprocessing.short_side)
     except (ImageLoadError, OSError) as e:
         return _skip(path, one_line(e), state, bar)
     if loaded.dropblock_figure:

@@ -50,6 +50,12 @@ class Preprocessing:
         """Side of the square network input, px."""
         return self.crop
 
+    @property
+    def short_side(self) -> int | None:
+        """The side, px, an image's short side is scaled to; None where the long side or both sides
+        are scaled to ``resize`` (then nothing grows past it)."""
+        return self.resize if self.mode == "center" else None
+
     def with_overrides(self, input_size: int | None = None, mean: Sequence[float] | None = None,
                        std: Sequence[float] | None = None) -> Preprocessing:
         """A copy with another input size (the resize keeps its ratio to the crop) and/or mean and
