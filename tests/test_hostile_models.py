@@ -85,3 +85,19 @@ def test_an_input_size_over_the_limit_is_a_usage_error(tmp_path, sample_images):
     for args in (["show", sample_images / "chelsea.jpg", "--layer", "blocks.8", "-o", tmp_path / "o.png"],
                  ["layers"]):
         one_error_line(run(*args, "--input-size", "100000"), 2, "--input-size 100,000 is over the limit of 2,048")
+
+
+def test_prints_in_user_code_keep_json_valid(code_dir, tmp_path, sample_images):
+    """A user's model that prints when built and in every forward pass: stdout is still one JSON object and the
+    prints go to stderr (breaks without results_only_on_stdout: the prints corrupted --json)."""
+    import json
+
+    (code_dir / "chatty.py").write_text(
+        "import torch\nfrom tinynet import Tiny\n\nclass Chatty(Tiny):\n    def forward(self, x):\n"
+        "        print('forward', x.shape)\n        return super().forward(x)\n\ndef build():\n"
+        "    print('building')\n    torch.manual_seed(0)\n    return Chatty()\n")
+    r = run("show", sample_images / "chelsea.jpg", "--layer", "stem", "--model", "chatty:build", "--input-size", SIZE,
+            "-o", tmp_path / "out.png", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["layer"] == "stem"
+    assert "building" in r.stderr and "forward" in r.stderr

@@ -20,10 +20,11 @@ from dropblock.cli.app import app
 from dropblock.cli.gamma import gamma
 from dropblock.cli.images import compare, schedule, show
 from dropblock.cli.layers import layers
+from dropblock.cli.report import results_only_on_stdout
 from dropblock.cli.sweep import sweep
 
 for _command in (gamma, show, compare, schedule, layers, sweep):
-    app.command()(_command)
+    app.command()(results_only_on_stdout(_command))
 
 __all__ = ["app", "main"]
 

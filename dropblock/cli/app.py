@@ -62,6 +62,9 @@ _WRITE_ERRORS = (errno.EPIPE, errno.ENOSPC, errno.EBADF, errno.EIO, errno.EDQUOT
 
 
 def _is_stdout_error(e: BaseException) -> bool:
+    """A write that failed (full disk, closed pipe); click turns a broken pipe into sys.exit(1)."""
+    if isinstance(e, SystemExit) and isinstance(e.__context__, OSError):
+        e = e.__context__
     return isinstance(e, OSError) and e.errno in _WRITE_ERRORS
 
 
@@ -77,12 +80,13 @@ def _failure(e: BaseException) -> tuple[str, int]:
         return f"{e.format_message()} (see --help)", e.exit_code
     if isinstance(e, DropblockError):  # our own typed errors: usage 2, failure 1
         return str(e), exit_code(e)
+    if _is_stdout_error(e):
+        e = e.__context__ if isinstance(e, SystemExit) else e
+        return f"cannot write the results: {e.strerror or e}", 1
     if isinstance(e, SystemExit):  # our commands exit through click: this came from code we ran (a user's model)
         return f"code run for this command called sys.exit({e.code!r}); the command stopped there", 1
     if isinstance(e, (Abort, KeyboardInterrupt)):
         return "interrupted; files already written are kept, nothing is half-written", 130
-    if _is_stdout_error(e):
-        return f"cannot write the results: {e.strerror or e}", 1
     from dropblock.errors import one_line
 
     return f"internal error: {one_line(e, with_type=True)} (set DROPBLOCK_DEBUG=1 for the traceback)", 1

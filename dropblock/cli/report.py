@@ -2,18 +2,51 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import math
 import sys
-from typing import Any, Iterable, Sequence
+from collections.abc import Callable, Iterator
+from typing import Any, Iterable, Sequence, TextIO
 
 from rich.console import Console
 from rich.table import Table
 
+_results: TextIO | None = None  # the real stdout while a command runs (see results_only_on_stdout)
+
+
+def results() -> TextIO:
+    """Where a command's results go: stdout as it was when the command started."""
+    return _results or sys.stdout
+
+
+@contextlib.contextmanager
+def _stdout_for_results() -> Iterator[None]:
+    global _results
+    saved, _results = _results, sys.stdout
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # a print in the user's model code goes to stderr
+            yield
+    finally:
+        _results = saved
+
+
+def results_only_on_stdout(command: Callable) -> Callable:
+    """``command`` with stdout kept for its results: while it runs, anything else that prints (a user's
+    model code) goes to stderr, so ``--json`` stays one valid JSON object."""
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with _stdout_for_results():
+            return command(*args, **kwargs)
+    return run
+
 
 def stdout_console() -> Console:
-    """stdout; rich assumes 80 columns when it is not a terminal, and tables read better a little wider."""
-    return Console(soft_wrap=False, width=None if sys.stdout.isatty() else 120)
+    """The results' stream; rich assumes 80 columns when it is not a terminal, and tables read better a
+    little wider."""
+    out = results()
+    return Console(file=out, soft_wrap=False, width=None if out.isatty() else 120)
 
 
 def stderr_console() -> Console:
@@ -37,7 +70,7 @@ def print_json(obj: Any) -> None:
             return [clean(x) for x in v]
         return v
 
-    sys.stdout.write(json.dumps(clean(obj), indent=2) + "\n")
+    results().write(json.dumps(clean(obj), indent=2) + "\n")
 
 
 def mean_se(stat, digits: int = 2, percent: bool = True) -> str:
