@@ -134,3 +134,18 @@ def test_no_pyplot_and_no_torch_in_a_fresh_process(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "clean 6" in res.stdout
+
+
+def test_missing_glyphs_give_no_stray_warning(tmp_path):
+    """A title in a script the font lacks (a file named in Chinese) draws boxes but prints no matplotlib
+    warning on stderr (breaks without the filter in save_figure)."""
+    import warnings
+
+    from dropblock.viz.style import new_figure, save_figure
+
+    fig = new_figure((2, 2))
+    fig.add_subplot().set_title("猫 𝔠")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        save_figure(fig, tmp_path / "g.png")
+    assert not [w for w in caught if "Glyph" in str(w.message)]
