@@ -7,7 +7,7 @@ would exhaust a machine. A value over a limit is refused with one line that name
 
 from __future__ import annotations
 
-__all__ = ["MAX_RESIZED_PIXELS", "MAX_MAP_CELLS", "MAX_DPI", "MAX_INPUT_SIZE", "over_limit"]
+__all__ = ["MAX_RESIZED_PIXELS", "MAX_MAP_CELLS", "MAX_DPI", "MAX_INPUT_SIZE", "MAX_SCHEDULE_STEPS", "over_limit"]
 
 MAX_RESIZED_PIXELS = 89_478_485
 """Pixels of an image once it is resized for a network (the upscaled side included): Pillow's own
@@ -25,6 +25,11 @@ is 138 megapixels, 553 MB of RGBA."""
 MAX_INPUT_SIZE = 2048
 """Side, in pixels, of a network's square input (``--input-size``): 9x the 224 of ImageNet models.
 The check belongs where ``--input-size`` is parsed (``dropblock.cli.models.model_choice``)."""
+
+
+MAX_SCHEDULE_STEPS = 10**12
+"""Training steps of a keep_prob schedule (``schedule --steps``): a million times ImageNet's 10**6 steps,
+and far inside the integers that steps are computed with (2**63)."""
 
 
 def over_limit(value: int, limit: int, what: str, unit: str = "") -> str | None:

@@ -13,11 +13,12 @@ from dropblock.cli.models import model_choice
 from dropblock.cli.options import (
     GAMMA_HELP, METHOD_HELP, BlockOpt, CamLayerOpt, CamOpt, ClassNamesOpt, ClassOpt, DeviceOpt, DownloadOpt, DpiOpt,
     InputSizeOpt, JsonOpt, KeepProbOpt, LayerOpt, MeanOpt, ModelOpt, ProgressBar, SeedOpt, SharedOpt, StdOpt,
-    WeightsOpt, check_cam_options,
+    WeightsOpt, check_at_most, check_cam_options,
     check_figure_options, check_output_path, check_positive, default_output, drop_rate_from, fail,
     load_image_or_fail, note_if_clipped, save_or_fail,
 )
 from dropblock.cli.report import columns, key_value, pct, print_json, stdout_console
+from dropblock.limits import MAX_SCHEDULE_STEPS
 
 ImageArg = typer.Argument(..., help="Image file (JPEG, PNG, GIF, TIFF, WebP, BMP).", show_default=False)
 
@@ -204,6 +205,7 @@ def schedule(
     if not 0.0 < keep_prob <= 1.0:
         fail(f"--keep-prob must be in (0, 1], got {keep_prob:g}", 2)
     check_positive(steps, "--steps")
+    check_at_most(steps, MAX_SCHEDULE_STEPS, "--steps", "steps")
     check_positive(snapshots, "--snapshots")
     if snapshots > 8:
         fail(f"--snapshots must be at most 8, got {snapshots}", 2)

@@ -24,7 +24,8 @@ DpiOpt = Annotated[Optional[int], typer.Option(
     "--dpi", help="Resolution of raster figures \\[default: 150; 110 with --layer, whose figure is larger].",
     show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of the table.")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed: the same seed gives the same masks.")]
+SeedOpt = Annotated[int, typer.Option("--seed", min=0, max=2**64 - 1,
+                                      help="Random seed, 0 to 2**64 - 1: the same seed gives the same masks.")]
 LayerOpt = Annotated[Optional[str], typer.Option(
     "--layer", "-l", help="Work on this layer's feature maps of a pretrained CNN (see `dropblock layers`).")]
 MODEL_HELP = ("the CNN: efficientnet-lite0, resnet18, resnet50, torchvision:NAME, timm:NAME, module.path:function "
