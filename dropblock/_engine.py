@@ -79,7 +79,7 @@ def _drop_with_seed_lists(input: torch.Tensor, plan: Plan, rescale: str, shared_
     corners = block_corners(n * planes_c, h, w, bh, bw, plan.gamma, device=input.device, generator=generator)
     if planes_c == c and rescale != "sample" and input.is_contiguous():
         kept = input.numel() - union_size(corners, h, w, bh, bw) if rescale == "batch" else None
-        scale = (batch_rescale(input.numel(), kept, eps) if kept else 0.0) if rescale == "batch" else plan.scale(rescale)
+        scale = plan.scale(rescale) if kept is None else batch_rescale(input.numel(), kept, eps) if kept else 0.0
         return _drop_sparse(input, corners, scale, bh, bw, inplace), kept
     with torch.no_grad():  # shared masks, per-sample rescale, other memory layouts: a dense mask
         if bh == h and bw == w:  # every block is its whole plane: a (N, C', 1, 1) mask says it all

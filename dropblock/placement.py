@@ -117,10 +117,35 @@ def _make(p: float, block_size: int, schedule_steps: int | None, options: dict[s
     return ScheduledDropBlock2d(p, block_size, schedule_steps, **options)
 
 
-def _insert(model: nn.Module, target: str, block: DropBlock2d) -> None:
+def _slot(model: nn.Module, target: str) -> tuple[nn.Module, str, nn.Module | None]:
+    """(parent, attribute, what is there now) for a target name."""
     parent_name, _, attr = target.rpartition(".")
     parent = model.get_submodule(parent_name)
-    current = getattr(parent, attr)
+    return parent, attr, getattr(parent, attr)
+
+
+def _refusal(model: nn.Module, target: str) -> str | None:
+    """Why no DropBlock can go at ``target``, or None when one can."""
+    current = _slot(model, target)[2]
+    if current is None:
+        return None
+    if type(current).forward is nn.Sequential.forward:
+        ends_with_one = len(current) and isinstance(current[-1], DropBlock2d)
+        return f"{target} already ends with a DropBlock2d" if ends_with_one else None
+    if isinstance(current, (nn.ModuleList, nn.ModuleDict)):
+        return (f"cannot put a DropBlock after {target}: a {type(current).__name__} "
+                f"runs its children itself; pick a module inside or after it")
+    if isinstance(current, _NOT_ONE_TENSOR):
+        return (f"cannot put a DropBlock after {target}: a {type(current).__name__} returns a tuple, "
+                f"not one tensor; pick a module that returns one (N, C, H, W) tensor")
+    if hasattr(current, CHILD):
+        return f"{target} already has a {CHILD!r} attribute (a DropBlock after it?)"
+    return None
+
+
+def _insert(model: nn.Module, target: str, block: DropBlock2d) -> None:
+    """Put ``block`` at ``target`` (a target ``_refusal`` passed)."""
+    parent, attr, current = _slot(model, target)
     block.train((parent if current is None else current).training)
     where = f"in the empty slot {target!r}" if current is None else f"after {target!r}"
     block.register_forward_pre_hook(partial(_check_what_reaches, where))
@@ -129,18 +154,8 @@ def _insert(model: nn.Module, target: str, block: DropBlock2d) -> None:
             del parent.__dict__[attr]
         parent.add_module(attr, block)
     elif type(current).forward is nn.Sequential.forward:
-        if len(current) and isinstance(current[-1], DropBlock2d):
-            raise ValueError(f"{target} already ends with a DropBlock2d")
         current.append(block)
-    elif isinstance(current, (nn.ModuleList, nn.ModuleDict)):
-        raise ValueError(f"cannot put a DropBlock after {target}: a {type(current).__name__} "
-                         f"runs its children itself; pick a module inside or after it")
-    elif isinstance(current, _NOT_ONE_TENSOR):
-        raise ValueError(f"cannot put a DropBlock after {target}: a {type(current).__name__} returns a tuple, "
-                         f"not one tensor; pick a module that returns one (N, C, H, W) tensor")
     else:
-        if hasattr(current, CHILD):
-            raise ValueError(f"{target} already has a {CHILD!r} attribute (a DropBlock after it?)")
         current.add_module(CHILD, block)
         current.register_forward_hook(_apply_dropblock)
 
@@ -177,6 +192,8 @@ def add_dropblock(model: nn.Module, layers: str | Sequence[str], p: float = 0.1,
         raise ValueError(f"seed must be at most 2**64 - {len(targets)} for {len(targets)} DropBlocks (the i-th "
                          f"gets seed + i), got {options['seed']!r}")
     blocks = [_make(p, block_size, schedule_steps, options, i) for i in range(len(targets))]
+    for why in filter(None, (_refusal(model, target) for target in targets)):
+        raise ValueError(why)  # before anything is inserted: the model is left as it was
     for target, block in zip(targets, blocks):
         _insert(model, target, block)
     return blocks

@@ -392,6 +392,23 @@ def test_a_module_known_to_return_a_tuple_is_refused_when_inserted(make):
     assert not hasattr(module, "dropblock") and not module._forward_hooks
 
 
+def test_a_refused_target_leaves_the_whole_model_as_it_was():
+    """Every target is checked before any DropBlock goes in: when the second of two targets is refused
+    (an LSTM, a ModuleList, one that already has a DropBlock), the first gets none either. Fails if
+    targets were checked one by one while inserting (the model would be left half-modified)."""
+    for second in (nn.LSTM(4, 4), nn.ModuleList([nn.ReLU()]), "again"):
+        model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(), nn.Conv2d(4, 4, 1))
+        if second == "again":
+            add_dropblock(model, "2", block_size=3)
+        else:
+            model[2] = second
+        state = (sorted(model.state_dict()), [n for n, _ in model.named_modules()])
+        with pytest.raises(ValueError):
+            add_dropblock(model, ["0", "2"], block_size=3)
+        assert (sorted(model.state_dict()), [n for n, _ in model.named_modules()]) == state
+        assert not model[0]._forward_hooks
+
+
 def test_an_empty_slot_names_itself():
     """A DropBlock put in an empty slot (a residual block's missing downsample) checks what reaches it
     too, and says it sits in that slot. Fails without the pre-hook on slot DropBlocks."""
