@@ -33,6 +33,33 @@ def check_positive_int(value: Any, name: str) -> int:
     return n
 
 
+SEED_MAX = 2**64 - 1
+"""The largest seed: torch generators keep 64 bits (and take -1 as 2**64 - 1, so negatives are refused)."""
+
+
+def check_seed(value: Any, name: str = "seed") -> int:
+    """Return ``value`` as an int in [0, SEED_MAX] (ints and integer numpy/torch scalars only), or raise ValueError."""
+    try:
+        n = None if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        n = None
+    if n is None or not 0 <= n <= SEED_MAX:
+        raise ValueError(f"{name} must be an integer in [0, 2**64 - 1], got {value!r}")
+    return n
+
+
+def check_eps(value: Any, name: str = "eps") -> float:
+    """Return ``value`` as a finite float > 0, or raise ValueError. The rescale numel / (eps + kept)
+    needs it when a draw drops every unit (torchvision's default is 1e-6)."""
+    try:
+        eps = None if isinstance(value, (bool, str, bytes)) else float(value)
+    except (TypeError, ValueError):
+        eps = None
+    if eps is None or not (0.0 < eps < math.inf):
+        raise ValueError(f"{name} must be a finite number > 0 (e.g. 1e-6), got {value!r}")
+    return eps
+
+
 def check_map_size(height: Any, width: Any) -> tuple[int, int]:
     """Return (height, width) as ints >= 1, or raise ValueError."""
     return check_positive_int(height, "height"), check_positive_int(width, "width")

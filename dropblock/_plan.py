@@ -17,7 +17,8 @@ from dropblock.gamma import resolve_gamma
 @dataclass(frozen=True)
 class Plan:
     """bh, bw: the block after clipping to the map; gamma: the seed probability;
-    expected_scale: 1 / (1 - exact expected drop rate), floored at eps in the denominator."""
+    expected_scale: 1 / (1 - exact expected drop rate), floored at eps in the denominator; 0 where
+    every unit is dropped for sure (gamma 1), as it then scales only zeros."""
 
     bh: int
     bw: int
@@ -35,4 +36,4 @@ def make_plan(p: float, block_size: int, height: int, width: int, gamma: str | f
     bh, bw = clip_block(block_size, height, width)
     g = resolve_gamma(gamma, p, block_size, height, width)
     rate = expected_drop_rate(g, block_size, height, width)
-    return Plan(bh, bw, g, 1.0 / max(1.0 - rate, eps))
+    return Plan(bh, bw, g, 1.0 / max(1.0 - rate, eps) if rate < 1.0 else 0.0)

@@ -30,6 +30,8 @@ import triton
 import triton.language as tl
 from triton import knobs
 
+from dropblock.rng import default_generator
+
 INTERPRET = bool(knobs.runtime.interpret)
 """True when the kernels run in Triton's interpreter (TRITON_INTERPRET=1 at import): CPU tensors only."""
 
@@ -109,8 +111,6 @@ def philox_key(generator: torch.Generator | None, device: torch.device) -> tuple
 
     CUDA: the generator's seed and Philox offset, read and advanced on the host (no sync). CPU (the
     interpreter): a key drawn from the generator, stream 0."""
-    from dropblock.sampling import default_generator
-
     gen = default_generator(device) if generator is None else generator
     if gen.device.type != device.type:
         raise ValueError(f"generator must be on the input's device ({device}), got one on {gen.device}")
@@ -224,10 +224,10 @@ def _apply_kernel(x_ptr, out_ptr, kept_ptr, scale, group_numel, eps, C, planes, 
     plane, i, j, writes, keep = _tile_keep(tl.program_id(0), tl.program_id(1), planes, H, W, hs, ws, bh, bw, key,
                                            stream_lo, stream_hi, tm1, per, halo_r, tpp, ow, halo_c, BH, BW, SLOT, WORDS)
     if SCALE == 1:
-        s = group_numel / (eps + tl.load(kept_ptr).to(tl.float64))
+        s = _rescale(group_numel, tl.load(kept_ptr).to(tl.float64), eps)
     elif SCALE == 2:
         kept = tl.load(kept_ptr + (plane if SHARED else plane // C), mask=plane < planes, other=0)
-        s = (group_numel / (eps + kept.to(tl.float64)))[:, None]
+        s = _rescale(group_numel, kept.to(tl.float64), eps)[:, None]
     elif SCALE == 3:
         s = tl.load(kept_ptr)
     else:
@@ -253,6 +253,13 @@ def _apply_kernel(x_ptr, out_ptr, kept_ptr, scale, group_numel, eps, C, planes, 
         v = tl.load(x_ptr + rx[:, None] + jx, mask=writes)
         r = tl.where(keep, v.to(s.dtype) * s, 0.0)
         tl.store(out_ptr + ro[:, None] + jo, r.to(v.dtype), mask=writes)
+
+
+@triton.jit
+def _rescale(group_numel, kept, eps):
+    """numel / (eps + kept), and 0 for a group that keeps nothing (its scale meets only zeros; a tiny eps
+    would make it inf), computed without forming inf."""
+    return tl.where(kept > 0, group_numel / (eps + tl.maximum(kept, 1.0)), 0.0)
 
 
 _SCALE_MODES = {"expected": 0, "none": 0, "batch": 1, "sample": 2}
@@ -318,7 +325,7 @@ def run(x: torch.Tensor, plan, rescale: str, shared: bool, eps: float, generator
 
 class _DropBlock(torch.autograd.Function):
     """Autograd for eager calls: the backward pass reruns the apply kernel on the gradient with the
-    forward's key and counts, so nothing mask-sized is saved."""
+    forward's key and counts (``_Replay``), so nothing mask-sized is saved."""
 
     @staticmethod
     def forward(ctx, x, key, stream, plan, rescale, shared, eps, inplace):  # noqa: D102
@@ -331,11 +338,26 @@ class _DropBlock(torch.autograd.Function):
         return out
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad):  # noqa: D102
-        key, stream, plan, rescale, shared, eps = ctx.args
         kept = ctx.saved_tensors[0] if ctx.saved_tensors else None
-        return launch(grad, key, stream, plan, rescale, shared, eps, kept=kept)[0], *([None] * 7)
+        return _Replay.apply(grad, kept, *ctx.args), *([None] * 7)
+
+
+class _Replay(torch.autograd.Function):
+    """The mask of (key, stream) with the counts ``kept`` applied to ``grad``: a linear map that is its own
+    adjoint, so its backward pass is itself again (any order of derivatives)."""
+
+    @staticmethod
+    def forward(ctx, grad, kept, key, stream, plan, rescale, shared, eps):  # noqa: D102
+        ctx.args = (key, stream, plan, rescale, shared, eps)
+        if kept is not None:
+            ctx.save_for_backward(kept)
+        return launch(grad, key, stream, plan, rescale, shared, eps, kept=kept)[0]
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        kept = ctx.saved_tensors[0] if ctx.saved_tensors else None
+        return _Replay.apply(grad, kept, *ctx.args), *([None] * 7)
 
 
 def drop_block2d(x: torch.Tensor, plan, rescale: str, shared: bool, eps: float, generator: torch.Generator | None,

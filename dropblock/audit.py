@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from dropblock._checks import check_choice, check_map_size, check_positive_int, check_probability
+from dropblock._checks import check_choice, check_map_size, check_positive_int, check_probability, check_seed
 from dropblock.conventions import CONVENTIONS, ConventionRate
 from dropblock.gamma import GAMMA_MODES, expected_drop_rate_unchecked, gamma_exact_unchecked, gamma_paper_unchecked
 from dropblock.measure import Progress, measure_calls, measure_masks
@@ -66,6 +66,7 @@ def audit_gamma(
     check_choice(gamma_mode, "gamma_mode", GAMMA_MODES)
     if samples != 0:
         samples = check_positive_int(samples, "samples")
+    seed = None if seed is None else check_seed(seed)
     g_paper = gamma_paper_unchecked(p, block_size, height, width)
     g_exact = gamma_exact_unchecked(p, block_size, height, width)
     expected_paper = expected_drop_rate_unchecked(g_paper, block_size, height, width)

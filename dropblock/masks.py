@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from dropblock import _native, backends
-from dropblock._checks import check_positive_int, check_probability
+from dropblock._checks import check_positive_int, check_probability, check_seed
 from dropblock.gamma import clip_block, resolve_gamma
-from dropblock.sampling import bernoulli_positions, grid_to_map, make_generator, positions_array
+from dropblock.rng import make_generator
+from dropblock.sampling import bernoulli_positions, grid_to_map, positions_array
 
 # Paint block by block while the painted indices stay below this multiple of numel;
 # beyond it (drop rates near 1 with big blocks) a dense max-pool is cheaper.
@@ -184,11 +185,12 @@ def dropblock_mask(
 
     ``gamma``: "paper" (Equation 1), "exact" (expected drop rate exactly p) or a float.
     A block larger than the map is clipped to it (each side separately). ``generator`` or
-    ``seed``: the same one gives the same mask on the same device.
+    ``seed`` (an integer in [0, 2**64 - 1]): the same one gives the same mask on the same device.
     """
     n, c, h, w = _shape4(shape)
     p = check_probability(p)
     block_size = check_positive_int(block_size, "block_size")
+    seed = None if seed is None else check_seed(seed)
     bh, bw = clip_block(block_size, h, w)
     g = resolve_gamma(gamma, p, block_size, h, w)
     planes_c = 1 if shared_channels else c

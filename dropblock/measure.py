@@ -11,11 +11,11 @@ from typing import Callable
 
 import torch
 
-from dropblock._checks import check_map_size, check_positive_int, check_probability
+from dropblock._checks import check_map_size, check_positive_int, check_probability, check_seed
 from dropblock.errors import one_line
 from dropblock.gamma import resolve_gamma
 from dropblock.masks import block_keep_mask
-from dropblock.sampling import make_generator
+from dropblock.rng import make_generator
 from dropblock.stats import MeanSE
 
 Progress = Callable[[int], None]
@@ -63,8 +63,8 @@ def measure_dropblock(
     block_size = check_positive_int(block_size, "block_size")
     height, width = check_map_size(height, width)
     g = resolve_gamma(gamma, p, block_size, height, width)
-    return measure_masks(g, block_size, height, width, samples=check_positive_int(samples, "samples"), seed=seed,
-                         device=device, progress=progress)
+    return measure_masks(g, block_size, height, width, samples=check_positive_int(samples, "samples"),
+                         seed=None if seed is None else check_seed(seed), device=device, progress=progress)
 
 
 def measure_masks(gamma: float, block_size: int, height: int, width: int, *, samples: int, seed: int | None,
@@ -108,8 +108,8 @@ def measure_function(
     """Measure the drop rate of ``fn(x, p, block_size)`` on ones of shape (k, 1, H, W): a unit counts as
     dropped where the output is 0. torch's global RNG is seeded with ``seed`` and restored afterwards."""
     return measure_calls(fn, check_probability(p), check_positive_int(block_size, "block_size"),
-                         *check_map_size(height, width), samples=check_positive_int(samples, "samples"), seed=seed,
-                         device=device, progress=progress, name=name)
+                         *check_map_size(height, width), samples=check_positive_int(samples, "samples"),
+                         seed=None if seed is None else check_seed(seed), device=device, progress=progress, name=name)
 
 
 def measure_calls(

@@ -19,7 +19,7 @@ from dropblock.gamma import (
 )
 from dropblock.masks import cutout_mask, dropblock_mask, dropout_mask, spatial_dropout_mask
 from dropblock.method_names import FEATURE_METHODS, METHODS  # their torch-free home, re-exported here
-from dropblock.sampling import make_generator
+from dropblock.rng import make_generator
 from dropblock.stats import MeanSE
 
 

@@ -7,10 +7,10 @@ import torch
 from torch import nn
 
 from dropblock import functional as Fd
-from dropblock._checks import check_choice, check_gamma, check_positive_int, check_probability
+from dropblock._checks import check_choice, check_eps, check_gamma, check_positive_int, check_probability, check_seed
 from dropblock.gamma import linear_keep_prob
 from dropblock.gamma import GAMMA_MODES
-from dropblock.sampling import make_generator
+from dropblock.rng import make_generator
 
 
 class DropBlock2d(nn.Module):
@@ -19,7 +19,8 @@ class DropBlock2d(nn.Module):
     Keyword-only extras: ``gamma`` ("paper" | "exact" | float), ``rescale`` ("batch" | "sample" |
     "expected" | "none"), ``shared_channels`` (one mask for all channels of a sample), and for
     reproducible masks either ``generator`` (a torch.Generator on the input's device) or ``seed``
-    (a generator seeded with it is made on the first input's device and advanced by every call).
+    (an integer in [0, 2**64 - 1]: a generator seeded with it is made on the first input's device and
+    advanced by every call). ``eps``: a finite number > 0.
     """
 
     def __init__(
@@ -30,11 +31,11 @@ class DropBlock2d(nn.Module):
         super().__init__()
         if generator is not None and seed is not None:
             raise ValueError("give generator or seed, not both")
-        self.seed = seed
+        self.seed = None if seed is None else check_seed(seed)
         self.p = check_probability(p)
         self.block_size = check_positive_int(block_size, "block_size")
         self.inplace = inplace
-        self.eps = eps
+        self.eps = check_eps(eps)
         self.gamma = check_gamma(gamma, GAMMA_MODES)
         self.rescale = check_choice(rescale, "rescale", Fd.RESCALES)
         self.shared_channels = shared_channels
@@ -47,6 +48,8 @@ class DropBlock2d(nn.Module):
         if self.seed is not None and (self.generator is None or self.generator.device != input.device):
             if Fd.tracing(input):
                 raise ValueError(Fd.TRACED_RNG)
+            if input.device.type == "meta":  # nothing is drawn on a meta tensor
+                return None
             self.generator = make_generator(self.seed, input.device)
         return self.generator
 

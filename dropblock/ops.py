@@ -23,7 +23,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dropblock.sampling import default_generator
+from dropblock._engine import check_input, run
+from dropblock.rng import default_generator
 
 
 def _like(x: Tensor, out: Tensor) -> Tensor:
@@ -41,8 +42,6 @@ def _kept_tensor(kept, x: Tensor, rescale: str) -> Tensor:
 
 def _apply(x: Tensor, gen: torch.Generator, p: float, block_size: int, gamma: str, gamma_value: float, rescale: str,
            shared_channels: bool, eps: float, kept: Tensor | None = None) -> tuple[Tensor, object]:
-    from dropblock.functional import run  # functional imports this module
-
     if x.numel() == 0:
         return x.clone(), None
     with torch.no_grad():
@@ -54,8 +53,6 @@ def _apply(x: Tensor, gen: torch.Generator, p: float, block_size: int, gamma: st
 @torch.library.custom_op("dropblock::drop_block2d", mutates_args=(), tags=(torch.Tag.nondeterministic_seeded,))
 def _drop_block2d_op(x: Tensor, p: float, block_size: int, gamma: str, gamma_value: float, rescale: str,
                      shared_channels: bool, eps: float) -> tuple[Tensor, Tensor, Tensor]:
-    from dropblock.functional import check_input
-
     check_input(x)  # a traced graph may be run on any input
     gen = default_generator(x.device)
     state = gen.get_state()

@@ -22,27 +22,6 @@ import torch
 from dropblock import _native, backends
 
 
-def make_generator(seed: int | None, device: torch.device | str) -> torch.Generator | None:
-    """A generator on ``device`` seeded with ``seed``; None when seed is None (torch's default RNG)."""
-    if seed is None:
-        return None
-    gen = torch.Generator(device=torch.device(device))
-    gen.manual_seed(int(seed))
-    return gen
-
-
-def default_generator(device: torch.device) -> torch.Generator:
-    """torch's default generator for ``device`` (the one ``torch.manual_seed`` seeds)."""
-    if device.type == "cuda":
-        return torch.cuda.default_generators[torch.cuda.current_device() if device.index is None else device.index]
-    if device.type == "cpu":
-        return torch.default_generator
-    gens = getattr(getattr(torch, device.type, None), "default_generators", None)  # e.g. torch.xpu
-    if not gens:
-        raise RuntimeError(f"no default torch generator known for {device}: pass generator=")
-    return gens[device.index or 0]
-
-
 def _draw_size(left: int, gamma: float) -> int:
     """Gaps to draw at once: enough to cover ``left`` positions in all but ~1e-9 of draws."""
     m = left * gamma

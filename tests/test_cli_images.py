@@ -9,7 +9,7 @@ from PIL import Image
 
 from clirun import run
 from dropblock.methods import compare_on_image, default_block_size, draw_on_image
-from dropblock.sampling import make_generator
+from dropblock.rng import make_generator
 from dropblock.viz import compare_figure, show_figure
 from figures import axes_titled, black_agreement
 from stats import assert_close_se

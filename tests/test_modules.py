@@ -23,9 +23,31 @@ def test_eval_mode_and_p_zero_are_the_identity():
 
 
 def test_training_mode_drops_and_gradients_flow_through_a_network():
-    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), DropBlock2d(0.2, 3), nn.Conv2d(8, 1, 1))
-    x = torch.rand(2, 3, 16, 16)
-    net(x).sum().backward()
+    """Inside a network in training, DropBlock2d zeroes whole 3 x 3 blocks of its input, scales every
+    kept unit by numel / (eps + kept), and its input's gradient is the upstream gradient through the
+    same mask and scale; the first conv still gets a gradient. Breaking it: a forward that returns its
+    input (nothing dropped), drops scattered units instead of blocks, forgets the rescale, or a
+    backward that passes the gradient unmasked or unscaled."""
+    from conftest import assert_blocks_of_valid_seeds
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), DropBlock2d(0.2, 3, seed=0), nn.Conv2d(8, 1, 1)).train()
+    seen = {}
+
+    def keep(module, args, out):
+        args[0].retain_grad()
+        out.retain_grad()
+        seen.update(before=args[0], after=out)
+
+    net[1].register_forward_hook(keep)
+    net(torch.rand(2, 3, 16, 16)).sum().backward()
+    before, after = seen["before"], seen["after"]
+    dropped = after == 0
+    assert dropped.any() and not dropped.all() and not (before == 0).any()
+    assert_blocks_of_valid_seeds(dropped, 3, 3)
+    scale = dropped.numel() / (1e-6 + float((~dropped).sum()))
+    torch.testing.assert_close(after, before * ~dropped * scale)
+    torch.testing.assert_close(before.grad, after.grad * ~dropped * scale)
     assert net[0].weight.grad is not None and net[0].weight.grad.abs().sum() > 0
 
 

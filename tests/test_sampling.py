@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import dropblock.sampling as sampling
-from dropblock.sampling import bernoulli_positions, make_generator
+from dropblock.rng import make_generator
+from dropblock.sampling import bernoulli_positions
 from stats import assert_can_see_bias, assert_close_se
 
 

@@ -87,7 +87,7 @@ def show(
     loaded = load_image_or_fail(image)
     from dropblock.methods import default_block_size, draw_on_image
     from dropblock.viz.labels import METHOD_LABELS
-    from dropblock.sampling import make_generator
+    from dropblock.rng import make_generator
     from dropblock.viz import show_figure
 
     h, w = loaded.height, loaded.width
