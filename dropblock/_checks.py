@@ -6,30 +6,32 @@ import math
 import operator
 from typing import Any
 
+from dropblock.errors import UsageError
+
 
 def check_probability(value: Any, name: str = "p") -> float:
     """Return ``value`` as a float in [0, 1), or raise ValueError."""
     if isinstance(value, bool):
-        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+        raise UsageError(f"{name} must be a number in [0, 1), got {value!r}")
     try:
         p = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}") from None
+        raise UsageError(f"{name} must be a number in [0, 1), got {value!r}") from None
     if not (0.0 <= p < 1.0) or math.isnan(p):
-        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+        raise UsageError(f"{name} must be in [0, 1), got {value!r}")
     return p
 
 
 def check_positive_int(value: Any, name: str) -> int:
     """Return ``value`` as an int >= 1 (ints and integer numpy/torch scalars only), or raise ValueError."""
     if isinstance(value, bool):
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        raise UsageError(f"{name} must be an integer >= 1, got {value!r}")
     try:
         n = operator.index(value)
     except TypeError:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}") from None
+        raise UsageError(f"{name} must be an integer >= 1, got {value!r}") from None
     if n < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        raise UsageError(f"{name} must be an integer >= 1, got {value!r}")
     return n
 
 
@@ -44,7 +46,7 @@ def check_seed(value: Any, name: str = "seed") -> int:
     except TypeError:
         n = None
     if n is None or not 0 <= n <= SEED_MAX:
-        raise ValueError(f"{name} must be an integer in [0, 2**64 - 1], got {value!r}")
+        raise UsageError(f"{name} must be an integer in [0, 2**64 - 1], got {value!r}")
     return n
 
 
@@ -56,7 +58,7 @@ def check_eps(value: Any, name: str = "eps") -> float:
     except (TypeError, ValueError):
         eps = None
     if eps is None or not (0.0 < eps < math.inf):
-        raise ValueError(f"{name} must be a finite number > 0 (e.g. 1e-6), got {value!r}")
+        raise UsageError(f"{name} must be a finite number > 0 (e.g. 1e-6), got {value!r}")
     return eps
 
 
@@ -68,7 +70,7 @@ def check_map_size(height: Any, width: Any) -> tuple[int, int]:
 def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
     """Return ``value`` if it is one of ``choices``, or raise ValueError listing them."""
     if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+        raise UsageError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
     return value
 
 
@@ -83,4 +85,4 @@ def check_gamma(value: Any, modes: tuple[str, ...]) -> str | float:
         except (TypeError, ValueError):
             pass
     named = ", ".join(repr(m) for m in modes)
-    raise ValueError(f"gamma must be {named} or a probability in [0, 1], got {value!r}")
+    raise UsageError(f"gamma must be {named} or a probability in [0, 1], got {value!r}")

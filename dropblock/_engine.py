@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from dropblock.errors import UsageError
 from dropblock import backends
 from dropblock._plan import Plan, make_plan
 from dropblock.masks import block_corners, block_indices, fill_blocks, union_size
@@ -23,11 +24,11 @@ TRACED_RNG = ("generator= and seed= cannot be used while torch.fx, torch.compile
 def check_input(input: torch.Tensor) -> tuple[int, int, int, int]:
     """(N, C, H, W) of a 4-D floating tensor, or ValueError."""
     if not isinstance(input, torch.Tensor):
-        raise ValueError(f"input must be a torch.Tensor, got {type(input).__name__}")
+        raise UsageError(f"input must be a torch.Tensor, got {type(input).__name__}")
     if input.dim() != 4:
-        raise ValueError(f"input must be 4-D (N, C, H, W), got shape {tuple(input.shape)}")
+        raise UsageError(f"input must be 4-D (N, C, H, W), got shape {tuple(input.shape)}")
     if not input.is_floating_point():
-        raise ValueError(f"input must be a floating tensor, got dtype {input.dtype}")
+        raise UsageError(f"input must be a floating tensor, got dtype {input.dtype}")
     return tuple(input.shape)  # type: ignore[return-value]
 
 

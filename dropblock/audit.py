@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from dropblock.errors import UsageError
 from dropblock._checks import check_choice, check_map_size, check_positive_int, check_probability, check_seed
 from dropblock.conventions import CONVENTIONS, ConventionRate
 from dropblock.gamma import GAMMA_MODES, expected_drop_rate_unchecked, gamma_exact_unchecked, gamma_paper_unchecked
@@ -120,4 +121,4 @@ def sweep_values(kind: str, block_size: int, height: int, width: int) -> list[in
         return list(range(1, max(height, width) + 1))
     if kind == "feature-size":
         return list(range(block_size, max(height, width, 4 * block_size) + 1))
-    raise ValueError(f"sweep must be 'block-size' or 'feature-size', got {kind!r}")
+    raise UsageError(f"sweep must be 'block-size' or 'feature-size', got {kind!r}")

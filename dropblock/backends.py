@@ -21,6 +21,7 @@ from functools import lru_cache
 
 import torch
 
+from dropblock.errors import UsageError
 from dropblock import _native
 
 ENV = "DROPBLOCK_BACKEND"
@@ -31,7 +32,7 @@ def requested() -> str:
     """The backend named by ``DROPBLOCK_BACKEND`` ("auto" when unset or empty), or ValueError."""
     name = os.environ.get(ENV) or "auto"
     if name not in BACKENDS:
-        raise ValueError(f"{ENV} must be one of {', '.join(BACKENDS)}; got {name!r}")
+        raise UsageError(f"{ENV} must be one of {', '.join(BACKENDS)}; got {name!r}")
     return name
 
 

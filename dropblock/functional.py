@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from dropblock.errors import UsageError
 from dropblock import ops
 from dropblock._checks import (
     check_choice,
@@ -81,7 +82,7 @@ def drop_block2d(
         check_seed(seed)
     if generator is None and seed is not None:
         if tracing(input):
-            raise ValueError(TRACED_RNG)
+            raise UsageError(TRACED_RNG)
         if input.device.type != "meta":  # nothing to draw on a meta tensor
             generator = make_generator(seed, input.device)
     return _drop_block2d(input, p, block_size, inplace, eps, training, gamma, rescale, shared_channels, generator)
@@ -92,7 +93,7 @@ def _drop_block2d(input, p: float, block_size: int, inplace: bool, eps: float, t
     """drop_block2d on checked arguments (DropBlock2d.forward calls this)."""
     if tracing(input):
         if generator is not None:
-            raise ValueError(TRACED_RNG)
+            raise UsageError(TRACED_RNG)
         return ops.drop_block2d(input, p, block_size, inplace, eps, training, gamma, rescale, shared_channels)
     if not training or p == 0.0 or input.numel() == 0:
         return input

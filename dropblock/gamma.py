@@ -18,6 +18,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from dropblock.errors import UsageError
 from dropblock._checks import check_map_size, check_positive_int, check_probability
 
 
@@ -118,7 +119,7 @@ def solve_gamma(p: float, rows: np.ndarray, cols: np.ndarray, what: str = "this 
         return 0.0
     reachable = drop_rate_from_counts(1.0, rows, cols)
     if p >= reachable:
-        raise ValueError(
+        raise UsageError(
             f"drop rate {p:g} is unreachable for {what}: at most {reachable:.6g} of the units can be dropped"
         )
     lo, hi = 0.0, 1.0
@@ -161,10 +162,10 @@ def resolve_gamma(gamma: str | float, p: float, block_size: int, height: int, wi
     if gamma == "exact":
         return gamma_exact_unchecked(p, block_size, height, width)
     if isinstance(gamma, str):
-        raise ValueError(f"gamma must be 'paper', 'exact' or a probability in [0, 1], got {gamma!r}")
+        raise UsageError(f"gamma must be 'paper', 'exact' or a probability in [0, 1], got {gamma!r}")
     g = float(gamma)
     if not 0.0 <= g <= 1.0:
-        raise ValueError(f"gamma must be 'paper', 'exact' or a probability in [0, 1], got {gamma!r}")
+        raise UsageError(f"gamma must be 'paper', 'exact' or a probability in [0, 1], got {gamma!r}")
     return g
 
 
@@ -239,6 +240,6 @@ def linear_keep_prob(step: int, steps: int, target_keep_prob: float, start_keep_
     """
     steps = check_positive_int(steps, "steps")
     if step < 0:
-        raise ValueError(f"step must be >= 0, got {step!r}")
+        raise UsageError(f"step must be >= 0, got {step!r}")
     t = min(step, steps) / steps
     return start_keep_prob + (target_keep_prob - start_keep_prob) * t

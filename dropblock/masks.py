@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dropblock.errors import UsageError
 from dropblock import _native, backends
 from dropblock._checks import check_positive_int, check_probability, check_seed
 from dropblock.gamma import clip_block, resolve_gamma
@@ -171,7 +172,7 @@ class BlockMask:
 
 def _shape4(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
     if len(shape) != 4:
-        raise ValueError(f"shape must be (N, C, H, W), got {tuple(shape)!r}")
+        raise UsageError(f"shape must be (N, C, H, W), got {tuple(shape)!r}")
     n, c, h, w = (check_positive_int(v, name) for v, name in zip(shape, ("N", "C", "H", "W")))
     return n, c, h, w
 

@@ -14,6 +14,7 @@ from functools import cached_property
 
 import torch
 
+from dropblock.errors import UsageError
 from dropblock.gamma import (
     clip_block, cutout_expected_drop_rate, cutout_length_for, expected_drop_rate, linear_keep_prob,
 )
@@ -86,7 +87,7 @@ def draw_mask(
         keep, centres = cutout_mask(shape, n_holes, length, device=device, generator=generator)
         return MaskDraw(method, keep, centres[0].double(), None, cutout_expected_drop_rate(n_holes, length, h, w),
                         {"length": length, "n_holes": n_holes})
-    raise ValueError(f"method must be one of {', '.join(FEATURE_METHODS)}; got {method!r}")
+    raise UsageError(f"method must be one of {', '.join(FEATURE_METHODS)}; got {method!r}")
 
 
 def default_block_size(height: int, width: int) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dropblock.errors import UsageError
 from dropblock import functional as Fd
 from dropblock._checks import check_choice, check_eps, check_gamma, check_positive_int, check_probability, check_seed
 from dropblock.gamma import linear_keep_prob
@@ -30,7 +31,7 @@ class DropBlock2d(nn.Module):
     ) -> None:
         super().__init__()
         if generator is not None and seed is not None:
-            raise ValueError("give generator or seed, not both")
+            raise UsageError("give generator or seed, not both")
         self.seed = None if seed is None else check_seed(seed)
         self.p = check_probability(p)
         self.block_size = check_positive_int(block_size, "block_size")
@@ -47,7 +48,7 @@ class DropBlock2d(nn.Module):
     def _generator_for(self, input: torch.Tensor) -> torch.Generator | None:
         if self.seed is not None and (self.generator is None or self.generator.device != input.device):
             if Fd.tracing(input):
-                raise ValueError(Fd.TRACED_RNG)
+                raise UsageError(Fd.TRACED_RNG)
             if input.device.type == "meta":  # nothing is drawn on a meta tensor
                 return None
             self.generator = make_generator(self.seed, input.device)
@@ -81,7 +82,7 @@ class ScheduledDropBlock2d(DropBlock2d):
         super().__init__(p, block_size, inplace, eps, **kwargs)
         self.steps = check_positive_int(steps, "steps")
         if not 0.0 < start_keep_prob <= 1.0:
-            raise ValueError(f"start_keep_prob must be in (0, 1], got {start_keep_prob!r}")
+            raise UsageError(f"start_keep_prob must be in (0, 1], got {start_keep_prob!r}")
         self.start_keep_prob = float(start_keep_prob)
         self.register_buffer("step_count", torch.zeros((), dtype=torch.int64))
 

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dropblock.errors import UsageError
 from dropblock._checks import SEED_MAX, check_seed
 from dropblock._engine import check_input
 from dropblock.modules import DropBlock2d, ScheduledDropBlock2d
@@ -54,7 +55,7 @@ def _check_what_reaches(where: str, block: nn.Module, args: tuple) -> None:
     try:
         check_input(x)
     except ValueError as exc:
-        raise ValueError(f"the DropBlock that add_dropblock put {where} cannot take what reaches it: {exc}; "
+        raise UsageError(f"the DropBlock that add_dropblock put {where} cannot take what reaches it: {exc}; "
                          f"pick a module that returns one (N, C, H, W) tensor") from None
 
 
@@ -89,10 +90,10 @@ def resolve_targets(model: nn.Module, layers: str | Sequence[str]) -> list[str]:
 
     patterns = [layers] if isinstance(layers, str) else list(layers)
     if not patterns:
-        raise ValueError("add_dropblock needs at least one layer name or glob")
+        raise UsageError("add_dropblock needs at least one layer name or glob")
     for pattern in patterns:
         if fnmatch.fnmatchcase("", str(pattern)):
-            raise ValueError(f"layer pattern {str(pattern)!r} matches the root module (the whole model): a DropBlock "
+            raise UsageError(f"layer pattern {str(pattern)!r} matches the root module (the whole model): a DropBlock "
                              f"goes after modules inside it; name those, e.g. 'layer3.*.bn2' (model.named_modules())")
     names = [n for n, _ in model.named_modules() if n]
     slots = _slots(model)
@@ -186,14 +187,14 @@ def add_dropblock(model: nn.Module, layers: str | Sequence[str], p: float = 0.1,
             whose output is not one (N, C, H, W) floating tensor (the message names it).
     """
     if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        raise UsageError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     targets = resolve_targets(model, layers)
     if options.get("seed") is not None and check_seed(options["seed"]) + len(targets) - 1 > SEED_MAX:
-        raise ValueError(f"seed must be at most 2**64 - {len(targets)} for {len(targets)} DropBlocks (the i-th "
+        raise UsageError(f"seed must be at most 2**64 - {len(targets)} for {len(targets)} DropBlocks (the i-th "
                          f"gets seed + i), got {options['seed']!r}")
     blocks = [_make(p, block_size, schedule_steps, options, i) for i in range(len(targets))]
     for why in filter(None, (_refusal(model, target) for target in targets)):
-        raise ValueError(why)  # before anything is inserted: the model is left as it was
+        raise UsageError(why)  # before anything is inserted: the model is left as it was
     for target, block in zip(targets, blocks):
         _insert(model, target, block)
     return blocks

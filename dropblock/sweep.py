@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dropblock.errors import UsageError
 from dropblock._checks import check_choice, check_positive_int
 from dropblock.method_names import FEATURE_METHODS
 from dropblock.stats import MeanSE
@@ -66,11 +67,11 @@ class Setting:
 def _check_setting(s: Setting) -> None:
     check_choice(s.method, "method", SWEEP_METHODS)
     if not 0.0 < float(s.keep_prob) <= 1.0:
-        raise ValueError(f"keep_prob must be in (0, 1], got {s.keep_prob!r}")
+        raise UsageError(f"keep_prob must be in (0, 1], got {s.keep_prob!r}")
     if s.method == "dropblock":
         check_positive_int(s.block_size, "block_size")
     elif s.block_size is not None:
-        raise ValueError(f"block_size must be None for {s.method}, got {s.block_size!r}")
+        raise UsageError(f"block_size must be None for {s.method}, got {s.block_size!r}")
 
 
 def settings_grid(methods: Sequence[str], block_sizes: Sequence[int], keep_probs: Sequence[float]) -> list[Setting]:
@@ -88,7 +89,7 @@ def settings_grid(methods: Sequence[str], block_sizes: Sequence[int], keep_probs
                 _check_setting(s)
                 out.append(s)
     if not out:
-        raise ValueError("the sweep needs at least one method, block size and keep_prob")
+        raise UsageError("the sweep needs at least one method, block size and keep_prob")
     return out
 
 
@@ -192,7 +193,7 @@ def _check_resize(shape: tuple[int, ...], side: int | None) -> None:
         try:
             check_resize(shape[0], shape[1], side)
         except ImageLoadError as e:
-            raise ValueError(str(e)) from None
+            raise UsageError(str(e)) from None
 
 
 def _row(name: str, s: Setting, clean, after, drop_rates: list[float], label: int | None) -> ImageRow:

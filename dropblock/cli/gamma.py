@@ -109,8 +109,6 @@ def _run_audits(settings, p: float, gamma_mode: str, samples: int, seed: int, de
                     bar.advance(1)
     except ImplError as e:
         fail(str(e), 1)
-    except ValueError as e:
-        fail(str(e), 2)
     return audits
 
 
