@@ -14,7 +14,6 @@ import os
 from pathlib import Path
 from types import ModuleType
 from typing import Any
-from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -23,7 +22,7 @@ from dropblock.errors import one_line
 
 from .errors import ModelLoadError, UnknownModelError, WeightsError
 from .preprocessing import MODES, RESAMPLE, Preprocessing
-from .weights import build_and_fit, read_state_dict
+from .weights import build_and_fit, hub_cached, read_state_dict
 
 EXTRA = "pip install 'dropblock[timm]'"
 HUB_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin",
@@ -116,11 +115,7 @@ def _cached_file(cfg: dict[str, Any]) -> Path | None:
             if isinstance(found, str) and os.path.isfile(found):
                 return Path(found)
     url = cfg.get("url")
-    if url:
-        cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
-        if cached.is_file():
-            return cached
-    return None
+    return hub_cached(url) if url and hub_cached(url).is_file() else None
 
 
 def build(timm: ModuleType, name: str, spec: str, *, weights: str | Path | None, pretrained: bool,

@@ -9,11 +9,9 @@ the builder's own fix-ups (DenseNet's old key names, Inception's ``transform_inp
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from types import ModuleType
 from typing import Any
-from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -22,7 +20,7 @@ from dropblock.errors import one_line
 
 from .errors import ModelLoadError, UnknownModelError, WeightsError
 from .preprocessing import RESAMPLE, Preprocessing, imagenet_preprocessing
-from .weights import as_state_dict, build_and_fit, read_state_dict
+from .weights import build_and_fit, hub_state_dict, read_state_dict
 
 EXTRA = "pip install 'dropblock[torchvision]'"
 
@@ -85,22 +83,7 @@ def class_names_of(weights: Any) -> tuple[str, ...] | None:
 
 def _hub_loader(download: bool, spec: str):
     def load(url: str, *args: object, **kwargs: object) -> dict[str, torch.Tensor]:
-        file_name = str(kwargs.get("file_name") or os.path.basename(urlparse(url).path))
-        cached = Path(torch.hub.get_dir()) / "checkpoints" / file_name
-        if cached.is_file():
-            return read_state_dict(cached)
-        if not download:
-            raise WeightsError(f"no weights for {spec}: {file_name} is not in {cached.parent}; "
-                               f"pass --download to fetch it from {url}, or --weights FILE")
-        try:
-            state = torch.hub.load_state_dict_from_url(
-                url, map_location="cpu", progress=False, check_hash=True, file_name=file_name,
-                weights_only=True)
-        except Exception as exc:
-            raise WeightsError(f"could not download {url} to {cached.parent}: "
-                               f"{one_line(exc, with_type=True, limit=160)}; pass --weights FILE "
-                               f"instead") from exc
-        return as_state_dict(state, f"download {url}")
+        return hub_state_dict(url, spec, download, kwargs.get("file_name"))[0]
     return load
 
 

@@ -15,11 +15,13 @@ Sources, in order:
 
 from __future__ import annotations
 
+import posixpath
 import re
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -28,10 +30,10 @@ from dropblock.errors import one_line
 
 from .errors import WeightsError
 
-#: torchvision checkpoint file name and URL per ResNet (the file name's hash prefix is checked).
-TORCHVISION_WEIGHTS: dict[str, tuple[str, str]] = {
-    "resnet18": ("resnet18-f37072fd.pth", "https://download.pytorch.org/models/resnet18-f37072fd.pth"),
-    "resnet50": ("resnet50-11ad3fa6.pth", "https://download.pytorch.org/models/resnet50-11ad3fa6.pth"),
+#: torchvision's checkpoint URL per ResNet (the file name's hash prefix is checked).
+TORCHVISION_WEIGHTS: dict[str, str] = {
+    "resnet18": "https://download.pytorch.org/models/resnet18-f37072fd.pth",
+    "resnet50": "https://download.pytorch.org/models/resnet50-11ad3fa6.pth",
 }
 _SHOW = 3  # how many keys a message names
 
@@ -41,9 +43,34 @@ def _names(keys: list[str]) -> str:
     return shown + (f" (+{len(keys) - _SHOW} more)" if len(keys) > _SHOW else "")
 
 
-def hub_checkpoint_path(model_name: str) -> Path:
-    """Where torch hub keeps torchvision's checkpoint for a ResNet (it may not exist)."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / TORCHVISION_WEIGHTS[model_name][0]
+def hub_cached(url: str, file_name: str | None = None) -> Path:
+    """Where torch hub keeps the checkpoint at ``url`` (it may not exist)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / (file_name or posixpath.basename(urlparse(url).path))
+
+
+def hub_state_dict(url: str, name: str, download: bool,
+                   file_name: str | None = None) -> tuple[dict[str, torch.Tensor], str]:
+    """The checkpoint at ``url`` from the torch hub cache or, with ``download``, fetched into it
+    (hash-checked, ``weights_only=True``); and where it came from.
+
+    Raises:
+        WeightsError: not cached without ``download`` (says how to get it), or the fetch failed.
+    """
+    cached = hub_cached(url, file_name)
+    if cached.is_file():
+        return read_state_dict(cached), str(cached)
+    if not download:
+        raise WeightsError(f"no weights for {name}: {cached.name} is not in {cached.parent}; "
+                           f"pass --download to fetch it from {url}, or --weights FILE")
+    try:
+        state = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False,
+                                                   check_hash=True, file_name=cached.name,
+                                                   weights_only=True)
+    except Exception as exc:
+        raise WeightsError(f"could not download {url} to {cached.parent}: "
+                           f"{one_line(exc, with_type=True, limit=160)}; pass --weights FILE "
+                           f"instead") from exc
+    return as_state_dict(state, f"download {url}"), url
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -283,29 +310,6 @@ def _package_state_dict() -> tuple[dict[str, torch.Tensor], str]:
     return read_state_dict(path), str(path)
 
 
-def _torchvision_state_dict(model_name: str, download: bool) -> tuple[dict[str, torch.Tensor], str]:
-    file_name, url = TORCHVISION_WEIGHTS[model_name]
-    cached = hub_checkpoint_path(model_name)
-    if cached.is_file():
-        return read_state_dict(cached), str(cached)
-    if not download:
-        raise WeightsError(
-            f"no weights for {model_name}: {file_name} is not in {cached.parent}; "
-            f"pass --weights FILE, or --download to fetch it from {url}"
-        )
-    try:
-        state = torch.hub.load_state_dict_from_url(
-            url, map_location="cpu", progress=False, check_hash=True,
-            file_name=file_name, weights_only=True,
-        )
-    except Exception as exc:
-        raise WeightsError(
-            f"could not download {url} to {cached.parent}: {one_line(exc, with_type=True, limit=160)}; "
-            f"pass --weights FILE instead"
-        ) from exc
-    return as_state_dict(state, f"download {url}"), url
-
-
 def load_weights(
     model: nn.Module, model_name: str, weights: str | Path | None = None, download: bool = False
 ) -> nn.Module:
@@ -317,7 +321,7 @@ def load_weights(
     if weights is not None:
         state, source = read_state_dict(weights), str(Path(weights).expanduser())
     elif model_name in TORCHVISION_WEIGHTS:
-        state, source = _torchvision_state_dict(model_name, download)
+        state, source = hub_state_dict(TORCHVISION_WEIGHTS[model_name], model_name, download)
     elif model_name == "efficientnet-lite0":
         state, source = _package_state_dict()
     else:
