@@ -1,4 +1,4 @@
-"""The built-in networks' common base: a registry name and short layer names."""
+"""The built-in networks' common base: a model name and short layer names."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from .names import LAYER_PATHS
 
 
 class BuiltinNet(nn.Module):
-    """A built-in classifier. Subclasses set ``arch`` (registry name); its short layer names
+    """A built-in classifier. Subclasses set ``arch`` (its model name); its short layer names
     (``stem``, ``blocks.5``, ``layer3``) and their modules come from :data:`~.names.LAYER_PATHS`."""
 
     arch: str = ""

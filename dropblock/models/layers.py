@@ -173,6 +173,23 @@ def layer_path(model: nn.Module, layer: str) -> tuple[str, str] | None:
     return None
 
 
+def layer_module(model: nn.Module, layer: str) -> nn.Module:
+    """The submodule whose forward output is ``layer``'s activation (to hook it): a built-in
+    network's short name (``blocks.5``) or any ``named_modules`` name of any model (or of a
+    :class:`~dropblock.models.LoadedModel`'s module).
+
+    Raises:
+        UnknownNameError: unknown layer.
+    """
+    model = getattr(model, "module", model)  # a LoadedModel
+    found = layer_path(model, layer)
+    if found is None:
+        if isinstance(model, BuiltinNet):
+            resolve_layer(model.arch, layer)  # raises with the short names listed
+        raise UnknownNameError("layer", str(layer), [n for n, _ in model.named_modules() if n])
+    return model.get_submodule(found[1])
+
+
 def unknown_layer(layer: str, trace: Trace, model_name: str,
                   model: nn.Module | None = None) -> UnknownNameError:
     """The error for a layer name that no module has: close matches among the 4-D layers (a built-in

@@ -8,11 +8,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .base import BuiltinNet
+from .efficientnet_lite import EfficientNetLite0
 from .layers import Trace, check_logits, trace_model
+from .names import resolve_model
 from .preprocessing import PREPROCESSING, Preprocessing, imagenet_preprocessing
-from .registry import build_model
+from .resnet import resnet18, resnet50
 from .spec import ModelSpec
 from .weights import fit_state_dict, load_weights, read_state_dict
+
+_BUILDERS = {"efficientnet-lite0": EfficientNetLite0, "resnet18": resnet18, "resnet50": resnet50}
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,24 @@ def _weights_label(weights: str | Path | None, pretrained: bool) -> str:
     if weights is not None:
         return str(Path(weights).expanduser())
     return "default" if pretrained else "random init"
+
+
+def build_model(name: str, num_classes: int = 1000) -> BuiltinNet:
+    """A randomly initialised built-in ``name`` network in eval mode (uses torch's global RNG).
+
+    Raises:
+        UnknownNameError: unknown model name.
+    """
+    return _BUILDERS[resolve_model(name)](num_classes=num_classes).eval()
+
+
+def build(spec: ModelSpec, weights: str | Path | None, pretrained: bool, download: bool,
+          meta: bool, input_size: int | None) -> Built:
+    """The model ``spec`` names, by its kind (see :func:`~dropblock.models.load_classifier`)."""
+    if spec.kind in ("module", "file"):
+        return build_user(spec, weights, input_size or 224)
+    by_kind = {"builtin": build_builtin, "torchvision": build_torchvision, "timm": build_timm}
+    return by_kind[spec.kind](spec, weights, pretrained, download, meta)
 
 
 def build_builtin(spec: ModelSpec, weights: str | Path | None, pretrained: bool,
