@@ -201,19 +201,12 @@ def fit_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: 
     for key in own:
         if key.endswith("num_batches_tracked") and key not in state:
             state[key] = torch.zeros_like(own[key], device="cpu") if own[key].is_meta else own[key]
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    problems = []
-    if missing:
-        problems.append(f"missing keys {_names(missing)}")
+    missing, unexpected, differ = _differences(state, own)
+    problems = [f"missing keys {_names(missing)}"] if missing else []
     if unexpected:
         problems.append(f"unexpected keys {_names(unexpected)}")
-    for key, want in own.items():
-        if key in state and state[key].shape != want.shape:
-            problems.append(
-                f"shape mismatch at {key}: file {tuple(state[key].shape)}, model {tuple(want.shape)}"
-            )
-            break
+    problems += [f"shape mismatch at {k}: file {tuple(state[k].shape)}, model {tuple(own[k].shape)}"
+                 for k in differ[:1]]
     problems += _bad_values(state, own)[:1]
     arch = name or getattr(model, "arch", "") or type(model).__name__
     if problems:
@@ -242,6 +235,15 @@ def _bad_values(state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tenso
         elif not bool(torch.isfinite(value).all()):
             bad.append(f"{key} holds NaN or inf")
     return bad
+
+
+def _differences(state: Mapping[str, torch.Tensor],
+                 own: Mapping[str, torch.Tensor]) -> tuple[list[str], list[str], list[str]]:
+    """The keys of ``own`` (a model's state dict) that ``state`` lacks (BatchNorm counters
+    excepted), the keys of ``state`` that ``own`` lacks, and the keys whose shapes differ."""
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    differ = [k for k in own if k in state and state[k].shape != own[k].shape]
+    return missing, [k for k in state if k not in own], differ
 
 
 def build_and_fit(build: Callable[[int | None], nn.Module], state: Mapping[str, torch.Tensor],
@@ -280,16 +282,10 @@ def output_rows(model: nn.Module, state: Mapping[str, torch.Tensor], classes: in
     """The class count of ``state`` when it fits ``model`` except for the rows of the one layer
     with ``classes`` outputs (a model fine-tuned to other classes); None otherwise."""
     own = model.state_dict()
-    state = without_schedules(state, own)
-    if any(k not in own for k in state) or any(
-            k not in state for k in own if not k.endswith("num_batches_tracked")):
-        return None
-    differ = [k for k in own if k in state and state[k].shape != own[k].shape]
+    missing, unexpected, differ = _differences(without_schedules(state, own), own)
     layers = {k.rsplit(".", 1)[0] for k in differ}
-    if len(layers) != 1 or f"{next(iter(layers))}.weight" not in differ:
-        return None
-    weight = f"{next(iter(layers))}.weight"
-    if own[weight].shape[0] != classes:
+    weight = f"{layers.pop()}.weight" if len(layers) == 1 else ""
+    if missing or unexpected or weight not in differ or own[weight].shape[0] != classes:
         return None
     rows = state[weight].shape[0]
     if any(state[k].shape[0] != rows or state[k].shape[1:] != own[k].shape[1:] for k in differ):
