@@ -75,22 +75,16 @@ def class_names_of(model: nn.Module) -> tuple[str, ...] | None:
     neither gives one name per output."""
     classes = getattr(model, "num_classes", None)
     cfg = getattr(model, "pretrained_cfg", None) or {}
-    for key in ("label_descriptions", "label_names"):
-        names = cfg.get(key)
-        if names and len(names) == classes:
-            return tuple(str(n).split(",")[0].strip() for n in names)
+    candidates = [cfg.get("label_descriptions"), cfg.get("label_names")]
     try:
         from timm.data import ImageNetInfo, infer_imagenet_subset
 
         subset = infer_imagenet_subset(model)
-        if not subset:
-            return None
-        descriptions = ImageNetInfo(subset).label_descriptions()
+        candidates.append(ImageNetInfo(subset).label_descriptions() if subset else None)
     except Exception:  # no subset metadata for this model: the caller falls back
-        return None
-    if len(descriptions) != classes:
-        return None
-    return tuple(d.split(",")[0].strip() for d in descriptions)
+        pass
+    names = next((n for n in candidates if n and len(n) == classes), None)
+    return None if names is None else tuple(str(n).split(",")[0].strip() for n in names)
 
 
 def _cached_file(cfg: dict[str, Any]) -> Path | None:
