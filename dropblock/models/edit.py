@@ -28,7 +28,7 @@ from torch.overrides import TorchFunctionMode
 from dropblock.errors import UsageError, one_line
 
 from .errors import ModelLoadError
-from .layers import check_logits, layer_path, not_a_map, trace_model, unknown_layer
+from .layers import check_logits, layer_path, not_a_map, on_model, trace_model, unknown_layer
 from .modes import eval_mode
 
 Edit = Callable[[torch.Tensor], torch.Tensor]
@@ -325,5 +325,4 @@ def _check_image(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
         raise UsageError(f"expected x of shape (1, 3, H, W), got {shape}")
     if x.shape[0] != 1:
         raise UsageError(f"forward_many takes one image, got a batch of {x.shape[0]}")
-    param = next(net.parameters(), None)
-    return x if param is None else x.to(device=param.device, dtype=param.dtype)
+    return on_model(net, x)

@@ -86,12 +86,13 @@ class Trace:
         return before + after
 
 
-def probe_input(model: nn.Module, size: int) -> torch.Tensor:
-    """A (1, 3, size, size) zero image on the device and in the float dtype of ``model``."""
+def on_model(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x`` on the device and in the float dtype of ``model``'s first parameter (as it is for a
+    model without parameters; float32 for one without float parameters)."""
     param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    return torch.zeros(1, 3, size, size, device=device, dtype=dtype)
+    if param is None:
+        return x
+    return x.to(param.device, param.dtype if param.is_floating_point() else torch.float32)
 
 
 def record_calls(model: nn.Module, run: Callable[[], object]) -> Trace:
@@ -138,7 +139,7 @@ def trace_model(model: nn.Module, size: int) -> Trace:
     Raises:
         ModelLoadError: the forward pass raised.
     """
-    x = probe_input(model, size)
+    x = on_model(model, torch.zeros(1, 3, size, size))
     try:
         with eval_mode(model), torch.no_grad():
             return record_calls(model, lambda: model(x))
