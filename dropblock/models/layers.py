@@ -14,10 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from dropblock.errors import one_line
-
 from .base import BuiltinNet
-from .errors import LayerError, ModelLoadError, UnknownNameError
+from .errors import LayerError, ModelLoadError, UnknownNameError, why
 from .modes import eval_mode
 from .names import resolve_layer
 
@@ -145,7 +143,7 @@ def trace_model(model: nn.Module, size: int) -> Trace:
             return record_calls(model, lambda: model(x))
     except (Exception, SystemExit) as exc:  # user code's sys.exit() is a failure too
         raise ModelLoadError(f"a forward pass of a 1x3x{size}x{size} image failed: "
-                             f"{one_line(exc, with_type=True, limit=160)}") from exc
+                             f"{why(exc)}") from exc
 
 
 def filter_layers(layers: Sequence[LayerInfo], patterns: str | Sequence[str] | None) -> list[LayerInfo]:

@@ -19,7 +19,7 @@ from dropblock.errors import UsageError, one_line
 
 from .base import BuiltinNet
 from .classes import NUM_CLASSES, class_names
-from .errors import ModelLoadError, ModelSpecError
+from .errors import ModelLoadError, ModelSpecError, why
 from .layers import (LayerInfo, Trace, check_logits, filter_layers, layer_path, not_a_map,
                      trace_model, unknown_layer)
 from .names import resolve_model
@@ -131,8 +131,7 @@ def read_class_names(path: str | Path) -> tuple[str, ...]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ModelSpecError(f"cannot read class names file {path}: "
-                             f"{one_line(exc, with_type=True, limit=160)}") from None
+        raise ModelSpecError(f"cannot read class names file {path}: {why(exc)}") from None
     while lines and not lines[-1].strip():
         lines.pop()
     if not lines:

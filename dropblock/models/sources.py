@@ -17,11 +17,9 @@ from types import ModuleType
 import torch
 from torch import nn
 
-from dropblock.errors import one_line
-
 from .base import BuiltinNet
 from .efficientnet_lite import EfficientNetLite0
-from .errors import ModelLoadError, WeightsError
+from .errors import ModelLoadError, WeightsError, why
 from .layers import Trace, check_logits, trace_model
 from .names import resolve_model
 from .preprocessing import PREPROCESSING, Preprocessing, imagenet_preprocessing
@@ -118,8 +116,7 @@ def import_extra(module: str) -> ModuleType:
                              f"pip install 'dropblock[{package}]'") from None
     except Exception as exc:  # e.g. a release built for another torch
         raise ModelLoadError(f"{package} cannot be imported beside torch {torch.__version__}: "
-                             f"{one_line(exc, with_type=True, limit=160)}; install the {package} "
-                             f"release made for it") from exc
+                             f"{why(exc)}; install the {package} release made for it") from exc
 
 
 def create(builder: Callable[..., nn.Module], spec: str, *args: object,
@@ -130,7 +127,7 @@ def create(builder: Callable[..., nn.Module], spec: str, *args: object,
     except WeightsError:
         raise
     except Exception as exc:
-        raise ModelLoadError(f"building {spec} failed: {one_line(exc, with_type=True, limit=160)}") from exc
+        raise ModelLoadError(f"building {spec} failed: {why(exc)}") from exc
 
 
 def random_init(build: Callable[[], nn.Module], meta: bool) -> nn.Module:

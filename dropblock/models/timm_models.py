@@ -18,9 +18,7 @@ from typing import Any
 
 from torch import nn
 
-from dropblock.errors import one_line
-
-from .errors import ModelLoadError, UnknownModelError, WeightsError
+from .errors import ModelLoadError, UnknownModelError, WeightsError, why
 from .preprocessing import MODES, RESAMPLE, Preprocessing
 from .sources import Built, create, fitted, import_extra, random_init, weights_label
 from .spec import ModelSpec
@@ -120,13 +118,15 @@ def build(spec: ModelSpec, weights: str | Path | None, pretrained: bool, downloa
     if weights is not None:
         model, classes = fitted(builder, text, weights, _default_classes(name))
     else:
-        model = _pretrained(timm, builder, name, text, download) if pretrained else random_init(builder, meta)
+        model = (_pretrained(timm, builder, name, text, download) if pretrained
+                 else random_init(builder, meta))
         classes = int(model.num_classes)
     return Built(model, preprocessing_of(model), classes, class_names_of(model),
                  weights_label(weights, pretrained))
 
 
-def _pretrained(timm: ModuleType, builder: partial, name: str, spec: str, download: bool) -> nn.Module:
+def _pretrained(timm: ModuleType, builder: partial, name: str, spec: str,
+                download: bool) -> nn.Module:
     """The model with its default weights: from the cache as a local file, else fetched by timm
     with ``download``."""
     from timm.models import get_pretrained_cfg
@@ -136,7 +136,8 @@ def _pretrained(timm: ModuleType, builder: partial, name: str, spec: str, downlo
         raise WeightsError(f"timm has no pretrained weights for {spec}; pass --weights FILE")
     cached = _cached_file(cfg.to_dict())
     if cached is not None:
-        return builder(pretrained=True, pretrained_cfg_overlay={"file": str(cached), "source": None})
+        return builder(pretrained=True,
+                       pretrained_cfg_overlay={"file": str(cached), "source": None})
     where = cfg.hf_hub_id or cfg.url
     if not download:
         raise WeightsError(f"no weights for {spec} in the Hugging Face or torch hub cache; pass "
@@ -145,8 +146,7 @@ def _pretrained(timm: ModuleType, builder: partial, name: str, spec: str, downlo
         return timm.create_model(name, pretrained=True)
     except Exception as exc:
         raise WeightsError(f"could not download the weights of {spec} ({where}): "
-                           f"{one_line(exc, with_type=True, limit=160)}; pass --weights FILE "
-                           f"instead") from exc
+                           f"{why(exc)}; pass --weights FILE instead") from exc
 
 
 def _default_classes(name: str) -> int:

@@ -91,7 +91,8 @@ def build(spec: ModelSpec, weights: str | Path | None, pretrained: bool, downloa
         raise WeightsError(f"torchvision has no pretrained weights for {text}; pass --weights FILE")
     else:
         model = _pretrained(builder, default, text, download)
-    return Built(model, preprocessing_of(default), classes, names, weights_label(weights, pretrained))
+    return Built(model, preprocessing_of(default), classes, names,
+                 weights_label(weights, pretrained))
 
 
 def _pretrained(builder: partial, default: Any, spec: str, download: bool) -> torch.nn.Module:

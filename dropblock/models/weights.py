@@ -26,9 +26,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from dropblock.errors import one_line
-
-from .errors import WeightsError
+from .errors import WeightsError, why
 
 #: torchvision's checkpoint URL per ResNet (the file name's hash prefix is checked).
 TORCHVISION_WEIGHTS: dict[str, str] = {
@@ -45,7 +43,8 @@ def _names(keys: list[str]) -> str:
 
 def hub_cached(url: str, file_name: str | None = None) -> Path:
     """Where torch hub keeps the checkpoint at ``url`` (it may not exist)."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / (file_name or posixpath.basename(urlparse(url).path))
+    file_name = file_name or posixpath.basename(urlparse(url).path)
+    return Path(torch.hub.get_dir()) / "checkpoints" / file_name
 
 
 def hub_state_dict(url: str, name: str, download: bool,
@@ -68,8 +67,7 @@ def hub_state_dict(url: str, name: str, download: bool,
                                                    weights_only=True)
     except Exception as exc:
         raise WeightsError(f"could not download {url} to {cached.parent}: "
-                           f"{one_line(exc, with_type=True, limit=160)}; pass --weights FILE "
-                           f"instead") from exc
+                           f"{why(exc)}; pass --weights FILE instead") from exc
     return as_state_dict(state, f"download {url}"), url
 
 
@@ -111,7 +109,7 @@ def _load_error(path: Path, exc: Exception) -> WeightsError:
         )
     return WeightsError(
         f"cannot read weights file {path} (expected a state dict saved with torch.save, or a "
-        f".safetensors file): {one_line(exc, with_type=True, limit=160)}"
+        f".safetensors file): {why(exc)}"
     )
 
 
@@ -136,7 +134,7 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         return load_file(str(path), device="cpu")
     except Exception as exc:
         raise WeightsError(f"cannot read weights file {path} (corrupt .safetensors file): "
-                           f"{one_line(exc, with_type=True, limit=160)}") from exc
+                           f"{why(exc)}") from exc
 
 
 def as_state_dict(obj: object, what: str) -> dict[str, torch.Tensor]:
@@ -217,8 +215,7 @@ def fit_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: 
     try:
         model.load_state_dict(state, strict=True, assign=meta)
     except Exception as exc:
-        raise WeightsError(f"weights {source} do not fit {arch}: "
-                           f"{one_line(exc, with_type=True, limit=160)}") from exc
+        raise WeightsError(f"weights {source} do not fit {arch}: {why(exc)}") from exc
 
 
 def _bad_values(state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor]) -> list[str]:
