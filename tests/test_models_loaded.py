@@ -61,7 +61,7 @@ def test_bad_arguments(tmp_path):
         M.load_classifier("resnet18", pretrained=False, class_names=tmp_path / "nope.txt")
     with pytest.raises(ValueError, match="input_size must be"):
         M.load_classifier("resnet18", pretrained=False, input_size=0)
-    with pytest.raises(ValueError, match="std must be > 0"):
+    with pytest.raises(ValueError, match="std must be >= 1e-06"):
         M.load_classifier("resnet18", pretrained=False, std=(1, 0, 1))
     with pytest.raises(ValueError, match="pretrained=False"):
         M.load_classifier("resnet18", device="meta")

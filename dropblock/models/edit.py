@@ -25,10 +25,10 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from dropblock.errors import UsageError, one_line
+from dropblock.errors import UsageError
 
-from .errors import ModelLoadError
-from .layers import check_logits, layer_path, not_a_map, trace_model, unknown_layer
+from .errors import ModelLoadError, why
+from .layers import check_logits, layer_path, not_a_map, on_model, trace_model, unknown_layer
 from .modes import eval_mode
 
 Edit = Callable[[torch.Tensor], torch.Tensor]
@@ -170,8 +170,7 @@ class _Job:
         try:
             out = self.run(self.x, None if edited is None else (lambda f: edited))
         except (Exception, SystemExit) as exc:  # user code's sys.exit() is a failure too
-            raise ModelLoadError(f"a forward pass of {self.name} failed: "
-                                 f"{one_line(exc, with_type=True, limit=160)}") from exc
+            raise ModelLoadError(f"a forward pass of {self.name} failed: {why(exc)}") from exc
         output = self.seen.output
         if self.seen.calls != 1 or not _is_map(output) or output.shape[0] != 1:
             raise not_a_map(self.path, trace_model(self.net, self.x.shape[-1]), self.name)
@@ -325,5 +324,4 @@ def _check_image(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
         raise UsageError(f"expected x of shape (1, 3, H, W), got {shape}")
     if x.shape[0] != 1:
         raise UsageError(f"forward_many takes one image, got a batch of {x.shape[0]}")
-    param = next(net.parameters(), None)
-    return x if param is None else x.to(device=param.device, dtype=param.dtype)
+    return on_model(net, x)

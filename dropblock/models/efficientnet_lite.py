@@ -125,9 +125,6 @@ class EfficientNetLite0(BuiltinNet):
         self._dropout = nn.Dropout(dropout)
         self._fc = nn.Linear(HEAD_CHANNELS, num_classes)
 
-        self.layer_paths = {"stem": "_stem_act", **{f"blocks.{i}": f"_blocks.{i}" for i in range(len(blocks))},
-                            "head": "_head_act"}
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) normalized image -> (B, num_classes) logits."""
         x = self._stem_act(self._bn0(self._conv_stem(x)))

@@ -15,7 +15,12 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 
-from dropblock.errors import Failure, UsageError
+from dropblock.errors import Failure, UsageError, one_line
+
+
+def why(exc: BaseException) -> str:
+    """``exc`` as the end of a one-line message: its type and first line, at most 160 characters."""
+    return one_line(exc, with_type=True, limit=160)
 
 
 class WeightsError(Failure):

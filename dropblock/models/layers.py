@@ -14,10 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from dropblock.errors import one_line
-
 from .base import BuiltinNet
-from .errors import LayerError, ModelLoadError, UnknownNameError
+from .errors import LayerError, ModelLoadError, UnknownNameError, why
 from .modes import eval_mode
 from .names import resolve_layer
 
@@ -86,12 +84,13 @@ class Trace:
         return before + after
 
 
-def probe_input(model: nn.Module, size: int) -> torch.Tensor:
-    """A (1, 3, size, size) zero image on the device and in the float dtype of ``model``."""
+def on_model(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x`` on the device and in the float dtype of ``model``'s first parameter (as it is for a
+    model without parameters; float32 for one without float parameters)."""
     param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    return torch.zeros(1, 3, size, size, device=device, dtype=dtype)
+    if param is None:
+        return x
+    return x.to(param.device, param.dtype if param.is_floating_point() else torch.float32)
 
 
 def record_calls(model: nn.Module, run: Callable[[], object]) -> Trace:
@@ -138,13 +137,13 @@ def trace_model(model: nn.Module, size: int) -> Trace:
     Raises:
         ModelLoadError: the forward pass raised.
     """
-    x = probe_input(model, size)
+    x = on_model(model, torch.zeros(1, 3, size, size))
     try:
         with eval_mode(model), torch.no_grad():
             return record_calls(model, lambda: model(x))
     except (Exception, SystemExit) as exc:  # user code's sys.exit() is a failure too
         raise ModelLoadError(f"a forward pass of a 1x3x{size}x{size} image failed: "
-                             f"{one_line(exc, with_type=True, limit=160)}") from exc
+                             f"{why(exc)}") from exc
 
 
 def filter_layers(layers: Sequence[LayerInfo], patterns: str | Sequence[str] | None) -> list[LayerInfo]:
@@ -171,6 +170,23 @@ def layer_path(model: nn.Module, layer: str) -> tuple[str, str] | None:
     if key and key in dict(model.named_modules()):
         return key, key
     return None
+
+
+def layer_module(model: nn.Module, layer: str) -> nn.Module:
+    """The submodule whose forward output is ``layer``'s activation (to hook it): a built-in
+    network's short name (``blocks.5``) or any ``named_modules`` name of any model (or of a
+    :class:`~dropblock.models.LoadedModel`'s module).
+
+    Raises:
+        UnknownNameError: unknown layer.
+    """
+    model = getattr(model, "module", model)  # a LoadedModel
+    found = layer_path(model, layer)
+    if found is None:
+        if isinstance(model, BuiltinNet):
+            resolve_layer(model.arch, layer)  # raises with the short names listed
+        raise UnknownNameError("layer", str(layer), [n for n, _ in model.named_modules() if n])
+    return model.get_submodule(found[1])
 
 
 def unknown_layer(layer: str, trace: Trace, model_name: str,

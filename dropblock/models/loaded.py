@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import torch
@@ -17,14 +17,14 @@ from torch import nn
 
 from dropblock.errors import UsageError, one_line
 
-from .classes import NUM_CLASSES, class_names
-from .errors import ModelLoadError, ModelSpecError
-from .layers import (LayerInfo, Trace, check_logits, layer_path, not_a_map, trace_model,
-                     unknown_layer)
 from .base import BuiltinNet
+from .classes import NUM_CLASSES, class_names
+from .errors import ModelLoadError, ModelSpecError, why
+from .layers import (LayerInfo, Trace, check_logits, filter_layers, layer_path, not_a_map,
+                     trace_model, unknown_layer)
+from .names import resolve_model
 from .preprocessing import PREPROCESSING, Preprocessing
-from .registry import check_device
-from .sources import Built, build_builtin, build_timm, build_torchvision, build_user
+from .sources import build
 from .spec import ModelSpec, parse_spec
 
 
@@ -131,8 +131,7 @@ def read_class_names(path: str | Path) -> tuple[str, ...]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ModelSpecError(f"cannot read class names file {path}: "
-                             f"{one_line(exc, with_type=True, limit=160)}") from None
+        raise ModelSpecError(f"cannot read class names file {path}: {why(exc)}") from None
     while lines and not lines[-1].strip():
         lines.pop()
     if not lines:
@@ -156,17 +155,6 @@ def _given_names(names: str | Path | Sequence[str], classes: int, spec: str) -> 
     if len(given) != classes:
         raise ModelSpecError(f"{where} has {len(given)} names but {spec} has {classes} outputs")
     return given
-
-
-def _build(spec: ModelSpec, weights: str | Path | None, pretrained: bool, download: bool,
-           meta: bool, input_size: int | None) -> Built:
-    if spec.kind == "builtin":
-        return build_builtin(spec, weights, pretrained, download, meta)
-    if spec.kind == "torchvision":
-        return build_torchvision(spec, weights, pretrained, download, meta)
-    if spec.kind == "timm":
-        return build_timm(spec, weights, pretrained, download, meta)
-    return build_user(spec, weights, input_size or 224)
 
 
 def load_classifier(
@@ -202,7 +190,7 @@ def load_classifier(
     if meta and pretrained:
         raise UsageError("device 'meta' holds no data: pass pretrained=False")
     target = torch.device("meta") if meta else check_device(device)
-    built = _build(parsed, weights, pretrained, download, meta, input_size)
+    built = build(parsed, weights, pretrained, download, meta, input_size)
     prep = built.preprocessing.with_overrides(input_size, mean, std)
     names = (_given_names(class_names, built.classes, str(parsed)) if class_names is not None
              else _names_for(built.classes, built.names))
@@ -210,6 +198,35 @@ def load_classifier(
     if built.trace is not None:
         loaded.__dict__["trace"] = built.trace  # fills the cached property
     return loaded
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch.device that works here.
+
+    Raises:
+        ValueError: it cannot be used (e.g. ``"cuda"`` without a GPU).
+    """
+    try:
+        device = torch.device(device)
+        torch.empty(0, device=device)  # fails early for e.g. "cuda" without a GPU
+    except (RuntimeError, AssertionError, ValueError, TypeError) as exc:
+        raise UsageError(f"cannot use device {str(device)!r}: {one_line(exc)}") from exc
+    return device
+
+
+def load_model(name: str, weights: str | Path | None = None, download: bool = False,
+               device: str | torch.device = "cpu") -> BuiltinNet:
+    """The pretrained built-in network ``name`` (see ``MODEL_NAMES``) in eval mode on ``device``:
+    :func:`load_classifier`'s module, with its default weights or the state-dict file ``weights``
+    (``download``: fetch a ResNet's torchvision checkpoint when not in the torch hub cache).
+
+    Raises:
+        UnknownNameError: unknown model name.
+        WeightsError: weights missing, unreadable, or not fitting (one-line message).
+        ValueError: the device cannot be used.
+    """
+    spec = ModelSpec("builtin", resolve_model(name))
+    return load_classifier(spec, weights=weights, download=download, device=device).module
 
 
 def load_structure(spec: str | ModelSpec, *, input_size: int | None = None,
@@ -232,3 +249,32 @@ def load_structure(spec: str | ModelSpec, *, input_size: int | None = None,
     loaded = load_classifier(spec, device="cpu", **kwargs)
     loaded.trace
     return loaded
+
+
+@lru_cache(maxsize=None)
+def _layer_table(name: str) -> tuple[LayerInfo, ...]:
+    loaded = load_structure(name)
+    return tuple(loaded.layer(layer) for layer in loaded.module.layer_paths)
+
+
+def layer_table(model: str | LoadedModel | nn.Module,
+                filter: str | Sequence[str] | None = None) -> list[LayerInfo]:
+    """The pickable layers of a model, input to output, with (C, H, W) output shapes.
+
+    Args:
+        model: a built-in model name: its short-named layers (``stem``, ``blocks.0`` ...) at a
+            1x3x224x224 input, measured once (then cached) on the meta device, no weights
+            needed. Or a :class:`LoadedModel`: every module with a 4-D output at its input
+            size. Or any ``nn.Module``: the same at 224.
+        filter: glob(s) on the names (see :func:`~dropblock.models.layers.filter_layers`).
+
+    Raises:
+        UnknownNameError: unknown model name.
+    """
+    if isinstance(model, str):
+        table = _layer_table(resolve_model(model))
+    elif isinstance(model, LoadedModel):
+        table = model.layers
+    else:
+        table = trace_model(model, 224).layers()
+    return filter_layers(table, filter)

@@ -35,21 +35,23 @@ LITE0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
 )
 
 
-def _resnet_layers(depths: tuple[int, ...]) -> tuple[str, ...]:
-    names = ["stem"]
+def _resnet_paths(depths: tuple[int, ...]) -> dict[str, str]:
+    paths = {"stem": "maxpool"}
     for stage, depth in enumerate(depths, start=1):
-        names.append(f"layer{stage}")
-        names.extend(f"layer{stage}.{j}" for j in range(depth))
-    return tuple(names)
+        paths[f"layer{stage}"] = f"layer{stage}"
+        paths.update({f"layer{stage}.{j}": f"layer{stage}.{j}" for j in range(depth)})
+    return paths
 
 
-_LAYERS: dict[str, tuple[str, ...]] = {
-    "efficientnet-lite0": (
-        "stem",
-        *(f"blocks.{i}" for i in range(sum(stage[0] for stage in LITE0_STAGES))),
-        "head",
-    ),
-    **{name: _resnet_layers(d) for name, d in RESNET_DEPTHS.items()},
+#: Each built-in's short layer names, input to output, each mapped to the ``named_modules`` name of
+#: the submodule whose output is that layer's activation (what a forward hook goes on).
+LAYER_PATHS: dict[str, dict[str, str]] = {
+    "efficientnet-lite0": {
+        "stem": "_stem_act",
+        **{f"blocks.{i}": f"_blocks.{i}" for i in range(sum(stage[0] for stage in LITE0_STAGES))},
+        "head": "_head_act",
+    },
+    **{name: _resnet_paths(d) for name, d in RESNET_DEPTHS.items()},
 }
 
 
@@ -72,7 +74,7 @@ def resolve_model(name: str) -> str:
 
 def layer_names(model_name: str) -> tuple[str, ...]:
     """The pickable layer names of a model, input to output."""
-    return _LAYERS[resolve_model(model_name)]
+    return tuple(LAYER_PATHS[resolve_model(model_name)])
 
 
 def resolve_layer(model_name: str, layer: str) -> str:
@@ -86,7 +88,7 @@ def resolve_layer(model_name: str, layer: str) -> str:
             names, closest matches first.
     """
     model = resolve_model(model_name)
-    valid = _LAYERS[model]
+    valid = tuple(LAYER_PATHS[model])
     key = str(layer).strip().lower()
     if model == "efficientnet-lite0" and key.startswith("_blocks."):
         key = key[1:]

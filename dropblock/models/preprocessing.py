@@ -104,8 +104,8 @@ PREPROCESSING: dict[str, Preprocessing] = {
     "efficientnet-lite0": Preprocessing(
         256, 224, Image.Resampling.BICUBIC, 1.0, (127.0,) * 3, (128.0,) * 3
     ),
-    "resnet18": Preprocessing(256, 224, Image.Resampling.BILINEAR, **_IMAGENET),
-    "resnet50": Preprocessing(256, 224, Image.Resampling.BILINEAR, **_IMAGENET),
+    "resnet18": imagenet_preprocessing(224),  # resize 256, bilinear
+    "resnet50": imagenet_preprocessing(224),
 }
 
 

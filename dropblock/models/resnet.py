@@ -101,12 +101,6 @@ class ResNet(BuiltinNet):
                 nn.init.constant_(m.weight, 1)
                 nn.init.constant_(m.bias, 0)
 
-        self.layer_paths = {"stem": "maxpool"}
-        for stage in range(1, 5):
-            self.layer_paths[f"layer{stage}"] = f"layer{stage}"
-            for j in range(len(getattr(self, f"layer{stage}"))):
-                self.layer_paths[f"layer{stage}.{j}"] = f"layer{stage}.{j}"
-
     def _make_layer(self, block: type[BasicBlock] | type[Bottleneck], planes: int,
                     blocks: int, stride: int = 1) -> nn.Sequential:
         downsample = None

@@ -1,18 +1,33 @@
-"""Building a model from each kind of spec: its module, preprocessing, class count and names."""
+"""Building a model from each kind of spec: its module, preprocessing, class count and names.
+
+The built-ins and user code are built here; ``torchvision:`` and ``timm:`` specs by their own
+modules, with the steps they share: importing the extra, wrapping the builder's errors, random
+init (on the meta device when no data is needed) and fitting a weights file.
+"""
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from types import ModuleType
 
 import torch
 from torch import nn
 
+from .base import BuiltinNet
+from .efficientnet_lite import EfficientNetLite0
+from .errors import ModelLoadError, WeightsError, why
 from .layers import Trace, check_logits, trace_model
+from .names import resolve_model
 from .preprocessing import PREPROCESSING, Preprocessing, imagenet_preprocessing
-from .registry import build_model
+from .resnet import resnet18, resnet50
 from .spec import ModelSpec
-from .weights import fit_state_dict, load_weights, read_state_dict
+from .weights import build_and_fit, fit_state_dict, load_weights, read_state_dict
+
+_BUILDERS = {"efficientnet-lite0": EfficientNetLite0, "resnet18": resnet18, "resnet50": resnet50}
 
 
 @dataclass(frozen=True)
@@ -36,50 +51,43 @@ class Built:
     trace: Trace | None = None
 
 
-def _weights_label(weights: str | Path | None, pretrained: bool) -> str:
+def weights_label(weights: str | Path | None, pretrained: bool) -> str:
+    """Where the weights come from: the file, ``"default"`` or ``"random init"``."""
     if weights is not None:
         return str(Path(weights).expanduser())
     return "default" if pretrained else "random init"
+
+
+def build_model(name: str, num_classes: int = 1000) -> BuiltinNet:
+    """A randomly initialised built-in ``name`` network in eval mode (uses torch's global RNG).
+
+    Raises:
+        UnknownNameError: unknown model name.
+    """
+    return _BUILDERS[resolve_model(name)](num_classes=num_classes).eval()
+
+
+def build(spec: ModelSpec, weights: str | Path | None, pretrained: bool, download: bool,
+          meta: bool, input_size: int | None) -> Built:
+    """The model ``spec`` names, by its kind (see :func:`~dropblock.models.load_classifier`)."""
+    if spec.kind in ("module", "file"):
+        return build_user(spec, weights, input_size or 224)
+    if spec.kind == "builtin":
+        return build_builtin(spec, weights, pretrained, download, meta)
+    from . import timm_models, torchvision_models
+
+    source = torchvision_models if spec.kind == "torchvision" else timm_models
+    return source.build(spec, weights, pretrained, download, meta)
 
 
 def build_builtin(spec: ModelSpec, weights: str | Path | None, pretrained: bool,
                   download: bool, meta: bool) -> Built:
     """A built-in network (our own code): default weights from its package or the hub cache."""
     if weights is None and not pretrained:
-        with torch.device("meta" if meta else "cpu"):
-            model = build_model(spec.name)
+        model = random_init(partial(build_model, spec.name), meta)
     else:
-        model = build_model(spec.name)
-        load_weights(model, spec.name, weights=weights, download=download)
-    return Built(model, PREPROCESSING[spec.name], 1000, None, _weights_label(weights, pretrained))
-
-
-def build_torchvision(spec: ModelSpec, weights: str | Path | None, pretrained: bool,
-                      download: bool, meta: bool) -> Built:
-    """``torchvision:NAME``; preprocessing and class names from its DEFAULT weights' metadata."""
-    from . import torchvision_models as tv
-
-    tvm = tv.import_torchvision()
-    name = tv.resolve_name(tvm, spec.name)
-    text = f"torchvision:{name}"
-    model, classes = tv.build(tvm, name, text, weights=weights, pretrained=pretrained,
-                              download=download, meta=meta)
-    default = tv.default_weights(tvm, name)
-    return Built(model, tv.preprocessing_of(default), classes, tv.class_names_of(default),
-                 _weights_label(weights, pretrained))
-
-
-def build_timm(spec: ModelSpec, weights: str | Path | None, pretrained: bool, download: bool,
-               meta: bool) -> Built:
-    """``timm:NAME``; preprocessing and class names from its ``pretrained_cfg``."""
-    from . import timm_models as tm
-
-    timm = tm.import_timm()
-    name = tm.resolve_name(timm, spec.name)
-    model, classes = tm.build(timm, name, f"timm:{name}", weights=weights, pretrained=pretrained,
-                              download=download, meta=meta)
-    return Built(model, tm.preprocessing_of(model), classes, tm.class_names_of(model),
-                 _weights_label(weights, pretrained))
+        model = load_weights(build_model(spec.name), spec.name, weights=weights, download=download)
+    return Built(model, PREPROCESSING[spec.name], 1000, None, weights_label(weights, pretrained))
 
 
 def build_user(spec: ModelSpec, weights: str | Path | None, size: int) -> Built:
@@ -95,3 +103,47 @@ def build_user(spec: ModelSpec, weights: str | Path | None, size: int) -> Built:
     classes = check_logits(trace.output_shape, trace.output_type, text)
     label = str(Path(weights).expanduser()) if weights is not None else "own code"
     return Built(model, imagenet_preprocessing(224), classes, None, label, trace)
+
+
+def import_extra(module: str) -> ModuleType:
+    """``module`` of an optional extra (``torchvision.models``, ``timm``), or a ModelLoadError
+    naming the extra to install."""
+    package = module.partition(".")[0]
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ModelLoadError(f"{package}: models need {package}, which is not installed: "
+                             f"pip install 'dropblock[{package}]'") from None
+    except Exception as exc:  # e.g. a release built for another torch
+        raise ModelLoadError(f"{package} cannot be imported beside torch {torch.__version__}: "
+                             f"{why(exc)}; install the {package} release made for it") from exc
+
+
+def create(builder: Callable[..., nn.Module], spec: str, *args: object,
+           **kwargs: object) -> nn.Module:
+    """``builder(*args, **kwargs)``; whatever it raises (but a WeightsError) is a ModelLoadError."""
+    try:
+        return builder(*args, **kwargs)
+    except WeightsError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(f"building {spec} failed: {why(exc)}") from exc
+
+
+def random_init(build: Callable[[], nn.Module], meta: bool) -> nn.Module:
+    """``build()`` on the meta device (no data) for ``meta``, else on the CPU."""
+    with torch.device("meta" if meta else "cpu"):
+        return build()
+
+
+def fitted(build: Callable[..., nn.Module], spec: str, weights: str | Path,
+           classes: int) -> tuple[nn.Module, int]:
+    """``build()`` fitted with the state-dict file ``weights``, and its number of classes: a file
+    whose output layer has other rows than ``classes`` gets ``build(num_classes=rows)``
+    (:func:`~dropblock.models.weights.build_and_fit`).
+
+    Raises:
+        WeightsError: the file is unreadable or does not fit.
+    """
+    return build_and_fit(lambda n: build(**({} if n is None else {"num_classes": n})),
+                         read_state_dict(weights), str(Path(weights).expanduser()), spec, classes)

@@ -11,34 +11,21 @@ from __future__ import annotations
 
 import math
 import os
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any
-from urllib.parse import urlparse
 
-import torch
 from torch import nn
 
-from dropblock.errors import one_line
-
-from .errors import ModelLoadError, UnknownModelError, WeightsError
+from .errors import ModelLoadError, UnknownModelError, WeightsError, why
 from .preprocessing import MODES, RESAMPLE, Preprocessing
-from .weights import build_and_fit, read_state_dict
+from .sources import Built, create, fitted, import_extra, random_init, weights_label
+from .spec import ModelSpec
+from .weights import hub_cached
 
-EXTRA = "pip install 'dropblock[timm]'"
 HUB_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin",
              "open_clip_model.safetensors")
-
-
-def import_timm() -> ModuleType:
-    """``timm``, or a ModelLoadError naming the extra."""
-    try:
-        import timm
-    except ImportError:
-        raise ModelLoadError(f"timm: models need timm, which is not installed: {EXTRA}") from None
-    except Exception as exc:
-        raise ModelLoadError(f"timm cannot be imported: {one_line(exc, with_type=True, limit=160)}") from exc
-    return timm
 
 
 def resolve_name(timm: ModuleType, name: str) -> str:
@@ -86,22 +73,16 @@ def class_names_of(model: nn.Module) -> tuple[str, ...] | None:
     neither gives one name per output."""
     classes = getattr(model, "num_classes", None)
     cfg = getattr(model, "pretrained_cfg", None) or {}
-    for key in ("label_descriptions", "label_names"):
-        names = cfg.get(key)
-        if names and len(names) == classes:
-            return tuple(str(n).split(",")[0].strip() for n in names)
+    candidates = [cfg.get("label_descriptions"), cfg.get("label_names")]
     try:
         from timm.data import ImageNetInfo, infer_imagenet_subset
 
         subset = infer_imagenet_subset(model)
-        if not subset:
-            return None
-        descriptions = ImageNetInfo(subset).label_descriptions()
+        candidates.append(ImageNetInfo(subset).label_descriptions() if subset else None)
     except Exception:  # no subset metadata for this model: the caller falls back
-        return None
-    if len(descriptions) != classes:
-        return None
-    return tuple(d.split(",")[0].strip() for d in descriptions)
+        pass
+    names = next((n for n in candidates if n and len(n) == classes), None)
+    return None if names is None else tuple(str(n).split(",")[0].strip() for n in names)
 
 
 def _cached_file(cfg: dict[str, Any]) -> Path | None:
@@ -116,32 +97,38 @@ def _cached_file(cfg: dict[str, Any]) -> Path | None:
             if isinstance(found, str) and os.path.isfile(found):
                 return Path(found)
     url = cfg.get("url")
-    if url:
-        cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
-        if cached.is_file():
-            return cached
-    return None
+    return hub_cached(url) if url and hub_cached(url).is_file() else None
 
 
-def build(timm: ModuleType, name: str, spec: str, *, weights: str | Path | None, pretrained: bool,
-          download: bool, meta: bool = False) -> tuple[nn.Module, int]:
-    """timm model ``name`` and its number of classes: with its default weights (``pretrained``),
-    the weights file ``weights`` (a file with another number of classes gets a model built for
-    them), or random init (neither; on the meta device, with no data, for ``meta``).
+def build(spec: ModelSpec, weights: str | Path | None, pretrained: bool, download: bool,
+          meta: bool) -> Built:
+    """timm model ``spec.name`` with its default weights (``pretrained``), the weights file
+    ``weights`` (a file with another number of classes gets a model built for them), or random
+    init (neither; on the meta device, with no data, for ``meta``).
 
     Raises:
+        UnknownModelError: unknown architecture or tag.
         WeightsError: weights missing (with how to get them), unreadable or not fitting.
-        ModelLoadError: timm raised.
+        ModelLoadError: timm is missing, or it raised.
     """
+    timm = import_extra("timm")
+    name = resolve_name(timm, spec.name)
+    text = f"timm:{name}"
+    builder = partial(create, timm.create_model, text, name)
     if weights is not None:
-        state = read_state_dict(weights)
-        return build_and_fit(
-            lambda n: _create(timm, name, spec, **({} if n is None else {"num_classes": n})),
-            state, str(Path(weights).expanduser()), spec, _default_classes(timm, name))
-    if not pretrained:
-        with torch.device("meta" if meta else "cpu"):
-            model = _create(timm, name, spec)
-        return model, int(model.num_classes)
+        model, classes = fitted(builder, text, weights, _default_classes(name))
+    else:
+        model = (_pretrained(timm, builder, name, text, download) if pretrained
+                 else random_init(builder, meta))
+        classes = int(model.num_classes)
+    return Built(model, preprocessing_of(model), classes, class_names_of(model),
+                 weights_label(weights, pretrained))
+
+
+def _pretrained(timm: ModuleType, builder: partial, name: str, spec: str,
+                download: bool) -> nn.Module:
+    """The model with its default weights: from the cache as a local file, else fetched by timm
+    with ``download``."""
     from timm.models import get_pretrained_cfg
 
     cfg = get_pretrained_cfg(name)
@@ -149,31 +136,21 @@ def build(timm: ModuleType, name: str, spec: str, *, weights: str | Path | None,
         raise WeightsError(f"timm has no pretrained weights for {spec}; pass --weights FILE")
     cached = _cached_file(cfg.to_dict())
     if cached is not None:
-        model = _create(timm, name, spec, pretrained=True,
-                        pretrained_cfg_overlay={"file": str(cached), "source": None})
-        return model, int(model.num_classes)
+        return builder(pretrained=True,
+                       pretrained_cfg_overlay={"file": str(cached), "source": None})
     where = cfg.hf_hub_id or cfg.url
     if not download:
         raise WeightsError(f"no weights for {spec} in the Hugging Face or torch hub cache; pass "
                            f"--download to fetch them ({where}), or --weights FILE")
     try:
-        model = timm.create_model(name, pretrained=True)
+        return timm.create_model(name, pretrained=True)
     except Exception as exc:
         raise WeightsError(f"could not download the weights of {spec} ({where}): "
-                           f"{one_line(exc, with_type=True, limit=160)}; pass --weights FILE "
-                           f"instead") from exc
-    return model, int(model.num_classes)
+                           f"{why(exc)}; pass --weights FILE instead") from exc
 
 
-def _default_classes(timm: ModuleType, name: str) -> int:
+def _default_classes(name: str) -> int:
     from timm.models import get_pretrained_cfg
 
     cfg = get_pretrained_cfg(name)
     return int(getattr(cfg, "num_classes", None) or 1000)
-
-
-def _create(timm: ModuleType, name: str, spec: str, **kwargs: object) -> nn.Module:
-    try:
-        return timm.create_model(name, **kwargs)
-    except Exception as exc:
-        raise ModelLoadError(f"building {spec} failed: {one_line(exc, with_type=True, limit=160)}") from exc

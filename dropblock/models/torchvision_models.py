@@ -9,36 +9,18 @@ the builder's own fix-ups (DenseNet's old key names, Inception's ``transform_inp
 
 from __future__ import annotations
 
-import os
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any
-from urllib.parse import urlparse
 
 import torch
-from torch import nn
 
-from dropblock.errors import one_line
-
-from .errors import ModelLoadError, UnknownModelError, WeightsError
+from .errors import UnknownModelError, WeightsError
 from .preprocessing import RESAMPLE, Preprocessing, imagenet_preprocessing
-from .weights import as_state_dict, build_and_fit, read_state_dict
-
-EXTRA = "pip install 'dropblock[torchvision]'"
-
-
-def import_torchvision() -> ModuleType:
-    """``torchvision.models``, or a ModelLoadError naming the extra."""
-    try:
-        import torchvision.models as tvm
-    except ImportError:
-        raise ModelLoadError(f"torchvision: models need torchvision, which is not installed: "
-                             f"{EXTRA}") from None
-    except Exception as exc:  # e.g. a torchvision built for another torch
-        raise ModelLoadError(f"torchvision cannot be imported beside torch {torch.__version__}: "
-                             f"{one_line(exc, with_type=True, limit=160)}; install the torchvision "
-                             f"release made for it") from exc
-    return tvm
+from .sources import Built, create, fitted, import_extra, random_init, weights_label
+from .spec import ModelSpec
+from .weights import hub_state_dict
 
 
 def resolve_name(tvm: ModuleType, name: str) -> str:
@@ -83,65 +65,46 @@ def class_names_of(weights: Any) -> tuple[str, ...] | None:
     return tuple(names) if names else None
 
 
-def _hub_loader(download: bool, spec: str):
-    def load(url: str, *args: object, **kwargs: object) -> dict[str, torch.Tensor]:
-        file_name = str(kwargs.get("file_name") or os.path.basename(urlparse(url).path))
-        cached = Path(torch.hub.get_dir()) / "checkpoints" / file_name
-        if cached.is_file():
-            return read_state_dict(cached)
-        if not download:
-            raise WeightsError(f"no weights for {spec}: {file_name} is not in {cached.parent}; "
-                               f"pass --download to fetch it from {url}, or --weights FILE")
-        try:
-            state = torch.hub.load_state_dict_from_url(
-                url, map_location="cpu", progress=False, check_hash=True, file_name=file_name,
-                weights_only=True)
-        except Exception as exc:
-            raise WeightsError(f"could not download {url} to {cached.parent}: "
-                               f"{one_line(exc, with_type=True, limit=160)}; pass --weights FILE "
-                               f"instead") from exc
-        return as_state_dict(state, f"download {url}")
-    return load
-
-
-def build(tvm: ModuleType, name: str, spec: str, *, weights: str | Path | None, pretrained: bool,
-          download: bool, meta: bool = False) -> tuple[nn.Module, int]:
-    """torchvision model ``name`` and its number of classes: with the default weights
-    (``pretrained``), the weights file ``weights`` (a file with another number of classes gets a
-    model built for them), or random init (neither; on the meta device, with no data, for
-    ``meta``).
+def build(spec: ModelSpec, weights: str | Path | None, pretrained: bool, download: bool,
+          meta: bool) -> Built:
+    """torchvision model ``spec.name`` with the default weights (``pretrained``), the weights
+    file ``weights`` (a file with another number of classes gets a model built for them), or
+    random init (neither; on the meta device, with no data, for ``meta``).
 
     Raises:
+        UnknownModelError: no such model.
         WeightsError: weights missing (with how to get them), unreadable or not fitting.
-        ModelLoadError: the builder raised.
+        ModelLoadError: torchvision is missing, or the builder raised.
     """
-    builder = tvm.get_model_builder(name)
+    tvm = import_extra("torchvision.models")
+    name = resolve_name(tvm, spec.name)
+    text = f"torchvision:{name}"
     default = default_weights(tvm, name)
-    classes = len(class_names_of(default) or ()) or 1000
+    names = class_names_of(default)
+    classes = len(names or ()) or 1000
+    builder = partial(create, tvm.get_model_builder(name), text)
     if weights is not None:
-        state = read_state_dict(weights)
-        return build_and_fit(
-            lambda n: builder(weights=None, **({} if n is None else {"num_classes": n})),
-            state, str(Path(weights).expanduser()), spec, classes)
-    if not pretrained:
-        with torch.device("meta" if meta else "cpu"):
-            return _call(builder, spec, weights=None), classes
-    if default is None:
-        raise WeightsError(f"torchvision has no pretrained weights for {spec}; pass --weights FILE")
+        model, classes = fitted(partial(builder, weights=None), text, weights, classes)
+    elif not pretrained:
+        model = random_init(partial(builder, weights=None), meta)
+    elif default is None:
+        raise WeightsError(f"torchvision has no pretrained weights for {text}; pass --weights FILE")
+    else:
+        model = _pretrained(builder, default, text, download)
+    return Built(model, preprocessing_of(default), classes, names,
+                 weights_label(weights, pretrained))
+
+
+def _pretrained(builder: partial, default: Any, spec: str, download: bool) -> torch.nn.Module:
+    """The builder with its default weights, read by :func:`~.weights.hub_state_dict` instead of
+    torchvision's own loader for the duration of the call."""
     import torchvision.models._api as api
 
-    saved = api.load_state_dict_from_url
-    api.load_state_dict_from_url = _hub_loader(download, spec)
+    def load(url: str, *args: object, **kwargs: object) -> dict[str, torch.Tensor]:
+        return hub_state_dict(url, spec, download, kwargs.get("file_name"))[0]
+
+    saved, api.load_state_dict_from_url = api.load_state_dict_from_url, load
     try:
-        return _call(builder, spec, weights=default), classes
+        return builder(weights=default)
     finally:
         api.load_state_dict_from_url = saved
-
-
-def _call(builder: Any, spec: str, **kwargs: object) -> nn.Module:
-    try:
-        return builder(**kwargs)
-    except WeightsError:
-        raise
-    except Exception as exc:
-        raise ModelLoadError(f"building {spec} failed: {one_line(exc, with_type=True, limit=160)}") from exc

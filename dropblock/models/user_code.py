@@ -17,24 +17,20 @@ from types import ModuleType
 
 from torch import nn
 
-from dropblock.errors import one_line
-
-from .errors import ModelLoadError, ModelSpecError, UnknownNameError
+from .errors import ModelLoadError, ModelSpecError, UnknownNameError, why
 from .spec import ModelSpec
 
 
 def _import_module(name: str, spec_text: str) -> ModuleType:
     try:
         return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
-            raise ModelSpecError(f"model {spec_text!r}: no module named {exc.name!r}; install it "
+    except (Exception, SystemExit) as exc:  # user code's sys.exit() is a failure too
+        missing = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
+        if missing is not None and (name == missing or name.startswith(missing + ".")):
+            raise ModelSpecError(f"model {spec_text!r}: no module named {missing!r}; install it "
                                  f"or add its folder to PYTHONPATH") from None
         raise ModelLoadError(f"importing {name} for model {spec_text!r} failed: "
-                             f"{one_line(exc, with_type=True, limit=160)}") from exc
-    except (Exception, SystemExit) as exc:  # user code's sys.exit() is a failure too
-        raise ModelLoadError(f"importing {name} for model {spec_text!r} failed: "
-                             f"{one_line(exc, with_type=True, limit=160)}") from exc
+                             f"{why(exc)}") from exc
 
 
 def _import_file(path_text: str, spec_text: str) -> ModuleType:
@@ -57,8 +53,7 @@ def _import_file(path_text: str, spec_text: str) -> ModuleType:
         spec.loader.exec_module(module)
     except (Exception, SystemExit) as exc:  # user code's sys.exit() is a failure too
         del sys.modules[name]
-        raise ModelLoadError(f"running {path} for model {spec_text!r} failed: "
-                             f"{one_line(exc, with_type=True, limit=160)}") from exc
+        raise ModelLoadError(f"running {path} for model {spec_text!r} failed: {why(exc)}") from exc
     finally:
         sys.path.remove(str(path.parent))
     return module
@@ -95,7 +90,7 @@ def build_user_model(spec: ModelSpec) -> nn.Module:
     try:
         model = function()
     except (Exception, SystemExit) as exc:  # user code's sys.exit() is a failure too
-        raise ModelLoadError(f"{text}() raised {one_line(exc, with_type=True, limit=160)}") from exc
+        raise ModelLoadError(f"{text}() raised {why(exc)}") from exc
     if not isinstance(model, nn.Module):
         raise ModelLoadError(f"{text}() returned a {type(model).__name__}, expected a "
                              f"torch.nn.Module")

@@ -15,23 +15,23 @@ Sources, in order:
 
 from __future__ import annotations
 
+import posixpath
 import re
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
-from dropblock.errors import one_line
+from .errors import WeightsError, why
 
-from .errors import WeightsError
-
-#: torchvision checkpoint file name and URL per ResNet (the file name's hash prefix is checked).
-TORCHVISION_WEIGHTS: dict[str, tuple[str, str]] = {
-    "resnet18": ("resnet18-f37072fd.pth", "https://download.pytorch.org/models/resnet18-f37072fd.pth"),
-    "resnet50": ("resnet50-11ad3fa6.pth", "https://download.pytorch.org/models/resnet50-11ad3fa6.pth"),
+#: torchvision's checkpoint URL per ResNet (the file name's hash prefix is checked).
+TORCHVISION_WEIGHTS: dict[str, str] = {
+    "resnet18": "https://download.pytorch.org/models/resnet18-f37072fd.pth",
+    "resnet50": "https://download.pytorch.org/models/resnet50-11ad3fa6.pth",
 }
 _SHOW = 3  # how many keys a message names
 
@@ -41,9 +41,34 @@ def _names(keys: list[str]) -> str:
     return shown + (f" (+{len(keys) - _SHOW} more)" if len(keys) > _SHOW else "")
 
 
-def hub_checkpoint_path(model_name: str) -> Path:
-    """Where torch hub keeps torchvision's checkpoint for a ResNet (it may not exist)."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / TORCHVISION_WEIGHTS[model_name][0]
+def hub_cached(url: str, file_name: str | None = None) -> Path:
+    """Where torch hub keeps the checkpoint at ``url`` (it may not exist)."""
+    file_name = file_name or posixpath.basename(urlparse(url).path)
+    return Path(torch.hub.get_dir()) / "checkpoints" / file_name
+
+
+def hub_state_dict(url: str, name: str, download: bool,
+                   file_name: str | None = None) -> tuple[dict[str, torch.Tensor], str]:
+    """The checkpoint at ``url`` from the torch hub cache or, with ``download``, fetched into it
+    (hash-checked, ``weights_only=True``); and where it came from.
+
+    Raises:
+        WeightsError: not cached without ``download`` (says how to get it), or the fetch failed.
+    """
+    cached = hub_cached(url, file_name)
+    if cached.is_file():
+        return read_state_dict(cached), str(cached)
+    if not download:
+        raise WeightsError(f"no weights for {name}: {cached.name} is not in {cached.parent}; "
+                           f"pass --download to fetch it from {url}, or --weights FILE")
+    try:
+        state = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False,
+                                                   check_hash=True, file_name=cached.name,
+                                                   weights_only=True)
+    except Exception as exc:
+        raise WeightsError(f"could not download {url} to {cached.parent}: "
+                           f"{why(exc)}; pass --weights FILE instead") from exc
+    return as_state_dict(state, f"download {url}"), url
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -84,7 +109,7 @@ def _load_error(path: Path, exc: Exception) -> WeightsError:
         )
     return WeightsError(
         f"cannot read weights file {path} (expected a state dict saved with torch.save, or a "
-        f".safetensors file): {one_line(exc, with_type=True, limit=160)}"
+        f".safetensors file): {why(exc)}"
     )
 
 
@@ -109,7 +134,7 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         return load_file(str(path), device="cpu")
     except Exception as exc:
         raise WeightsError(f"cannot read weights file {path} (corrupt .safetensors file): "
-                           f"{one_line(exc, with_type=True, limit=160)}") from exc
+                           f"{why(exc)}") from exc
 
 
 def as_state_dict(obj: object, what: str) -> dict[str, torch.Tensor]:
@@ -174,19 +199,12 @@ def fit_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: 
     for key in own:
         if key.endswith("num_batches_tracked") and key not in state:
             state[key] = torch.zeros_like(own[key], device="cpu") if own[key].is_meta else own[key]
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    problems = []
-    if missing:
-        problems.append(f"missing keys {_names(missing)}")
+    missing, unexpected, differ = _differences(state, own)
+    problems = [f"missing keys {_names(missing)}"] if missing else []
     if unexpected:
         problems.append(f"unexpected keys {_names(unexpected)}")
-    for key, want in own.items():
-        if key in state and state[key].shape != want.shape:
-            problems.append(
-                f"shape mismatch at {key}: file {tuple(state[key].shape)}, model {tuple(want.shape)}"
-            )
-            break
+    problems += [f"shape mismatch at {k}: file {tuple(state[k].shape)}, model {tuple(own[k].shape)}"
+                 for k in differ[:1]]
     problems += _bad_values(state, own)[:1]
     arch = name or getattr(model, "arch", "") or type(model).__name__
     if problems:
@@ -197,8 +215,7 @@ def fit_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: 
     try:
         model.load_state_dict(state, strict=True, assign=meta)
     except Exception as exc:
-        raise WeightsError(f"weights {source} do not fit {arch}: "
-                           f"{one_line(exc, with_type=True, limit=160)}") from exc
+        raise WeightsError(f"weights {source} do not fit {arch}: {why(exc)}") from exc
 
 
 def _bad_values(state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor]) -> list[str]:
@@ -215,6 +232,15 @@ def _bad_values(state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tenso
         elif not bool(torch.isfinite(value).all()):
             bad.append(f"{key} holds NaN or inf")
     return bad
+
+
+def _differences(state: Mapping[str, torch.Tensor],
+                 own: Mapping[str, torch.Tensor]) -> tuple[list[str], list[str], list[str]]:
+    """The keys of ``own`` (a model's state dict) that ``state`` lacks (BatchNorm counters
+    excepted), the keys of ``state`` that ``own`` lacks, and the keys whose shapes differ."""
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    differ = [k for k in own if k in state and state[k].shape != own[k].shape]
+    return missing, [k for k in state if k not in own], differ
 
 
 def build_and_fit(build: Callable[[int | None], nn.Module], state: Mapping[str, torch.Tensor],
@@ -253,16 +279,10 @@ def output_rows(model: nn.Module, state: Mapping[str, torch.Tensor], classes: in
     """The class count of ``state`` when it fits ``model`` except for the rows of the one layer
     with ``classes`` outputs (a model fine-tuned to other classes); None otherwise."""
     own = model.state_dict()
-    state = without_schedules(state, own)
-    if any(k not in own for k in state) or any(
-            k not in state for k in own if not k.endswith("num_batches_tracked")):
-        return None
-    differ = [k for k in own if k in state and state[k].shape != own[k].shape]
+    missing, unexpected, differ = _differences(without_schedules(state, own), own)
     layers = {k.rsplit(".", 1)[0] for k in differ}
-    if len(layers) != 1 or f"{next(iter(layers))}.weight" not in differ:
-        return None
-    weight = f"{next(iter(layers))}.weight"
-    if own[weight].shape[0] != classes:
+    weight = f"{layers.pop()}.weight" if len(layers) == 1 else ""
+    if missing or unexpected or weight not in differ or own[weight].shape[0] != classes:
         return None
     rows = state[weight].shape[0]
     if any(state[k].shape[0] != rows or state[k].shape[1:] != own[k].shape[1:] for k in differ):
@@ -283,29 +303,6 @@ def _package_state_dict() -> tuple[dict[str, torch.Tensor], str]:
     return read_state_dict(path), str(path)
 
 
-def _torchvision_state_dict(model_name: str, download: bool) -> tuple[dict[str, torch.Tensor], str]:
-    file_name, url = TORCHVISION_WEIGHTS[model_name]
-    cached = hub_checkpoint_path(model_name)
-    if cached.is_file():
-        return read_state_dict(cached), str(cached)
-    if not download:
-        raise WeightsError(
-            f"no weights for {model_name}: {file_name} is not in {cached.parent}; "
-            f"pass --weights FILE, or --download to fetch it from {url}"
-        )
-    try:
-        state = torch.hub.load_state_dict_from_url(
-            url, map_location="cpu", progress=False, check_hash=True,
-            file_name=file_name, weights_only=True,
-        )
-    except Exception as exc:
-        raise WeightsError(
-            f"could not download {url} to {cached.parent}: {one_line(exc, with_type=True, limit=160)}; "
-            f"pass --weights FILE instead"
-        ) from exc
-    return as_state_dict(state, f"download {url}"), url
-
-
 def load_weights(
     model: nn.Module, model_name: str, weights: str | Path | None = None, download: bool = False
 ) -> nn.Module:
@@ -317,7 +314,7 @@ def load_weights(
     if weights is not None:
         state, source = read_state_dict(weights), str(Path(weights).expanduser())
     elif model_name in TORCHVISION_WEIGHTS:
-        state, source = _torchvision_state_dict(model_name, download)
+        state, source = hub_state_dict(TORCHVISION_WEIGHTS[model_name], model_name, download)
     elif model_name == "efficientnet-lite0":
         state, source = _package_state_dict()
     else:
