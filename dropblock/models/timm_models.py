@@ -153,4 +153,5 @@ def _default_classes(name: str) -> int:
     from timm.models import get_pretrained_cfg
 
     cfg = get_pretrained_cfg(name)
-    return int(getattr(cfg, "num_classes", None) or 1000)
+    classes = getattr(cfg, "num_classes", None)
+    return 1000 if classes is None else int(classes)  # 0: a headless model (features, no classifier)
