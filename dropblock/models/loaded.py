@@ -24,7 +24,7 @@ from .layers import (LayerInfo, Trace, check_logits, filter_layers, layer_path, 
                      trace_model, unknown_layer)
 from .names import resolve_model
 from .preprocessing import PREPROCESSING, Preprocessing
-from .sources import build
+from .sources import Built, build_builtin, build_user
 from .spec import ModelSpec, parse_spec
 
 
@@ -157,6 +157,19 @@ def _given_names(names: str | Path | Sequence[str], classes: int, spec: str) -> 
     return given
 
 
+def _build(spec: ModelSpec, weights: str | Path | None, pretrained: bool, download: bool,
+          meta: bool, input_size: int | None) -> Built:
+    """The model ``spec`` names, by its kind (torchvision and timm imported only for theirs)."""
+    if spec.kind in ("module", "file"):
+        return build_user(spec, weights, input_size or 224)
+    if spec.kind == "builtin":
+        return build_builtin(spec, weights, pretrained, download, meta)
+    from . import timm_models, torchvision_models
+
+    source = torchvision_models if spec.kind == "torchvision" else timm_models
+    return source.build(spec, weights, pretrained, download, meta)
+
+
 def load_classifier(
     spec: str | ModelSpec, *, weights: str | Path | None = None, download: bool = False,
     pretrained: bool = True, device: str | torch.device = "cpu", input_size: int | None = None,
@@ -190,7 +203,7 @@ def load_classifier(
     if meta and pretrained:
         raise UsageError("device 'meta' holds no data: pass pretrained=False")
     target = torch.device("meta") if meta else check_device(device)
-    built = build(parsed, weights, pretrained, download, meta, input_size)
+    built = _build(parsed, weights, pretrained, download, meta, input_size)
     prep = built.preprocessing.with_overrides(input_size, mean, std)
     names = (_given_names(class_names, built.classes, str(parsed)) if class_names is not None
              else _names_for(built.classes, built.names))

@@ -67,19 +67,6 @@ def build_model(name: str, num_classes: int = 1000) -> BuiltinNet:
     return _BUILDERS[resolve_model(name)](num_classes=num_classes).eval()
 
 
-def build(spec: ModelSpec, weights: str | Path | None, pretrained: bool, download: bool,
-          meta: bool, input_size: int | None) -> Built:
-    """The model ``spec`` names, by its kind (see :func:`~dropblock.models.load_classifier`)."""
-    if spec.kind in ("module", "file"):
-        return build_user(spec, weights, input_size or 224)
-    if spec.kind == "builtin":
-        return build_builtin(spec, weights, pretrained, download, meta)
-    from . import timm_models, torchvision_models
-
-    source = torchvision_models if spec.kind == "torchvision" else timm_models
-    return source.build(spec, weights, pretrained, download, meta)
-
-
 def build_builtin(spec: ModelSpec, weights: str | Path | None, pretrained: bool,
                   download: bool, meta: bool) -> Built:
     """A built-in network (our own code): default weights from its package or the hub cache."""
