@@ -65,8 +65,8 @@ def build_torchvision(spec: ModelSpec, weights: str | Path | None, pretrained: b
     model, classes = tv.build(tvm, name, text, weights=weights, pretrained=pretrained,
                               download=download, meta=meta)
     default = tv.default_weights(tvm, name)
-    return Built(model, tv.preprocessing_of(default), classes, tv.class_names_of(default),
-                 _weights_label(weights, pretrained))
+    return Built(model, tv.fitted_to(model, tv.preprocessing_of(default)), classes,
+                 tv.class_names_of(default), _weights_label(weights, pretrained))
 
 
 def build_timm(spec: ModelSpec, weights: str | Path | None, pretrained: bool, download: bool,
