@@ -166,10 +166,12 @@ def build(timm: ModuleType, name: str, spec: str, *, weights: str | Path | None,
 
 
 def _default_classes(timm: ModuleType, name: str) -> int:
+    """The class count of ``name``'s pretrained config: 0 for a headless one (``convnextv2_atto.fcmae``),
+    1000 where the config gives none."""
     from timm.models import get_pretrained_cfg
 
-    cfg = get_pretrained_cfg(name)
-    return int(getattr(cfg, "num_classes", None) or 1000)
+    classes = getattr(get_pretrained_cfg(name), "num_classes", None)
+    return 1000 if classes is None else int(classes)
 
 
 def _create(timm: ModuleType, name: str, spec: str, **kwargs: object) -> nn.Module:
