@@ -59,6 +59,16 @@ def preprocessing_of(weights: Any) -> Preprocessing:
     return Preprocessing(resize, crop, resample, 255.0, tuple(t.mean), tuple(t.std))
 
 
+def fitted_to(model: torch.nn.Module, prep: Preprocessing) -> Preprocessing:
+    """``prep`` at the one input side that ``model`` takes, where it fixes one (a ViT's
+    ``image_size``): built without its default weights, ViT-H/14 takes 224, while those weights'
+    transforms crop 518 (the builder sets the size from the weights it is given)."""
+    size = getattr(model, "image_size", None)
+    if isinstance(size, int) and not isinstance(size, bool) and size != prep.crop:
+        return prep.with_overrides(size)
+    return prep
+
+
 def class_names_of(weights: Any) -> tuple[str, ...] | None:
     """``weights.meta["categories"]``, if any."""
     names = None if weights is None else weights.meta.get("categories")
@@ -91,7 +101,7 @@ def build(spec: ModelSpec, weights: str | Path | None, pretrained: bool, downloa
         raise WeightsError(f"torchvision has no pretrained weights for {text}; pass --weights FILE")
     else:
         model = _pretrained(builder, default, text, download)
-    return Built(model, preprocessing_of(default), classes, names,
+    return Built(model, fitted_to(model, preprocessing_of(default)), classes, names,
                  weights_label(weights, pretrained))
 
 
