@@ -136,8 +136,7 @@ def sweep(
     check_dpi(dpi)
     check_gamma_mode(gamma_mode)
     choice = model_choice(model, weights, download, input_size, mean, std, class_names)
-    one = len(layer) == 1 and not any(c in layer[0] for c in "*?[")
-    output = output or Path.cwd() / (f"sweep-{layer[0].strip()}.png" if one else "sweep-depth.png")
+    output = output or _default_output(layer)
     check_files(csv_path, resume, output, {"--labels": labels, "--weights": weights, "--class-names": class_names})
     stage = Stage(csv_path)
     try:
@@ -318,3 +317,9 @@ def _costs(net, picked: list):
 
     share = {p.name: suffix_share(net, p.path) for p in picked}
     return lambda layer, setting: mask_cost(setting, share[layer])
+
+
+def _default_output(layers: list[str]) -> Path:
+    """./sweep-LAYER.png for one layer named, ./sweep-depth.png for several (or a glob)."""
+    one = len(layers) == 1 and not any(c in layers[0] for c in "*?[")
+    return Path.cwd() / (f"sweep-{layers[0].strip()}.png" if one else "sweep-depth.png")
