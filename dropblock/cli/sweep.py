@@ -24,6 +24,9 @@ from dropblock.cli.sweep_report import finish
 IMAGES_HELP = "Image files, folders (searched recursively) or globs such as 'photos/*.jpg'."
 CSV_HELP = ("Write one row per image, layer, method, block size and keep_prob to this CSV as each image finishes "
             "(it must not exist, unless --resume).")
+METHODS_HELP = ("Regularizers, comma-separated (Cutout's side follows the drop rate); also cutout-input (Cutout on "
+                "the network's input) and cutout-input+dropblock (both).")
+OUTPUT_HELP = "Figure file (.png, .svg, .pdf) \\[default: ./sweep-LAYER.png, or ./sweep-depth.png for several layers]."
 LAYER_HELP = ("The layer whose output is masked (see `dropblock layers`); repeat it, or give a glob such as "
               "'blocks.*' (matched against `dropblock layers --filter '*'`), to sweep several layers.")
 BASELINE_HELP = ("The series the others are compared with, image by image (paired): a method, or a block method "
@@ -104,9 +107,7 @@ def sweep(
     class_names: ClassNamesOpt = None,
     keep_probs: str = typer.Option("1,0.95,0.9,0.85,0.8,0.75,0.7", "--keep-probs", help="keep_prob values, comma-separated."),
     block_sizes: str = typer.Option("1,3,5,7", "--block-sizes", help="DropBlock block sizes in feature-map cells."),
-    methods: str = typer.Option("dropblock,dropout,spatial-dropout,cutout", "--methods",
-                                help="Regularizers, comma-separated (Cutout's side follows the drop rate); also "
-                                     "cutout-input (Cutout on the network's input) and cutout-input+dropblock (both)."),
+    methods: str = typer.Option("dropblock,dropout,spatial-dropout,cutout", "--methods", help=METHODS_HELP),
     baseline: Optional[str] = typer.Option(None, "--baseline", help=BASELINE_HELP, show_default=False),
     masks: int = typer.Option(16, "--masks", "-n", help="Masks per image and setting."),
     gamma_mode: str = typer.Option("paper", "--gamma", help=GAMMA_HELP),
@@ -114,9 +115,7 @@ def sweep(
                                           "name) for accuracy; folders named by ImageNet WordNet id work without it."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help=CSV_HELP),
     resume: bool = typer.Option(False, "--resume", help="Skip what the --csv file holds and append the rest."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Figure file (.png, .svg, .pdf) "
-                                          "\\[default: ./sweep-LAYER.png, or ./sweep-depth.png for several layers].",
-                                          show_default=False),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help=OUTPUT_HELP, show_default=False),
     dpi: Optional[int] = typer.Option(None, "--dpi", help="Resolution of a raster figure \\[default: 150].",
                                       show_default=False),
     as_json: JsonOpt = False,
