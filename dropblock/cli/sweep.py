@@ -227,8 +227,8 @@ def _skip(path: Path, reason: str, state: Progress, bar: _Bar) -> list:
     return []
 
 
-def _one_image(path: Path, todo: list, plan: dict, state: Progress, bar: _Bar) -> list:
-    """The rows of one image's unfinished settings; [] (and a warning) when it cannot be read, is too large
+def _one_image(path: Path, todo: dict, plan: dict, state: Progress, bar: _Bar) -> list:
+    """The rows of one image's unfinished settings ({layer: settings}); [] (and a warning) when it cannot be read, is too large
     once resized for the network, or is a figure dropblock made."""
     from dropblock.errors import one_line
     from dropblock.images import ImageLoadError, load_image
@@ -257,10 +257,11 @@ def _run(paths: list[Path], plan: dict, log, stage: Stage) -> Progress:
     names = {str(p) for p in paths}
     done = log.done() if log is not None else set()
     wanted, layers = set(plan["settings"]), plan["layer_names"]
+    per_image = sum(plan["cost"](layer, s) for layer in layers for s in plan["settings"]) * plan["masks"]
     state.rows = [r for r in (log.previous if log is not None else [])
                   if r.image in names and r.setting in wanted and r.layer in layers]
     try:
-        with _Bar(len(paths), sum(plan["cost"](layer, s) for layer in layers for s in plan["settings"]) * plan["masks"]) as bar:
+        with _Bar(len(paths), per_image) as bar:
             for path in paths:
                 todo = {layer: [s for s in plan["settings"] if (str(path), layer, s) not in done] for layer in layers}
                 todo = {layer: settings for layer, settings in todo.items() if settings}
