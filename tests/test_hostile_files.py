@@ -329,7 +329,7 @@ def test_a_labels_file_that_names_no_image_warns(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("where, said", [
-    ((SWEEP_CLI, "load_network"), "interrupted before the first image: nothing was written"),
+    ((SWEEP_CLI, "load_layers"), "interrupted before the first image: nothing was written"),
     ("dropblock.viz.sweep.sweep_figure", "interrupted while drawing the figure: all 1 images are done"),
 ])
 def test_ctrl_c_outside_the_image_loop_says_what_was_kept(tmp_path, monkeypatch, where, said):
