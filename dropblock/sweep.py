@@ -1,19 +1,24 @@
-"""The paper's Figure 5 on your own images: a regularizer applied at inference to one layer of a
-trained network, swept over keep_prob, block size and method, across many images.
+"""The paper's Figure 5 on your own images: a regularizer applied at inference to one or more layers
+of a trained network, swept over keep_prob, block size and method, across many images.
 
-For every image and setting (method, block size for DropBlock, keep_prob), :func:`sweep_image` draws
-N masks and applies each to the layer's (1, C, h, w) activation as training would (kept units
-rescaled); the rest of the network runs in eval mode. The activation is computed once per image and
-the N edited copies of every setting go through the rest of the network in batches
-(:func:`~dropblock.models.forward_many`). Per image and setting it measures, averaged over the
-masks: the realized drop rate, KL(clean || after) in nats, the agreement of the top-1 class with the
-clean top-1, and the accuracy when the true class is known (all fractions in [0, 1]).
+For every image, layer and setting (method, block size for DropBlock, keep_prob), N masks are drawn
+and each applied to the layer's (1, C, h, w) activation as training would (kept units rescaled); the
+rest of the network runs in eval mode (the engine: :mod:`dropblock.sweep_engine`). Two series touch
+the network's input instead: ``cutout-input`` (Cutout on the preprocessed input crop at the setting's
+drop rate) and ``cutout-input+dropblock`` (that, and DropBlock on the layer, each at the setting's
+drop rate). Per image, layer and setting it measures, averaged over the masks: the realized drop
+rate (of the layer's map; of the input for ``cutout-input``), KL(clean || after) in nats, the
+agreement of the top-1 class with the clean top-1, and the accuracy when the true class is known
+(all fractions in [0, 1]).
 
 Seeds: each (image, setting) draws from its own generator, seeded from the run's seed, the image's
 content (SHA-256 of the file's bytes, so where the file lies does not matter) and the setting
-(:func:`setting_seed`). An image's results never depend on the other images of the run, on the
-order of the settings, or on whether the run was resumed. keep_prob 1 is the clean network: no mask
-and no pass, so its KL is exactly 0 and its agreement exactly 1.
+(:func:`setting_seed`), not the layer: layers of one shape get the same masks (common random numbers,
+which sharpen the comparison of layers), and ``cutout-input+dropblock`` reuses the masks of
+``cutout-input`` and of DropBlock at the same block size and keep_prob. An image's results never
+depend on the other images or layers of the run, on the order of the settings, or on whether the run
+was resumed. keep_prob 1 is the clean network: no mask and no pass, so its KL is exactly 0 and its
+agreement exactly 1.
 
 :func:`summarize` averages across images: the masks are averaged within each image first, then the
 standard error is taken across images, so it counts the spread of both (it needs two images; with
@@ -38,11 +43,16 @@ from dropblock.method_names import FEATURE_METHODS
 from dropblock.stats import MeanSE
 
 __all__ = [
-    "SWEEP_METHODS", "DEFAULT_KEEP_PROBS", "DEFAULT_BLOCK_SIZES", "Setting", "ImageRow", "SweepPoint",
-    "settings_grid", "content_id", "setting_seed", "sweep_image", "summarize", "point_json", "find_images",
+    "SWEEP_METHODS", "INPUT_METHODS", "BLOCK_METHODS", "DEFAULT_KEEP_PROBS", "DEFAULT_BLOCK_SIZES", "Setting",
+    "ImageRow", "SweepPoint", "settings_grid", "series_name", "parse_series", "content_id", "setting_seed",
+    "sweep_image", "summarize", "point_json", "find_images",
 ]
 
-SWEEP_METHODS = FEATURE_METHODS
+INPUT_METHODS = ("cutout-input", "cutout-input+dropblock")
+"""Series that cut the network's input crop (a full pass per mask, not a pass of the layers after the layer)."""
+SWEEP_METHODS = FEATURE_METHODS + INPUT_METHODS
+BLOCK_METHODS = ("dropblock", "cutout-input+dropblock")
+"""Series with a DropBlock block size (one series per size)."""
 DEFAULT_KEEP_PROBS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7)
 DEFAULT_BLOCK_SIZES = (1, 3, 5, 7)
 BATCH_SIZE = 32
@@ -51,8 +61,9 @@ BATCH_SIZE = 32
 
 @dataclass(frozen=True)
 class Setting:
-    """One point of the sweep: ``method``, ``block_size`` (DropBlock's side in feature-map units,
-    clipped to the map when drawn; None for the other methods) and ``keep_prob`` (1 - drop rate)."""
+    """One point of the sweep: ``method`` (:data:`SWEEP_METHODS`), ``block_size`` (DropBlock's side in
+    feature-map units, clipped to the map when drawn; None for the methods not in :data:`BLOCK_METHODS`)
+    and ``keep_prob`` (1 - drop rate)."""
 
     method: str
     block_size: int | None
@@ -68,22 +79,22 @@ def _check_setting(s: Setting) -> None:
     check_choice(s.method, "method", SWEEP_METHODS)
     if not 0.0 < float(s.keep_prob) <= 1.0:
         raise UsageError(f"keep_prob must be in (0, 1], got {s.keep_prob!r}")
-    if s.method == "dropblock":
+    if s.method in BLOCK_METHODS:
         check_positive_int(s.block_size, "block_size")
     elif s.block_size is not None:
         raise UsageError(f"block_size must be None for {s.method}, got {s.block_size!r}")
 
 
 def settings_grid(methods: Sequence[str], block_sizes: Sequence[int], keep_probs: Sequence[float]) -> list[Setting]:
-    """Every (method, block size, keep_prob): DropBlock once per block size, the others once; in the
-    order given (methods, then block sizes, then keep_probs).
+    """Every (method, block size, keep_prob): the :data:`BLOCK_METHODS` once per block size, the others
+    once; in the order given (methods, then block sizes, then keep_probs).
 
     Raises:
         ValueError: an unknown method, a block size < 1 or a keep_prob outside (0, 1]; or nothing to do.
     """
     out = []
     for method in methods:
-        for b in (block_sizes if method == "dropblock" else (None,)):
+        for b in (block_sizes if method in BLOCK_METHODS else (None,)):
             for kp in keep_probs:
                 s = Setting(method, None if b is None else int(b), float(kp))
                 _check_setting(s)
@@ -91,6 +102,29 @@ def settings_grid(methods: Sequence[str], block_sizes: Sequence[int], keep_probs
     if not out:
         raise UsageError("the sweep needs at least one method, block size and keep_prob")
     return out
+
+
+def series_name(series: tuple[str, int | None]) -> str:
+    """A series (method, block size) as ``--baseline`` and the JSON name it: ``dropout``, ``dropblock:7``."""
+    method, block = series
+    return method if block is None else f"{method}:{block}"
+
+
+def parse_series(text: str) -> tuple[str, int | None]:
+    """The (method, block size) of ``dropout`` or ``dropblock:7``. Raises ValueError on anything else."""
+    method, sep, block = str(text).strip().partition(":")
+    if method not in SWEEP_METHODS:
+        raise UsageError(f"unknown series {text!r}: one of {', '.join(SWEEP_METHODS)}, a block method as "
+                         f"{BLOCK_METHODS[0]}:SIZE")
+    if method in BLOCK_METHODS and not sep:
+        raise UsageError(f"series {text!r}: give its block size, e.g. {method}:7")
+    if sep and method not in BLOCK_METHODS:
+        raise UsageError(f"series {text!r}: {method} has no block size")
+    if not sep:
+        return method, None
+    if not block.isdigit() or int(block) < 1:
+        raise UsageError(f"series {text!r}: the block size must be a whole number >= 1")
+    return method, int(block)
 
 
 def content_id(path: str | Path) -> str:
@@ -113,12 +147,13 @@ def setting_seed(seed: int, content: str, setting: Setting) -> int:
 
 @dataclass(frozen=True)
 class ImageRow:
-    """One image and one setting, averaged over its ``masks`` masks: ``drop_rate`` (realized),
+    """One image, layer and setting, averaged over its ``masks`` masks: ``drop_rate`` (realized),
     ``kl`` (KL(clean || after), nats), ``agreement`` (fraction of masks whose top-1 is the clean
     top-1) and ``accuracy`` (fraction whose top-1 is the true class; None without a label).
-    ``image`` is the path as found from the run's arguments (the CSV's key)."""
+    ``image`` is the path as found from the run's arguments; (image, layer, setting) is the CSV's key."""
 
     image: str
+    layer: str
     setting: Setting
     masks: int
     drop_rate: float
@@ -127,93 +162,23 @@ class ImageRow:
     accuracy: float | None
 
 
-def sweep_image(
-    model, image: np.ndarray, layer: str, settings: Sequence[Setting], *, masks: int, seed: int,
-    content: str, name: str = "", gamma: str | float = "paper", label: int | None = None,
-    device="cpu", batch_size: int = BATCH_SIZE, progress: Callable[[int], object] | None = None,
-) -> list[ImageRow]:
-    """One image through every setting: ``masks`` masks each, one row per setting (in order).
+def sweep_image(model, image: np.ndarray, layer: str | Sequence[str], settings: Sequence[Setting], **kw) -> list[ImageRow]:
+    """One image through every setting at ``layer`` (a name, or several: each gets every setting), one row per
+    (layer, setting) in that order: :func:`dropblock.sweep_engine.sweep_layers` (see it for the keywords)."""
+    from dropblock.sweep_engine import sweep_layers
 
-    Args:
-        model: as for :func:`~dropblock.effect.layer_effect` (a LoadedModel or a built-in network).
-        image: (H, W, 3) uint8 RGB.
-        layer: the layer whose output is masked.
-        settings: from :func:`settings_grid`.
-        masks: N masks per setting.
-        seed, content: the run's seed and the image's :func:`content_id` (see :func:`setting_seed`).
-        name: the image's ``ImageRow.image``.
-        gamma: DropBlock's ``"paper"``, ``"exact"`` or a float.
-        label: the true class index, or None.
-        device: where masks are drawn (the model's device).
-        batch_size: edited maps per pass.
-        progress: called with the number of masks done, as they are drawn.
-
-    Raises:
-        UnknownNameError: unknown layer. LayerError: its output is not one 4-D map. ValueError: bad
-        settings, masks, batch size or image.
-    """
-    import torch
-
-    from dropblock.effect import MaskSeries, counted
-    from dropblock.models import as_loaded, forward_many, preprocess
-
-    model = as_loaded(model)
-    masks = check_positive_int(masks, "masks")
-    batch_size = check_positive_int(batch_size, "batch_size")
-    for s in settings:
-        _check_setting(s)
-    _check_resize(np.shape(image), model.preprocessing.short_side)
-    x, _ = preprocess(model, image)
-    live = [s for s in settings if s.keep_prob < 1.0]
-    edits = {s: MaskSeries(s.method, 1.0 - s.keep_prob, masks, block_size=s.block_size or 1, gamma=gamma,
-                           shared_channels=False, seed=setting_seed(seed, content, s), device=device)
-             for s in live}
-    queue = counted([e for s in live for e in edits[s].edits()], progress) or [lambda f: f]
-    run = forward_many(model, x, layer, queue, batch_size=batch_size)
-    shape = tuple(run.feature_before.shape)
-    clean = run.logits_before[0].detach().to("cpu", torch.float64)
-    after = run.logits_after.detach().to("cpu", torch.float64)
-    rows, start = [], 0
-    for s in settings:
-        if s in edits:
-            rows.append(_row(name, s, clean, after[start:start + masks], edits[s].drop_rates(shape), label))
-            start += masks
-        else:
-            rows.append(_row(name, s, clean, clean[None].expand(masks, -1), [0.0] * masks, label))
-            if progress is not None:
-                progress(masks)
-    return rows
-
-
-def _check_resize(shape: tuple[int, ...], side: int | None) -> None:
-    """ValueError when an image of ``shape`` (H, W, ...) would pass MAX_RESIZED_PIXELS once resized."""
-    from dropblock.images import ImageLoadError, check_resize
-
-    if side is not None and len(shape) >= 2:
-        try:
-            check_resize(shape[0], shape[1], side)
-        except ImageLoadError as e:
-            raise UsageError(str(e)) from None
-
-
-def _row(name: str, s: Setting, clean, after, drop_rates: list[float], label: int | None) -> ImageRow:
-    """The means over one setting's masks; ``after`` (N, K) float64 logits, ``clean`` (K,)."""
-    from dropblock.effect import kl_divergence
-
-    top1 = after.argmax(dim=-1)
-    kl = float(kl_divergence(clean.expand_as(after), after).mean())  # exactly 0 where after is clean
-    agreement = float((top1 == int(clean.argmax())).double().mean())
-    accuracy = None if label is None else float((top1 == int(label)).double().mean())
-    return ImageRow(name, s, int(after.shape[0]), float(np.mean(drop_rates)), kl, agreement, accuracy)
+    layers = [layer] if isinstance(layer, str) else list(layer)
+    return sweep_layers(model, image, {name: list(settings) for name in layers}, **kw)
 
 
 @dataclass(frozen=True)
 class SweepPoint:
-    """One setting across images. ``images``: how many; ``masks``: in all (images x N).
+    """One layer and setting across images. ``images``: how many; ``masks``: in all (images x N).
     ``drop_rate``, ``kl``, ``agreement``: :class:`~dropblock.stats.MeanSE` over the per-image means
     (se across images; see :func:`se_or_none`); ``accuracy``: the same over the images with a known
     class, or None when none has one."""
 
+    layer: str
     setting: Setting
     images: int
     masks: int
@@ -223,19 +188,24 @@ class SweepPoint:
     accuracy: MeanSE | None
 
 
-def summarize(rows: Iterable[ImageRow], order: Sequence[Setting] | None = None) -> list[SweepPoint]:
-    """One :class:`SweepPoint` per setting found in ``rows``, in ``order`` (settings not in it follow
-    in order of appearance). A repeated (image, setting) counts once (the first row)."""
-    by_setting: dict[Setting, dict[str, ImageRow]] = {}
+def summarize(rows: Iterable[ImageRow], order: Sequence[Setting] | None = None,
+              layers: Sequence[str] | None = None) -> list[SweepPoint]:
+    """One :class:`SweepPoint` per (layer, setting) found in ``rows``: layers in ``layers`` order, then
+    settings in ``order`` (what is not in them follows in order of appearance). A repeated (image, layer,
+    setting) counts once (the first row)."""
+    groups: dict[tuple[str, Setting], dict[str, ImageRow]] = {}
     for row in rows:
-        by_setting.setdefault(row.setting, {}).setdefault(row.image, row)
+        groups.setdefault((row.layer, row.setting), {}).setdefault(row.image, row)
     rank = {s: i for i, s in enumerate(order or ())}
+    layer_rank = {name: i for i, name in enumerate(layers or ())}
+    for layer, _ in groups:
+        layer_rank.setdefault(layer, len(layer_rank))
     points = []
-    for s in sorted(by_setting, key=lambda s: rank.get(s, len(rank))):
-        group = list(by_setting[s].values())
+    for layer, s in sorted(groups, key=lambda k: (layer_rank[k[0]], rank.get(k[1], len(rank)))):
+        group = list(groups[layer, s].values())
         labelled = [r.accuracy for r in group if r.accuracy is not None]
         points.append(SweepPoint(
-            s, len(group), sum(r.masks for r in group), MeanSE.of([r.drop_rate for r in group]),
+            layer, s, len(group), sum(r.masks for r in group), MeanSE.of([r.drop_rate for r in group]),
             MeanSE.of([r.kl for r in group]), MeanSE.of([r.agreement for r in group]),
             MeanSE.of(labelled) if labelled else None))
     return points
@@ -247,13 +217,13 @@ def se_or_none(stat: MeanSE) -> float | None:
 
 
 def point_json(p: SweepPoint) -> dict:
-    """A JSON-ready dict: method, block_size (null but for DropBlock), keep_prob, images, masks,
+    """A JSON-ready dict: layer, method, block_size (null but for the block methods), keep_prob, images, masks,
     drop_rate (mean), kl and agreement as {mean, se}, accuracy as {mean, se, images} or null."""
     def stat(m: MeanSE) -> dict:
         return {"mean": m.mean, "se": se_or_none(m)}
 
     accuracy = None if p.accuracy is None else dict(stat(p.accuracy), images=p.accuracy.n)
-    return {"method": p.setting.method, "block_size": p.setting.block_size, "keep_prob": p.setting.keep_prob,
+    return {"layer": p.layer, "method": p.setting.method, "block_size": p.setting.block_size, "keep_prob": p.setting.keep_prob,
             "images": p.images, "masks": p.masks, "drop_rate": p.drop_rate.mean, "kl": stat(p.kl),
             "agreement": stat(p.agreement), "accuracy": accuracy}
 

@@ -4,9 +4,9 @@ with rows of other settings.
 Layout::
 
     # dropblock sweep CSV: the '#' lines above the column header are the settings that made it
-    # settings: {"block_sizes": [1, 3], "gamma": "paper", "layer": "blocks.8", ...}
-    image,method,block_size,keep_prob,masks,drop_rate,kl,agreement,accuracy
-    photos/a.jpg,dropblock,3,0.9,16,0.1015625,0.0123...,0.9375,
+    # settings: {"block_sizes": [1, 3], "gamma": "paper", "layers": ["blocks.8", "head"], ...}
+    image,layer,method,block_size,keep_prob,masks,drop_rate,kl,agreement,accuracy
+    photos/a.jpg,blocks.8,dropblock,3,0.9,16,0.1015625,0.0123...,0.9375,
 
 The settings line is one JSON object (:data:`SETTINGS_KEYS` and more); ``--resume`` refuses a file
 whose settings differ from the run's. Readers skip the ``#`` lines: pandas with
@@ -14,10 +14,10 @@ whose settings differ from the run's. Readers skip the ``#`` lines: pandas with
 C engine respects; checked with pandas 3.1), Python's csv module with
 ``csv.DictReader(itertools.dropwhile(lambda line: line.startswith("#"), fh))``.
 
-Columns (:data:`CSV_COLUMNS`): ``block_size`` is empty but for DropBlock and ``accuracy`` empty
+Columns (:data:`CSV_COLUMNS`): ``block_size`` is empty but for the block methods and ``accuracy`` empty
 without a label; floats are written with Python's ``repr`` (the shortest text that reads back as the
 same float), so a resumed run holds exactly the values an uninterrupted one would. A row is keyed by
-(image, method, block_size, keep_prob), where ``image`` is the path as found from the run's
+(image, layer, method, block_size, keep_prob), where ``image`` is the path as found from the run's
 arguments: resume from the same directory with the same arguments.
 
 Files: a new CSV is created with ``O_EXCL`` (two runs cannot both start one) and locked while a run
@@ -41,8 +41,8 @@ from dropblock.sweep import ImageRow, Setting
 __all__ = ["CSV_COLUMNS", "SETTINGS_KEYS", "SweepCsvError", "SettingsMismatch", "read_csv", "read_rows", "SweepCsv",
            "weights_digest", "labels_digest"]
 
-CSV_COLUMNS = ("image", "method", "block_size", "keep_prob", "masks", "drop_rate", "kl", "agreement", "accuracy")
-SETTINGS_KEYS = ("version", "model", "weights_sha256", "weights", "preprocessing", "layer", "device", "seed", "gamma",
+CSV_COLUMNS = ("image", "layer", "method", "block_size", "keep_prob", "masks", "drop_rate", "kl", "agreement", "accuracy")
+SETTINGS_KEYS = ("version", "model", "weights_sha256", "weights", "preprocessing", "layers", "device", "seed", "gamma",
                  "methods", "block_sizes", "keep_probs", "masks", "labels")
 """What a run's settings hold (the CLI fills them); every key but :data:`INFO_KEYS` must match to resume."""
 INFO_KEYS = frozenset({"weights"})
@@ -96,16 +96,16 @@ def _quoted(cells: list[str]) -> str:
 
 def _format(row: ImageRow) -> list[str]:
     s = row.setting
-    return [row.image, s.method, "" if s.block_size is None else str(s.block_size), repr(float(s.keep_prob)),
+    return [row.image, row.layer, s.method, "" if s.block_size is None else str(s.block_size), repr(float(s.keep_prob)),
             str(row.masks), repr(row.drop_rate), repr(row.kl), repr(row.agreement),
             "" if row.accuracy is None else repr(row.accuracy)]
 
 
 def _parse(cells: list[str]) -> ImageRow:
     """One CSV row; raises ValueError (or KeyError) on a bad cell."""
-    image, method, block, keep_prob, masks, drop_rate, kl, agreement, accuracy = cells
+    image, layer, method, block, keep_prob, masks, drop_rate, kl, agreement, accuracy = cells
     setting = Setting(method, int(block) if block else None, float(keep_prob))
-    return ImageRow(image, setting, int(masks), float(drop_rate), float(kl), float(agreement),
+    return ImageRow(image, layer, setting, int(masks), float(drop_rate), float(kl), float(agreement),
                     float(accuracy) if accuracy else None)
 
 
@@ -274,9 +274,9 @@ class SweepCsv:
         os.close(fd)
         return new
 
-    def done(self) -> set[tuple[str, Setting]]:
-        """The (image, setting) pairs the previous run finished."""
-        return {(row.image, row.setting) for row in self.previous}
+    def done(self) -> set[tuple[str, str, Setting]]:
+        """The (image, layer, setting) the previous run finished."""
+        return {(row.image, row.layer, row.setting) for row in self.previous}
 
     def write(self, rows: list[ImageRow]) -> None:
         """Append ``rows`` (one image's) in one write: all of them reach the file or none (a failed

@@ -227,7 +227,7 @@ def test_cam_and_sweep_take_own_code_too(code_dir, trained, sample_images, tmp_p
             tmp_path / "sweep.png", "--json")
     assert r.exit_code == 0, r.output
     data = json.loads(r.stdout)
-    assert (data["model"], data["layer"], data["images"]) == ("tinynet:build", "block", 2)
+    assert (data["model"], data["layers"], data["images"]) == ("tinynet:build", ["block"], 2)
     assert [(x["keep_prob"], x["masks"]) for x in data["results"]] == [(1.0, 4), (0.8, 4)]
     r = run("sweep", sample_images / "coffee.jpg", *model, "--layer", "fc", "-o", tmp_path / "s.png")
     one_error_line(r, 2, "layer 'fc' of tinynet:build outputs shape")

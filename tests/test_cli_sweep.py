@@ -50,8 +50,8 @@ def test_json_figure_and_a_file_that_is_not_an_image(tmp_path):
     r = run("sweep", SAMPLES, *FAST, "-o", out, "--json", "--seed", "3")
     assert r.exit_code == 0, r.output
     data = json.loads(r.stdout)
-    assert {"model", "layer", "images", "skipped", "results", "output"} <= set(data)
-    assert (data["model"], data["layer"], data["images"], data["output"]) == ("efficientnet-lite0", "blocks.8", 3, str(out))
+    assert {"model", "layers", "images", "skipped", "results", "output", "baseline", "paired"} <= set(data)
+    assert (data["model"], data["layers"], data["images"], data["output"]) == ("efficientnet-lite0", ["blocks.8"], 3, str(out))
     assert [s["path"] for s in data["skipped"]] == [str(SAMPLES / "SOURCES.md")] and data["skipped"][0]["reason"]
     assert r.stderr.count("warning:") == 1 and "SOURCES.md" in r.stderr
     results = data["results"]
@@ -59,7 +59,7 @@ def test_json_figure_and_a_file_that_is_not_an_image(tmp_path):
         ("dropblock", 1, 1.0), ("dropblock", 1, 0.8), ("dropblock", 7, 1.0), ("dropblock", 7, 0.8),
         ("dropout", None, 1.0), ("dropout", None, 0.8)]
     for x in results:
-        assert set(x) == {"method", "block_size", "keep_prob", "images", "masks", "drop_rate", "kl", "agreement",
+        assert set(x) == {"layer", "method", "block_size", "keep_prob", "images", "masks", "drop_rate", "kl", "agreement",
                           "accuracy"}
         assert (x["images"], x["masks"], x["accuracy"]) == (3, 6, None)
         if x["keep_prob"] == 1.0:  # the clean network, for every method
@@ -138,8 +138,9 @@ def _data_lines(path: Path) -> list[str]:
 def _rows(path: Path) -> dict:
     with open(path, newline="") as fh:
         rows = list(csv.reader(itertools.dropwhile(lambda line: line.startswith("#"), fh)))
-    assert rows[0] == ["image", "method", "block_size", "keep_prob", "masks", "drop_rate", "kl", "agreement", "accuracy"]
-    keyed = {tuple(r[:5]): [float(v) for v in r[5:8]] for r in rows[1:]}
+    assert rows[0] == ["image", "layer", "method", "block_size", "keep_prob", "masks", "drop_rate", "kl", "agreement",
+                       "accuracy"]
+    keyed = {tuple(r[:6]): [float(v) for v in r[6:9]] for r in rows[1:]}
     assert len(keyed) == len(rows) - 1, "duplicate rows"
     return keyed
 

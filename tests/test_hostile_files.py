@@ -204,7 +204,7 @@ def test_a_kill_during_the_resume_rewrite_loses_nothing(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     r = run("sweep", "c.jpg", "d.jpg", *FAST, "--csv", "run.csv", "--resume", "-o", "s.png")
     assert r.exit_code == 0, r.output
-    assert len(data_rows(path)) == 4 and all(row.count(",") == 8 for row in data_rows(path))
+    assert len(data_rows(path)) == 4 and all(row.count(",") == 9 for row in data_rows(path))
 
 
 @pytest.mark.parametrize("change, named", [
@@ -248,7 +248,7 @@ def test_a_read_only_output_folder_is_refused_before_the_run(tmp_path, monkeypat
         return real(path, flags, *args)
 
     monkeypatch.setattr(os, "open", read_only)
-    monkeypatch.setattr(SWEEP_CLI, "load_network", lambda *a: pytest.fail("the run started"))
+    monkeypatch.setattr(SWEEP_CLI, "load_layers", lambda *a: pytest.fail("the run started"))
     one_error(run("sweep", "c.jpg", *FAST, "-o", "ro/s.png"), 2, "Read-only file system")
     one_error(run("sweep", "c.jpg", *FAST, "--csv", "ro/s.csv"), 2, "Read-only file system")
     one_error(run("show", "c.jpg", "-o", "ro/s.png"), 2, "Read-only file system")
@@ -329,7 +329,7 @@ def test_a_labels_file_that_names_no_image_warns(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("where, said", [
-    ((SWEEP_CLI, "load_network"), "interrupted before the first image: nothing was written"),
+    ((SWEEP_CLI, "load_layers"), "interrupted before the first image: nothing was written"),
     ("dropblock.viz.sweep.sweep_figure", "interrupted while drawing the figure: all 1 images are done"),
 ])
 def test_ctrl_c_outside_the_image_loop_says_what_was_kept(tmp_path, monkeypatch, where, said):

@@ -154,7 +154,7 @@ def test_bad_arguments(model):
 # --- across images -------------------------------------------------------------------------------
 
 def _row(image, kl, agreement=1.0, accuracy=None, setting=Setting("dropout", None, 0.9)):
-    return ImageRow(image, setting, 4, 0.1, kl, agreement, accuracy)
+    return ImageRow(image, "blocks.8", setting, 4, 0.1, kl, agreement, accuracy)
 
 
 def test_summary_averages_masks_within_images_then_takes_the_se_across_images():
@@ -169,7 +169,7 @@ def test_summary_averages_masks_within_images_then_takes_the_se_across_images():
     assert three.kl.se == pytest.approx(np.std([0.1, 0.3, 0.2], ddof=1) / math.sqrt(3))
     assert three.accuracy.mean == 0.5 and three.accuracy.n == 2  # the labelled images only
     j = point_json(three)
-    assert j == {"method": "dropout", "block_size": None, "keep_prob": 0.9, "images": 3, "masks": 12,
+    assert j == {"layer": "blocks.8", "method": "dropout", "block_size": None, "keep_prob": 0.9, "images": 3, "masks": 12,
                  "drop_rate": pytest.approx(0.1), "kl": {"mean": pytest.approx(0.2), "se": three.kl.se},
                  "agreement": {"mean": 0.75, "se": three.agreement.se},
                  "accuracy": {"mean": 0.5, "se": three.accuracy.se, "images": 2}}

@@ -16,11 +16,11 @@ from dropblock.sweep_csv import (
 )
 
 ROWS = [
-    ImageRow("photos/a b,c.jpg", Setting("dropblock", 7, 0.9), 16, 0.1 + 1e-17, 0.1234567890123456789, 0.8125, None),
-    ImageRow("photos/x.jpg", Setting("dropout", None, 0.7), 16, 0.30000000000000004, 1e-300, 1.0, 0.0625),
-    ImageRow("#1 photos/#y.jpg", Setting("cutout", None, 0.7), 16, 0.25, 0.5, 0.75, None),
+    ImageRow("photos/a b,c.jpg", "blocks.8", Setting("dropblock", 7, 0.9), 16, 0.1 + 1e-17, 0.1234567890123456789, 0.8125, None),
+    ImageRow("photos/x.jpg", "head", Setting("dropout", None, 0.7), 16, 0.30000000000000004, 1e-300, 1.0, 0.0625),
+    ImageRow("#1 photos/#y.jpg", "blocks.8", Setting("cutout", None, 0.7), 16, 0.25, 0.5, 0.75, None),
 ]
-SETTINGS = {"version": "0.1.0", "model": "efficientnet-lite0", "layer": "blocks.8", "seed": 0, "gamma": "paper",
+SETTINGS = {"version": "0.1.0", "model": "efficientnet-lite0", "layers": ["blocks.8", "head"], "seed": 0, "gamma": "paper",
             "methods": ["dropblock", "dropout"], "block_sizes": [1, 7], "keep_probs": [1.0, 0.9], "masks": 16,
             "labels": None, "weights": "default", "weights_sha256": "ab" * 32}
 
@@ -34,8 +34,8 @@ def test_rows_read_back_exactly_after_the_settings_header(tmp_path):
     lines = path.read_text().splitlines()
     assert lines[0].startswith("# dropblock sweep CSV") and lines[1].startswith("# settings: {")
     assert lines[2] == ",".join(CSV_COLUMNS)
-    assert lines[4] == "photos/x.jpg,dropout,,0.7,16,0.30000000000000004,1e-300,1.0,0.0625"
-    assert lines[5].startswith('"#1 photos/#y.jpg","cutout"')  # a '#' cell is quoted: no reader takes it for a comment
+    assert lines[4] == "photos/x.jpg,head,dropout,,0.7,16,0.30000000000000004,1e-300,1.0,0.0625"
+    assert lines[5].startswith('"#1 photos/#y.jpg","blocks.8","cutout"')  # a '#' cell is quoted: no reader takes it for a comment
     assert read_csv(path) == (SETTINGS, ROWS)  # floats exactly, quoting, None for empty cells
 
 
@@ -66,9 +66,9 @@ def test_resume_keeps_what_was_written_and_drops_a_row_cut_short(tmp_path):
         log.write(ROWS[:1])
     os.chmod(path, 0o640)
     with open(path, "a") as fh:
-        fh.write("photos/x.jpg,dropout,,0.7,16,0.3")  # a killed run's last, unfinished line
+        fh.write("photos/x.jpg,head,dropout,,0.7,16,0.3")  # a killed run's last, unfinished line
     log = SweepCsv(path, SETTINGS, resume=True)
-    assert log.previous == ROWS[:1] and log.done() == {(ROWS[0].image, ROWS[0].setting)}
+    assert log.previous == ROWS[:1] and log.done() == {(ROWS[0].image, ROWS[0].layer, ROWS[0].setting)}
     with log:
         log.write(ROWS[1:])
     assert read_rows(path) == ROWS
@@ -76,7 +76,7 @@ def test_resume_keeps_what_was_written_and_drops_a_row_cut_short(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["s.csv"]  # no temporary file left
 
 
-@pytest.mark.parametrize("key, value", [("layer", "blocks.6"), ("seed", 1), ("masks", 8), ("gamma", "exact"),
+@pytest.mark.parametrize("key, value", [("layers", ["blocks.8"]), ("layers", ["head", "blocks.8"]), ("seed", 1), ("masks", 8), ("gamma", "exact"),
                                         ("keep_probs", [1.0, 0.8]), ("weights_sha256", "cd" * 32),
                                         ("version", "0.2.0"), ("labels", "ef" * 32)])
 def test_resume_with_other_settings_is_refused_naming_the_difference(tmp_path, key, value):
@@ -112,9 +112,11 @@ def test_a_file_in_use_is_refused(tmp_path):
 
 @pytest.mark.parametrize("text, match", [
     ("image,label\nx,1\n", "header"),
-    (",".join(CSV_COLUMNS) + "\nx,dropout,,0.7,16,0.3,0.1,1.0,\n", "records no settings"),
-    (header_text(SETTINGS) + "x,dropout,,0.7,16,0.3,0.1\n", "line 4"),
-    (header_text(SETTINGS) + "x,dropout,,0.7,sixteen,0.3,0.1,1.0,\n", "line 4"),
+    (",".join(CSV_COLUMNS) + "\nx,head,dropout,,0.7,16,0.3,0.1,1.0,\n", "records no settings"),
+    (header_text(SETTINGS) + "x,head,dropout,,0.7,16,0.3,0.1\n", "line 4"),
+    (header_text(SETTINGS) + "x,head,dropout,,0.7,sixteen,0.3,0.1,1.0,\n", "line 4"),
+    (header_text(SETTINGS).replace(",".join(CSV_COLUMNS), ",".join(c for c in CSV_COLUMNS if c != "layer"))
+     + "x,dropout,,0.7,16,0.3,0.1,1.0,\n", "header"),  # a CSV of an older dropblock (no layer column)
     ("# settings: {not json\n" + ",".join(CSV_COLUMNS) + "\n", "not JSON"),
     (header_text(SETTINGS).replace(",".join(CSV_COLUMNS), "image,label"), "header"),
 ])

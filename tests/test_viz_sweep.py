@@ -13,7 +13,7 @@ from figures import assert_png_size, save_png
 
 def _point(method, block, kp, kl, images=3, accuracy=None):
     se = 0.01 if images > 1 else 0.0
-    return SweepPoint(Setting(method, block, kp), images, images * 4, MeanSE(1 - kp, se, images),
+    return SweepPoint("l", Setting(method, block, kp), images, images * 4, MeanSE(1 - kp, se, images),
                       MeanSE(kl, se, images), MeanSE(1 - kl, se, images),
                       None if accuracy is None else MeanSE(accuracy, se, images))
 

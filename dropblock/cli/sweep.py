@@ -1,6 +1,7 @@
 """``dropblock sweep``: the paper's Figure 5 on your own images. Regularizers applied at inference to one
-layer, swept over keep_prob, block size and method across images; a figure, a table or JSON, and an
-optional CSV of per-image rows that a stopped run can resume."""
+layer or several, swept over keep_prob, block size and method across images; a figure (by depth for
+several layers), tables of means and of paired differences or JSON, and an optional CSV of per-image rows
+that a stopped run can resume."""
 
 from __future__ import annotations
 
@@ -11,17 +12,25 @@ from typing import Optional
 
 import typer
 
-from dropblock.cli.models import fail_for, load_network, model_choice
+from dropblock.cli.models import fail_for, model_choice
 from dropblock.cli.options import (
     GAMMA_HELP, ClassNamesOpt, DownloadOpt, InputSizeOpt, JsonOpt, MeanOpt, ModelOpt, ProgressBar, StdOpt, WeightsOpt,
-    check_dpi, check_gamma_mode, check_positive, fail, save_or_say, stderr_is_terminal,
+    check_dpi, check_gamma_mode, check_positive, fail, stderr_is_terminal,
 )
-from dropblock.cli.report import columns, note, pct, print_json, stderr_console, stdout_console
-from dropblock.cli.sweep_files import check_files, exclude_outputs, open_csv, run_settings
+from dropblock.cli.report import note, stderr_console
+from dropblock.cli.sweep_files import check_files, exclude_outputs, load_layers, open_csv, run_settings
+from dropblock.cli.sweep_report import finish
 
 IMAGES_HELP = "Image files, folders (searched recursively) or globs such as 'photos/*.jpg'."
-CSV_HELP = ("Write one row per image, method, block size and keep_prob to this CSV as each image finishes "
+CSV_HELP = ("Write one row per image, layer, method, block size and keep_prob to this CSV as each image finishes "
             "(it must not exist, unless --resume).")
+METHODS_HELP = ("Regularizers, comma-separated (Cutout's side follows the drop rate); also cutout-input (Cutout on "
+                "the network's input) and cutout-input+dropblock (both).")
+OUTPUT_HELP = "Figure file (.png, .svg, .pdf) \\[default: ./sweep-LAYER.png, or ./sweep-depth.png for several layers]."
+LAYER_HELP = ("The layer whose output is masked (see `dropblock layers`); repeat it, or give a glob such as "
+              "'blocks.*' (matched against `dropblock layers --filter '*'`), to sweep several layers.")
+BASELINE_HELP = ("The series the others are compared with, image by image (paired): a method, or a block method "
+                 "with its size, e.g. dropblock:1 \\[default: dropout, or the first series of a run without it].")
 
 
 @dataclass
@@ -88,8 +97,7 @@ def warn(text: str) -> None:
 
 def sweep(
     images: list[str] = typer.Argument(..., help=IMAGES_HELP, show_default=False),
-    layer: str = typer.Option(..., "--layer", "-l", help="The layer whose output is masked (see `dropblock layers`).",
-                              show_default=False),
+    layer: list[str] = typer.Option(..., "--layer", "-l", help=LAYER_HELP, show_default=False),
     model: ModelOpt = "efficientnet-lite0",
     weights: WeightsOpt = None,
     download: DownloadOpt = False,
@@ -99,16 +107,15 @@ def sweep(
     class_names: ClassNamesOpt = None,
     keep_probs: str = typer.Option("1,0.95,0.9,0.85,0.8,0.75,0.7", "--keep-probs", help="keep_prob values, comma-separated."),
     block_sizes: str = typer.Option("1,3,5,7", "--block-sizes", help="DropBlock block sizes in feature-map cells."),
-    methods: str = typer.Option("dropblock,dropout,spatial-dropout,cutout", "--methods",
-                                help="Regularizers, comma-separated (Cutout's side follows the drop rate)."),
+    methods: str = typer.Option("dropblock,dropout,spatial-dropout,cutout", "--methods", help=METHODS_HELP),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help=BASELINE_HELP, show_default=False),
     masks: int = typer.Option(16, "--masks", "-n", help="Masks per image and setting."),
     gamma_mode: str = typer.Option("paper", "--gamma", help=GAMMA_HELP),
     labels: Optional[Path] = typer.Option(None, "--labels", help="CSV with the columns image,label (class index or "
                                           "name) for accuracy; folders named by ImageNet WordNet id work without it."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help=CSV_HELP),
     resume: bool = typer.Option(False, "--resume", help="Skip what the --csv file holds and append the rest."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Figure file (.png, .svg, .pdf) "
-                                          "\\[default: ./sweep-LAYER.png].", show_default=False),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help=OUTPUT_HELP, show_default=False),
     dpi: Optional[int] = typer.Option(None, "--dpi", help="Resolution of a raster figure \\[default: 150].",
                                       show_default=False),
     as_json: JsonOpt = False,
@@ -116,31 +123,33 @@ def sweep(
                                                 "the setting, so they never depend on the other images."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
 ) -> None:
-    """Regularizers at inference on one layer, across images: agreement, KL, accuracy and drop rate
-    against keep_prob (the paper's Figure 5)."""
+    """Regularizers at inference on one layer or several, across images: agreement, KL, accuracy and drop rate
+    against keep_prob (the paper's Figure 5), or against depth; each series minus a baseline, image by image."""
     from dropblock.sweep import settings_grid
 
     lists = (_methods(methods), _ints(block_sizes, "--block-sizes"), _floats(keep_probs, "--keep-probs"))
     settings = settings_grid(*lists)
+    base = _baseline(baseline, settings)
     check_positive(masks, "--masks")
     check_positive(seed, "--seed", 0)
     check_dpi(dpi)
     check_gamma_mode(gamma_mode)
     choice = model_choice(model, weights, download, input_size, mean, std, class_names)
-    output = output or Path.cwd() / f"sweep-{layer}.png"
+    output = output or _default_output(layer)
     check_files(csv_path, resume, output, {"--labels": labels, "--weights": weights, "--class-names": class_names})
     stage = Stage(csv_path)
     try:
         paths = _find(images, output, csv_path)
         stage.images = len(paths)
-        model_name, layer_name, net, dev = load_network(choice, layer, device)
-        plan = dict(model=model_name, layer=layer_name, net=net, device=dev, settings=settings, masks=masks,
-                    seed=seed, gamma=gamma_mode, labels=_read_labels(labels, net.class_names, paths))
+        model_name, picked, net, dev = load_layers(choice, layer, device, warn)
+        plan = dict(model=model_name, layer_names=[p.name for p in picked], net=net, device=dev, settings=settings,
+                    masks=masks, seed=seed, gamma=gamma_mode, labels=_read_labels(labels, net.class_names, paths),
+                    baseline=base, layer_index={p.name: p.index for p in picked}, cost=_costs(net, picked))
         log = open_csv(csv_path, resume, run_settings(plan, *lists))
         with log if log is not None else nullcontext():
             stage.log = log
             state = _run(paths, plan, log, stage)
-            _finish(state, plan, paths, output, dpi or 150, as_json, csv_path)
+            finish(state, plan, paths, output, dpi or 150, as_json, csv_path)
     except KeyboardInterrupt:
         note(stage.interrupted())
         raise typer.Exit(130) from None
@@ -184,7 +193,7 @@ class _Bar(ProgressBar):
     """The progress bar on stderr (a terminal only): masks done, images done, time left; warnings go
     above it."""
 
-    def __init__(self, images: int, per_image: int) -> None:
+    def __init__(self, images: int, per_image: float) -> None:
         self.images, self.per_image, self.this_image, self.done = images, per_image, 0, 0
         self.console, self.progress = stderr_console(), None
         if stderr_is_terminal() and images * per_image > 0:
@@ -195,8 +204,8 @@ class _Bar(ProgressBar):
                                      TimeRemainingColumn(), console=self.console, transient=True)
             self.task = self.progress.add_task("sweep", total=images * per_image, done=0, images=images)
 
-    def advance(self, n: int) -> None:
-        """``n`` more masks done."""
+    def advance(self, n: float) -> None:
+        """``n`` more units done (masks weighted by their cost: see :func:`_costs`)."""
         self.this_image += n
         super().advance(n)
 
@@ -218,13 +227,14 @@ def _skip(path: Path, reason: str, state: Progress, bar: _Bar) -> list:
     return []
 
 
-def _one_image(path: Path, todo: list, plan: dict, state: Progress, bar: _Bar) -> list:
-    """The rows of one image's unfinished settings; [] (and a warning) when it cannot be read, is too large
+def _one_image(path: Path, todo: dict, plan: dict, state: Progress, bar: _Bar) -> list:
+    """The rows of one image's unfinished settings ({layer: settings}); [] (and a warning) when it cannot be read, is too large
     once resized for the network, or is a figure dropblock made."""
     from dropblock.errors import one_line
     from dropblock.images import ImageLoadError, load_image
     from dropblock.labels import label_for
-    from dropblock.sweep import content_id, sweep_image
+    from dropblock.sweep import content_id
+    from dropblock.sweep_engine import sweep_layers
 
     try:
         content = content_id(path)
@@ -233,9 +243,9 @@ def _one_image(path: Path, todo: list, plan: dict, state: Progress, bar: _Bar) -
         return _skip(path, one_line(e), state, bar)
     if loaded.dropblock_figure:
         return _skip(path, f"{str(path)!r} is a figure dropblock made, not a photo", state, bar)
-    return sweep_image(plan["net"], loaded.pixels, plan["layer"], todo, masks=plan["masks"],
-                       seed=plan["seed"], content=content, name=str(path), gamma=plan["gamma"],
-                       label=label_for(path, plan["labels"]), device=plan["device"], progress=bar.advance)
+    return sweep_layers(plan["net"], loaded.pixels, todo, masks=plan["masks"], seed=plan["seed"], content=content,
+                        name=str(path), gamma=plan["gamma"], label=label_for(path, plan["labels"]),
+                        device=plan["device"], progress=bar.advance, cost=plan["cost"])
 
 
 def _run(paths: list[Path], plan: dict, log, stage: Stage) -> Progress:
@@ -246,12 +256,15 @@ def _run(paths: list[Path], plan: dict, log, stage: Stage) -> Progress:
     state = Progress()
     names = {str(p) for p in paths}
     done = log.done() if log is not None else set()
-    wanted = set(plan["settings"])
-    state.rows = [r for r in (log.previous if log is not None else []) if r.image in names and r.setting in wanted]
+    wanted, layers = set(plan["settings"]), plan["layer_names"]
+    per_image = sum(plan["cost"](layer, s) for layer in layers for s in plan["settings"]) * plan["masks"]
+    state.rows = [r for r in (log.previous if log is not None else [])
+                  if r.image in names and r.setting in wanted and r.layer in layers]
     try:
-        with _Bar(len(paths), len(plan["settings"]) * plan["masks"]) as bar:
+        with _Bar(len(paths), per_image) as bar:
             for path in paths:
-                todo = [s for s in plan["settings"] if (str(path), s) not in done]
+                todo = {layer: [s for s in plan["settings"] if (str(path), layer, s) not in done] for layer in layers}
+                todo = {layer: settings for layer, settings in todo.items() if settings}
                 rows = _one_image(path, todo, plan, state, bar) if todo else []
                 if rows and log is not None:
                     _write_rows(log, rows, state)
@@ -279,63 +292,34 @@ def _write_rows(log, rows: list, state: Progress) -> None:
              "finished before: make room, then add --resume", 1)
 
 
-def _stat(m, percent: bool) -> str:
-    from dropblock.sweep import se_or_none
+def _baseline(text: Optional[str], settings: list) -> tuple:
+    """--baseline as a (method, block size) series of this run (None: dropout, or the run's first series
+    without it); exit 2 otherwise."""
+    from dropblock.sweep import parse_series, series_name
 
-    se = se_or_none(m)
-    if percent:
-        return f"{100 * m.mean:.1f}%" + ("" if se is None else f" ± {100 * se:.1f}%")
-    return f"{m.mean:.4g}" + ("" if se is None else f" ± {se:.2g}")
-
-
-def _table(points, plan: dict, images: int):
-    from dropblock.viz.labels import METHOD_LABELS
-
-    accuracy = any(p.accuracy is not None for p in points)
-    headers = ["method", "block", "keep_prob", "images", "drop rate", "agreement", "KL (nats)"]
-    rows = []
-    for p in points:
-        s = p.setting
-        rows.append([METHOD_LABELS[s.method], "—" if s.block_size is None else str(s.block_size), f"{s.keep_prob:g}",
-                     str(p.images), pct(p.drop_rate.mean, 1), _stat(p.agreement, True), _stat(p.kl, False)]
-                    + ([("—" if p.accuracy is None else _stat(p.accuracy, True))] if accuracy else []))
-    band = "± standard error across images" if images > 1 else "one image: no standard error"
-    title = (f"{plan['model']} {plan['layer']}: {images} image{'s' * (images != 1)}, {plan['masks']} masks each, "
-             f"gamma {plan['gamma']} ({band})")
-    return columns(title, headers + (["accuracy"] if accuracy else []), rows, right_from=1)
+    series = list(dict.fromkeys(s.series for s in settings))
+    if text is None:
+        return ("dropout", None) if ("dropout", None) in series else series[0]
+    try:
+        base = parse_series(text)
+    except ValueError as e:
+        fail(f"--baseline: {e}", 2)
+    if base not in series:
+        fail(f"--baseline {text!r} is not a series of this run; choose one of {', '.join(map(series_name, series))}", 2)
+    return base
 
 
-def _finish(state: Progress, plan: dict, paths: list[Path], output: Path, dpi: int, as_json: bool,
-            csv_path: Optional[Path]) -> None:
-    """The figure (unless interrupted), the table or JSON; exit 130 after Ctrl-C, 1 with no image read, and 1
-    (after the table or JSON, with the CSV kept) when the figure cannot be written."""
-    from dropblock.sweep import point_json, summarize
+def _costs(net, picked: list):
+    """cost(layer, setting): a mask's share of a full forward pass (the progress bar's units), so that the
+    time estimate counts input series (a whole pass per mask) and deep layers (a short rest of the network)."""
+    from dropblock.sweep_engine import mask_cost
+    from dropblock.sweep_layers import suffix_share
 
-    points = summarize(state.rows, plan["settings"])
-    images = len({r.image for r in state.rows})
-    if not points and not state.interrupted:
-        fail(f"no readable image among the {len(paths)} file{'s' * (len(paths) != 1)} given", 1)
-    problem = None
-    if points and not state.interrupted:
-        from dropblock.viz.sweep import sweep_figure
+    share = {p.name: suffix_share(net, p.path) for p in picked}
+    return lambda layer, setting: mask_cost(setting, share[layer])
 
-        problem = save_or_say(sweep_figure(points, model=plan["model"], layer=plan["layer"], images=images,
-                                           masks=plan["masks"]), output, dpi)
-    written = output if points and not state.interrupted and problem is None else None
-    if as_json:
-        print_json({"model": plan["model"], "layer": plan["layer"], "images": images, "skipped": state.skipped,
-                    "results": [point_json(p) for p in points], "output": None if written is None else str(written),
-                    "csv": None if csv_path is None else str(csv_path), "masks": plan["masks"],
-                    "gamma": plan["gamma"], "seed": plan["seed"], "interrupted": state.interrupted})
-    elif points:
-        console = stdout_console()
-        console.print(_table(points, plan, images))
-        if written is not None:
-            console.print(f"figure written to {written}")
-    if problem is not None:
-        kept = f"; {str(csv_path)!r} holds every image" if csv_path else ""
-        fail(f"{problem} (the results above are complete{kept})", 1)
-    if state.interrupted:
-        tail = f"; {str(csv_path)!r} holds every finished image: add --resume to finish" if csv_path else ""
-        note(f"interrupted after {state.images_done} of {len(paths)} images{tail}")
-        raise typer.Exit(130)
+
+def _default_output(layers: list[str]) -> Path:
+    """./sweep-LAYER.png for one layer named, ./sweep-depth.png for several (or a glob)."""
+    one = len(layers) == 1 and not any(c in layers[0] for c in "*?[")
+    return Path.cwd() / (f"sweep-{layers[0].strip()}.png" if one else "sweep-depth.png")

@@ -12,7 +12,7 @@ from typing import Optional
 from dropblock.cli.options import check_output_path, check_writable_or_fail, fail
 
 OPTION_OF = {"version": "dropblock", "model": "--model", "weights_sha256": "weights (SHA-256)",
-             "preprocessing": "preprocessing (--input-size, --mean, --std)", "layer": "--layer", "device": "--device",
+             "preprocessing": "preprocessing (--input-size, --mean, --std)", "layers": "--layer", "device": "--device",
              "seed": "--seed", "gamma": "--gamma", "methods": "--methods", "block_sizes": "--block-sizes",
              "keep_probs": "--keep-probs", "masks": "-n", "labels": "--labels (SHA-256 of its image -> class rows)"}
 """The option (or what) each key of a sweep CSV's settings comes from, for messages."""
@@ -82,10 +82,36 @@ def run_settings(plan: dict, methods: list[str], block_sizes: list[int], keep_pr
     pre = ({f.name: _jsonable(getattr(spec, f.name)) for f in dataclasses.fields(spec)}
            if dataclasses.is_dataclass(spec) else str(spec))
     return {"version": __version__, "model": plan["model"], "weights_sha256": weights_digest(net.module),
-            "weights": str(net.weights), "preprocessing": pre, "layer": plan["layer"],
+            "weights": str(net.weights), "preprocessing": pre, "layers": plan["layer_names"],
             "device": str(plan["device"]).split(":")[0], "seed": plan["seed"], "gamma": plan["gamma"],
             "methods": methods, "block_sizes": block_sizes, "keep_probs": keep_probs, "masks": plan["masks"],
             "labels": labels_digest(plan["labels"])}
+
+
+def load_layers(choice, patterns: list[str], device: str, warn):
+    """(model spec, the picked layers in call order, LoadedModel, torch device) for ``--layer`` names and globs
+    (:func:`dropblock.sweep_layers.pick_layers`); ``warn`` names the layers a glob matched that run more than
+    once (left out). Exit 2 for unknown names, a glob that matches nothing (close matches named), a layer that
+    is not one map or a headless model; 1 when the model cannot be loaded."""
+    from dropblock.cli.models import fail_for, load_or_fail
+    from dropblock.cli.options import resolve_device
+    from dropblock.errors import DropblockError
+    from dropblock.sweep_layers import pick_layers
+
+    device = resolve_device(device)
+    net = load_or_fail(choice, device)
+    if not net.class_names:
+        fail(f"{net.spec} has no classifier outputs (a headless model): sweep compares its class predictions; pick "
+             "a model with a classifier head (`dropblock layers` lists any model's layers)", 2)
+    try:
+        picks = pick_layers(net, patterns)
+    except DropblockError as e:  # UnknownNameError, LayerError (2); ModelLoadError from its trace (1)
+        fail_for(e)
+    if picks.skipped:
+        shown = ", ".join(picks.skipped[:4]) + (f" and {len(picks.skipped) - 4} more" if len(picks.skipped) > 4 else "")
+        warn(f"--layer: left out {shown}: {'it runs' if len(picks.skipped) == 1 else 'they run'} more than once in a "
+             "forward pass, so the output is not one map")
+    return net.spec, picks.layers, net, device
 
 
 def open_csv(csv_path: Optional[Path], resume: bool, settings: dict):

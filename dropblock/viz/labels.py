@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-METHOD_LABELS = {"dropblock": "DropBlock", "dropout": "Dropout", "spatial-dropout": "Spatial dropout", "cutout": "Cutout"}
+METHOD_LABELS = {"dropblock": "DropBlock", "dropout": "Dropout", "spatial-dropout": "Spatial dropout", "cutout": "Cutout",
+                 "cutout-input": "Input Cutout", "cutout-input+dropblock": "Input Cutout + DropBlock"}
 
 
 def describe(method: str, params: dict, gamma: float | None, unit: str = "px") -> str:
