@@ -24,7 +24,8 @@ def layer_sweep_row(s: Settings) -> dict:
     from PIL import Image
 
     from dropblock.models import load_model, preprocess
-    from dropblock.sweep import settings_grid, sweep_image
+    from dropblock.sweep import settings_grid
+    from dropblock.sweep_engine import sweep_image
 
     net = load_model(SWEEP_MODEL, device=s.device)
     with Image.open(IMAGE) as im:

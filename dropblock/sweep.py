@@ -45,7 +45,7 @@ from dropblock.stats import MeanSE
 __all__ = [
     "SWEEP_METHODS", "INPUT_METHODS", "BLOCK_METHODS", "DEFAULT_KEEP_PROBS", "DEFAULT_BLOCK_SIZES", "Setting",
     "ImageRow", "SweepPoint", "settings_grid", "series_name", "parse_series", "content_id", "setting_seed",
-    "sweep_image", "summarize", "point_json", "find_images",
+    "summarize", "point_json", "find_images",
 ]
 
 INPUT_METHODS = ("cutout-input", "cutout-input+dropblock")
@@ -160,15 +160,6 @@ class ImageRow:
     kl: float
     agreement: float
     accuracy: float | None
-
-
-def sweep_image(model, image: np.ndarray, layer: str | Sequence[str], settings: Sequence[Setting], **kw) -> list[ImageRow]:
-    """One image through every setting at ``layer`` (a name, or several: each gets every setting), one row per
-    (layer, setting) in that order: :func:`dropblock.sweep_engine.sweep_layers` (see it for the keywords)."""
-    from dropblock.sweep_engine import sweep_layers
-
-    layers = [layer] if isinstance(layer, str) else list(layer)
-    return sweep_layers(model, image, {name: list(settings) for name in layers}, **kw)
 
 
 @dataclass(frozen=True)

@@ -238,3 +238,10 @@ def _row(name: str, layer: str, s: Setting, clean, after, drop_rates: list[float
     agreement = float((top1 == int(clean.argmax())).double().mean())
     accuracy = None if label is None else float((top1 == int(label)).double().mean())
     return ImageRow(name, layer, s, int(after.shape[0]), float(np.mean(drop_rates)), kl, agreement, accuracy)
+
+
+def sweep_image(model, image: np.ndarray, layer: str | Sequence[str], settings: Sequence[Setting], **kw) -> list[ImageRow]:
+    """One image through every setting at ``layer`` (a name, or several: each gets every setting), one row per
+    (layer, setting) in that order: :func:`sweep_layers` (see it for the keywords)."""
+    layers = [layer] if isinstance(layer, str) else list(layer)
+    return sweep_layers(model, image, {name: list(settings) for name in layers}, **kw)

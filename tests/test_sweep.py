@@ -18,8 +18,9 @@ from dropblock.methods import draw_mask
 from dropblock.models import forward_many, preprocess
 from dropblock.stats import MeanSE
 from dropblock.sweep import (
-    ImageRow, Setting, content_id, find_images, point_json, setting_seed, settings_grid, summarize, sweep_image,
+    ImageRow, Setting, content_id, find_images, point_json, setting_seed, settings_grid, summarize,
 )
+from dropblock.sweep_engine import sweep_image
 
 MODEL, LAYER = "efficientnet-lite0", "blocks.8"
 PHOTOS = ("astronaut.jpg", "chelsea.jpg", "coffee.jpg")

@@ -12,7 +12,8 @@ from conftest import SAMPLES, pretrained_one_thread
 from dropblock.effect import apply_mask, kl_divergence, mask_scale
 from dropblock.methods import draw_mask
 from dropblock.models import preprocess
-from dropblock.sweep import Setting, content_id, setting_seed, settings_grid, sweep_image
+from dropblock.sweep import Setting, content_id, setting_seed, settings_grid
+from dropblock.sweep_engine import sweep_image
 from dropblock.sweep_engine import mask_cost, sweep_layers
 
 MODEL = "efficientnet-lite0"
