@@ -16,6 +16,7 @@ from dropblock.cli.options import (
     GAMMA_HELP, ClassNamesOpt, DownloadOpt, InputSizeOpt, JsonOpt, MeanOpt, ModelOpt, ProgressBar, StdOpt, WeightsOpt,
     check_dpi, check_gamma_mode, check_positive, fail, save_or_say, stderr_is_terminal,
 )
+from dropblock.cli.ranks import image_rows, ranked
 from dropblock.cli.report import columns, note, pct, print_json, stderr_console, stdout_console
 from dropblock.cli.sweep_files import check_files, exclude_outputs, open_csv, run_settings
 
@@ -86,6 +87,7 @@ def warn(text: str) -> None:
     stderr_console().print(f"[yellow]warning:[/yellow] {text}", highlight=False, soft_wrap=True)
 
 
+@ranked({"csv_path": None, "resume": False})  # under torchrun only rank 0 opens the CSV
 def sweep(
     images: list[str] = typer.Argument(..., help=IMAGES_HELP, show_default=False),
     layer: str = typer.Option(..., "--layer", "-l", help="The layer whose output is masked (see `dropblock layers`).",
@@ -114,7 +116,8 @@ def sweep(
     as_json: JsonOpt = False,
     seed: int = typer.Option(0, "--seed", help="Random seed: an image's masks come from it, the image's bytes and "
                                                 "the setting, so they never depend on the other images."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, mps or auto."),
+    workers: int = typer.Option(0, "--workers", help="Processes that decode images ahead (0: none)."),
 ) -> None:
     """Regularizers at inference on one layer, across images: agreement, KL, accuracy and drop rate
     against keep_prob (the paper's Figure 5)."""
@@ -124,6 +127,7 @@ def sweep(
     settings = settings_grid(*lists)
     check_positive(masks, "--masks")
     check_positive(seed, "--seed", 0)
+    check_positive(workers, "--workers", 0)
     check_dpi(dpi)
     check_gamma_mode(gamma_mode)
     choice = model_choice(model, weights, download, input_size, mean, std, class_names)
@@ -135,7 +139,7 @@ def sweep(
         stage.images = len(paths)
         model_name, layer_name, net, dev = load_network(choice, layer, device)
         plan = dict(model=model_name, layer=layer_name, net=net, device=dev, settings=settings, masks=masks,
-                    seed=seed, gamma=gamma_mode, labels=_read_labels(labels, net.class_names, paths))
+                    seed=seed, gamma=gamma_mode, labels=_read_labels(labels, net.class_names, paths), workers=workers)
         log = open_csv(csv_path, resume, run_settings(plan, *lists))
         with log if log is not None else nullcontext():
             stage.log = log
@@ -218,24 +222,14 @@ def _skip(path: Path, reason: str, state: Progress, bar: _Bar) -> list:
     return []
 
 
-def _one_image(path: Path, todo: list, plan: dict, state: Progress, bar: _Bar) -> list:
-    """The rows of one image's unfinished settings; [] (and a warning) when it cannot be read, is too large
-    once resized for the network, or is a figure dropblock made."""
-    from dropblock.errors import one_line
-    from dropblock.images import ImageLoadError, load_image
+def _one_image(item, todo: list, plan: dict, bar: _Bar) -> list:
+    """The rows of one loaded image's (:class:`~dropblock.loader.ImageItem`) unfinished settings."""
     from dropblock.labels import label_for
-    from dropblock.sweep import content_id, sweep_image
+    from dropblock.sweep import sweep_image
 
-    try:
-        content = content_id(path)
-        loaded = load_image(path, short_side=plan["net"].preprocessing.short_side)
-    except (ImageLoadError, OSError) as e:
-        return _skip(path, one_line(e), state, bar)
-    if loaded.dropblock_figure:
-        return _skip(path, f"{str(path)!r} is a figure dropblock made, not a photo", state, bar)
-    return sweep_image(plan["net"], loaded.pixels, plan["layer"], todo, masks=plan["masks"],
-                       seed=plan["seed"], content=content, name=str(path), gamma=plan["gamma"],
-                       label=label_for(path, plan["labels"]), device=plan["device"], progress=bar.advance)
+    return sweep_image(plan["net"], item.pixels, plan["layer"], todo, masks=plan["masks"],
+                       seed=plan["seed"], content=item.content, name=str(item.path), gamma=plan["gamma"],
+                       label=label_for(item.path, plan["labels"]), device=plan["device"], progress=bar.advance)
 
 
 def _run(paths: list[Path], plan: dict, log, stage: Stage) -> Progress:
@@ -250,9 +244,12 @@ def _run(paths: list[Path], plan: dict, log, stage: Stage) -> Progress:
     state.rows = [r for r in (log.previous if log is not None else []) if r.image in names and r.setting in wanted]
     try:
         with _Bar(len(paths), len(plan["settings"]) * plan["masks"]) as bar:
-            for path in paths:
-                todo = [s for s in plan["settings"] if (str(path), s) not in done]
-                rows = _one_image(path, todo, plan, state, bar) if todo else []
+            todo = lambda path: [s for s in plan["settings"] if (str(path), s) not in done]  # noqa: E731
+            work = lambda item, todo: _one_image(item, todo, plan, bar)  # noqa: E731
+            for path, rows, skipped in image_rows(paths, todo, work, full=plan["settings"], workers=plan["workers"],
+                                                  short_side=plan["net"].preprocessing.short_side):
+                if skipped is not None:
+                    _skip(path, skipped, state, bar)
                 if rows and log is not None:
                     _write_rows(log, rows, state)
                 state.rows.extend(rows)
