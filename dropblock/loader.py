@@ -13,6 +13,7 @@ Nothing here prints.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,9 +104,11 @@ def _from_workers(paths: list[Path], workers: int, short_side: int | None, prefe
 
     from dropblock.errors import one_line
 
-    loader = DataLoader(_Paths(paths, short_side), batch_size=None, shuffle=False, num_workers=workers,
-                        collate_fn=_identity, prefetch_factor=prefetch)
-    iterator = iter(loader)
+    with warnings.catch_warnings():  # more workers than cores is the caller's choice (decoding waits on disks)
+        warnings.filterwarnings("ignore", message="This DataLoader will create", category=UserWarning)
+        loader = DataLoader(_Paths(paths, short_side), batch_size=None, shuffle=False, num_workers=workers,
+                            collate_fn=_identity, prefetch_factor=prefetch)
+        iterator = iter(loader)
     try:
         for _ in range(len(paths)):
             try:
