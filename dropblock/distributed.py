@@ -131,12 +131,16 @@ class Ranks:
 
     def round(self, payload: object = None) -> list:
         """Send ``payload``; every rank's payload, in rank order. Raises Stopped when some rank sent a
-        stop, RanksLost when the exchange fails."""
-        messages = self._exchange(("ok", payload))
+        stop, RanksLost when the exchange fails, KeyboardInterrupt (once the exchange is complete, so the
+        ranks stay in step) when Ctrl-C came during it."""
+        with _sigint_deferred() as interrupted:
+            messages = self._exchange(("ok", payload))
         stops = [Stop(r, m[1], m[2]) for r, m in enumerate(messages) if m[0] == "stop"]
         if stops:
             self.stopped = True
             raise Stopped(stops, {r: m[1] for r, m in enumerate(messages) if m[0] == "ok"})
+        if interrupted:
+            raise KeyboardInterrupt
         return [m[1] for m in messages]
 
     def stop(self, code: int, line: str = "") -> list[Stop]:
@@ -145,7 +149,8 @@ class Ranks:
         if self.stopped:
             return []
         self.stopped = True
-        messages = self._exchange(("stop", int(code), str(line)))
+        with _sigint_deferred():  # this rank is stopping already
+            messages = self._exchange(("stop", int(code), str(line)))
         return [Stop(r, m[1], m[2]) for r, m in enumerate(messages) if m[0] == "stop"]
 
     def _exchange(self, message: tuple) -> list:
@@ -158,6 +163,25 @@ class Ranks:
 
             self.stopped = True
             raise RanksLost(f"lost contact with the other ranks ({one_line(e, limit=200)})") from None
+
+
+@contextmanager
+def _sigint_deferred() -> Iterator[list]:
+    """SIGINT held for the block (a KeyboardInterrupt inside ``all_gather_object`` would leave this rank
+    between its two collectives, out of step with the others); the list yielded is non-empty when one
+    came. The previous handler is restored. Outside the main thread (no signal handlers there): nothing."""
+    import signal
+    import threading
+
+    came: list = []
+    if threading.current_thread() is not threading.main_thread():
+        yield came
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: came.append(signum))
+    try:
+        yield came
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _all_gather(message: object, world: int) -> list:

@@ -228,3 +228,31 @@ def test_a_failure_on_one_rank_is_one_line_and_every_rank_exits_with_its_code(tm
     assert "NaN" in lines[0] and "Traceback" not in err0
     rows = data_lines(tmp_path / "run.csv")[1:]
     assert len(rows) == 6 and all(r.startswith(str(folder / "a_dark.png")) for r in rows)
+
+
+def test_ctrl_c_during_an_exchange_waits_for_it_to_complete():
+    """SIGINT in the middle of an exchange is held until the exchange is complete (the ranks stay in step),
+    then raised; the handler before it is back. Breaks without the deferral (the interrupt would escape from
+    inside the exchange, before the messages were seen)."""
+    import signal
+
+    completed = []
+
+    def exchange(message, n):
+        os.kill(os.getpid(), signal.SIGINT)  # without the deferral, KeyboardInterrupt is raised right here
+        completed.append(message)
+        return [message, ("ok", "b")]
+
+    before = signal.getsignal(signal.SIGINT)
+    ranks = Ranks(0, 2, 0, 2, exchange=exchange)
+    with pytest.raises(KeyboardInterrupt):
+        ranks.round("a")
+    assert completed == [("ok", "a")] and not ranks.stopped and signal.getsignal(signal.SIGINT) is before
+
+    def stopping(message, n):
+        os.kill(os.getpid(), signal.SIGINT)
+        return [message, ("stop", 1, "boom")]
+
+    ranks = Ranks(0, 2, 0, 2, exchange=stopping)
+    with pytest.raises(Stopped):  # the stop wins: every rank ends now anyway
+        ranks.round("a")
