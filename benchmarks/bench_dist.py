@@ -14,6 +14,9 @@ against the 1-thread run: the thread count changes the order of a float sum, hen
 Memory: peak resident memory (ru_maxrss) of one process sweeping a folder of ``--small`` and of ``--big``
 generated images (small images, a small grid, -n 2: the number of images is what varies).
 
+A ceiling beside them: ``--ranks`` independent 1-thread processes sweeping the folder at once (each all of
+it), which share nothing: what this machine allows K processes, whatever the ranks' protocol costs.
+
 Goals: ranks >= 1.7x one process's images per second on 2 cores; the big folder's peak within 10 % of
 the small one's. Load on a shared machine moves every number: the load average is reported.
 """
@@ -23,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import socket
 import subprocess
 import sys
@@ -35,8 +37,8 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
-SPEED_GRID = ["--model", "efficientnet-lite0", "--layer", "blocks.8", "--keep-probs", "1,0.9,0.8", "--block-sizes", "1,7",
-              "--methods", "dropblock,dropout", "-n", "8"]
+SPEED_GRID = ["--model", "efficientnet-lite0", "--layer", "blocks.8", "--keep-probs", "1,0.9,0.8",
+              "--block-sizes", "1,7", "--methods", "dropblock,dropout", "-n", "8"]
 MEMORY_GRID = ["--model", "efficientnet-lite0", "--input-size", "64", "--layer", "blocks.8", "--keep-probs", "1,0.8",
                "--block-sizes", "3", "--methods", "dropblock", "-n", "2"]
 SPEEDUP_GOAL, MEMORY_GOAL = 1.7, 0.10
@@ -100,6 +102,7 @@ def speed(work: Path, images: int, ranks: int) -> dict:
         t_tiny = timed([*command(kind, ranks), *args, str(tiny), "-o", str(work / f"t{i}.png")], env(threads))
         out[name] = {"seconds": t_big, "seconds_4_images": t_tiny, "images_per_s": images / t_big,
                      "images_per_s_after_start": (images - 4) / max(t_big - t_tiny, 1e-9), "csv": str(csv)}
+    out[f"ceiling: {ranks} independent 1-thread processes"] = ceiling(big, images, ranks, work, out[list(out)[0]])
     names = list(out)
     ranked = out[names[1]]
     rows = data_rows(Path(ranked["csv"]))
@@ -109,6 +112,24 @@ def speed(work: Path, images: int, ranks: int) -> dict:
         for key in ("images_per_s", "images_per_s_after_start"):
             ranked[f"{key} ratio vs {name}"] = ranked[key] / out[name][key]
     return {"images": images, "ranks": ranks, "grid": SPEED_GRID, "runs": out}
+
+
+def ceiling(folder: Path, images: int, count: int, work: Path, single: dict) -> dict:
+    """``count`` one-process, 1-thread sweeps of the whole folder at once, sharing nothing: the most ranks
+    could reach on this machine (what the cores, caches and memory allow, whatever the protocol)."""
+    start = time.perf_counter()
+    procs = [subprocess.Popen([*command("one", 1), "sweep", *SPEED_GRID, str(folder), "-o", str(work / f"c{i}.png")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env(1), cwd=ROOT)
+             for i in range(count)]
+    for p in procs:
+        if p.wait() != 0:
+            raise SystemExit(f"failed: {p.args}\n{p.stderr.read().decode()[-2000:]}")
+    seconds = time.perf_counter() - start
+    per_s = count * images / seconds
+    after = count * (images - 4) / max(seconds - single["seconds_4_images"], 1e-9)
+    return {"seconds": seconds, "images_per_s": per_s, "images_per_s_after_start": after,
+            "images_per_s ratio vs 1 process, 1 thread": per_s / single["images_per_s"],
+            "images_per_s_after_start ratio vs 1 process, 1 thread": after / single["images_per_s_after_start"]}
 
 
 def peak_rss_mb(cmd: list[str], environ: dict) -> tuple[float, float]:

@@ -168,12 +168,13 @@ def setup(tmp_path_factory):
 
 
 def test_two_processes_write_the_one_process_csv_row_for_row(setup):
-    """torchrun, 2 gloo ranks, 5 images (3 rounds, the last with one image): the CSV is the same text as one
+    """torchrun, 2 gloo ranks, 5 images (3 rounds, the last with one image), each rank with a decoding worker
+    process: the CSV is the same text as one
     process's (same rows, same order, same settings line), the JSON's results equal, rank 0 alone prints and
     draws. Breaks if the ranks' images overlap or go missing, if rank 0 writes them out of order, if a rank's
     seeds depended on its shard, or if a follower printed its own (partial) results."""
     folder, code, out, one = setup
-    r = torchrun(sweep_args(folder, code, out, "two"))
+    r = torchrun([*sweep_args(folder, code, out, "two"), "--workers", "1"])  # each rank decodes ahead too
     assert r.returncode == 0, r.stderr
     assert (out / "two.csv").read_text() == (out / "one.csv").read_text()
     two = json.loads(r.stdout)  # one JSON object: the other rank printed nothing
@@ -214,10 +215,10 @@ def test_a_failure_on_one_rank_is_one_line_and_every_rank_exits_with_its_code(tm
     (tmp_path / "picky.py").write_text(PICKY)
     args = sweep_args(folder, tmp_path / "picky.py", tmp_path, "run")
     port = str(free_port())
-    procs = [subprocess.Popen([sys.executable, "-m", "dropblock", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, cwd=ROOT, env=clean_env(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2",
-                                                                 LOCAL_WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
-                                                                 MASTER_PORT=port))
+    procs = [subprocess.Popen([sys.executable, "-m", "dropblock", *args], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                              env=clean_env(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",
+                                            MASTER_ADDR="127.0.0.1", MASTER_PORT=port))
              for r in (0, 1)]
     results = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [1, 1], results

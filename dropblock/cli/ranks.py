@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -221,7 +222,7 @@ def _rounds(ranks, paths: Sequence[Path], todo_of: Callable, work: Callable, ful
         paths = paths if ranks.leader else [Path(n) for n in names]
         mine = ranks.shard(jobs)
         items = _loaded([paths[i] for i in mine], workers, short_side)
-        for r in range(-(-len(jobs) // ranks.world)):
+        for r in range(math.ceil(len(jobs) / ranks.world)):  # every rank makes as many exchanges
             out = None
             if r < len(mine):
                 item = next(items)
