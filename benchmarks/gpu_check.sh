@@ -6,7 +6,8 @@
 # which only the CPU path uses. Each step has its own time limit, so a slow step cannot starve the next.
 # Writes to $OUT (or /tmp/gpu_check): gpu.txt (machine), tests.txt (the CUDA tests, Triton's included),
 # bench_cuda.txt/.json (forward and forward+backward against the floor, torchvision and timm, with the
-# goals) and sweep.txt/.json (the Triton kernels over tile sizes, to tune dropblock/_triton.py).
+# goals), sweep.txt/.json (the Triton kernels over tile sizes, to tune dropblock/_triton.py) and
+# sweep_cuda.txt (`dropblock sweep --device cuda` in one process and in 2 torchrun ranks; their CSVs, JSON, figures).
 set -uo pipefail
 out=${OUT:-/tmp/gpu_check}
 mkdir -p "$out"
@@ -24,3 +25,21 @@ timeout 200 python3 benchmarks/bench.py --device cuda --skip-cli --json "$out/be
     2>&1 | tee "$out/bench_cuda.txt"
 timeout 90 python3 benchmarks/bench.py --device cuda --quick --tile-sweep --json "$out/sweep.json" \
     2>&1 | tee "$out/sweep.txt"
+# sweep on CUDA (issue 19): one process, then 2 ranks under torchrun sharing this GPU (gloo carries the rows,
+# NCCL is set up for tensors); resnet18 with torchvision's random weights (no download, no extra package). The
+# two CSVs should be the same rows; sweep_cuda.txt says whether they are.
+python3 -c "import torch, torchvision; torch.manual_seed(0); torch.save(torchvision.models.resnet18().state_dict(), '$out/r18.pth')"
+sw=(sweep sample_images --model resnet18 --weights "$out/r18.pth" --layer layer3.1 --keep-probs 1,0.9,0.8
+    --block-sizes 1,3,5 --methods dropblock,dropout,cutout -n 16 --device cuda --workers 2 --json)
+rm -f "$out"/sweep_cuda1.* "$out"/sweep_cuda2.*
+{ time timeout 120 python3 -m dropblock "${sw[@]}" --csv "$out/sweep_cuda1.csv" -o "$out/sweep_cuda1.png" \
+    > "$out/sweep_cuda1.json"; } 2>&1 | tee "$out/sweep_cuda.txt"
+{ time timeout 150 python3 -m torch.distributed.run --nproc-per-node 2 --master-addr 127.0.0.1 --master-port 29533 \
+    -m dropblock "${sw[@]}" --csv "$out/sweep_cuda2.csv" -o "$out/sweep_cuda2.png" > "$out/sweep_cuda2.json"; } \
+    2>&1 | tee -a "$out/sweep_cuda.txt"
+if [[ -s $out/sweep_cuda1.csv && -s $out/sweep_cuda2.csv ]] \
+        && cmp -s <(grep -v '^#' "$out/sweep_cuda1.csv") <(grep -v '^#' "$out/sweep_cuda2.csv"); then
+    echo "sweep on cuda: 1 process and 2 ranks wrote the same rows" | tee -a "$out/sweep_cuda.txt"
+else
+    echo "sweep on cuda: the CSVs of 1 process and 2 ranks DIFFER (or one is missing)" | tee -a "$out/sweep_cuda.txt"
+fi

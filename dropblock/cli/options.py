@@ -139,15 +139,18 @@ def check_cam_options(layer: Optional[str], cam: Optional[str], cam_layer: Optio
 
 
 def resolve_device(name: str) -> str:
-    """'cpu', 'cuda' or 'auto' (cuda when available) -> a torch device string; exit 2 if cuda is missing."""
-    if name not in ("cpu", "cuda", "auto"):
-        fail(f"--device must be cpu, cuda or auto, got {name!r}", 2)
+    """'cpu', 'cuda', 'mps' or 'auto' (cuda when available) -> a torch device string; exit 2 if the device is
+    missing."""
+    if name not in ("cpu", "cuda", "mps", "auto"):
+        fail(f"--device must be cpu, cuda, mps or auto, got {name!r}", 2)
     import torch
 
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         fail("--device cuda: no CUDA device is available here; use --device cpu", 2)
+    if name == "mps" and not torch.backends.mps.is_available():
+        fail("--device mps: no Apple GPU (MPS) is available here; use --device cpu", 2)
     return name
 
 

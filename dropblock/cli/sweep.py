@@ -17,6 +17,7 @@ from dropblock.cli.options import (
     GAMMA_HELP, ClassNamesOpt, DownloadOpt, InputSizeOpt, JsonOpt, MeanOpt, ModelOpt, ProgressBar, StdOpt, WeightsOpt,
     check_dpi, check_gamma_mode, check_positive, fail, stderr_is_terminal,
 )
+from dropblock.cli.ranks import image_rows, ranked
 from dropblock.cli.report import note, stderr_console
 from dropblock.cli.sweep_files import check_files, exclude_outputs, load_layers, open_csv, run_settings
 from dropblock.cli.sweep_report import finish
@@ -95,6 +96,7 @@ def warn(text: str) -> None:
     stderr_console().print(f"[yellow]warning:[/yellow] {text}", highlight=False, soft_wrap=True)
 
 
+@ranked({"csv_path": None, "resume": False})  # under torchrun only rank 0 opens the CSV
 def sweep(
     images: list[str] = typer.Argument(..., help=IMAGES_HELP, show_default=False),
     layer: list[str] = typer.Option(..., "--layer", "-l", help=LAYER_HELP, show_default=False),
@@ -119,9 +121,10 @@ def sweep(
     dpi: Optional[int] = typer.Option(None, "--dpi", help="Resolution of a raster figure \\[default: 150].",
                                       show_default=False),
     as_json: JsonOpt = False,
-    seed: int = typer.Option(0, "--seed", help="Random seed: an image's masks come from it, the image's bytes and "
-                                                "the setting, so they never depend on the other images."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**64 - 1, help="Random seed, 0 to 2**64 - 1: an image's masks "
+                             "come from it, the image's bytes and the setting, so they never depend on the other images."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, mps or auto."),
+    workers: int = typer.Option(0, "--workers", help="Processes that decode images ahead (0: none)."),
 ) -> None:
     """Regularizers at inference on one layer or several, across images: agreement, KL, accuracy and drop rate
     against keep_prob (the paper's Figure 5), or against depth; each series minus a baseline, image by image."""
@@ -131,7 +134,7 @@ def sweep(
     settings = settings_grid(*lists)
     base = _baseline(baseline, settings)
     check_positive(masks, "--masks")
-    check_positive(seed, "--seed", 0)
+    check_positive(workers, "--workers", 0)
     check_dpi(dpi)
     check_gamma_mode(gamma_mode)
     choice = model_choice(model, weights, download, input_size, mean, std, class_names)
@@ -144,7 +147,8 @@ def sweep(
         model_name, picked, net, dev = load_layers(choice, layer, device, warn)
         plan = dict(model=model_name, layer_names=[p.name for p in picked], net=net, device=dev, settings=settings,
                     masks=masks, seed=seed, gamma=gamma_mode, labels=_read_labels(labels, net.class_names, paths),
-                    baseline=base, layer_index={p.name: p.index for p in picked}, cost=_costs(net, picked))
+                    baseline=base, layer_index={p.name: p.index for p in picked}, cost=_costs(net, picked),
+                    workers=workers)
         log = open_csv(csv_path, resume, run_settings(plan, *lists))
         with log if log is not None else nullcontext():
             stage.log = log
@@ -227,24 +231,14 @@ def _skip(path: Path, reason: str, state: Progress, bar: _Bar) -> list:
     return []
 
 
-def _one_image(path: Path, todo: dict, plan: dict, state: Progress, bar: _Bar) -> list:
-    """The rows of one image's unfinished settings ({layer: settings}); [] (and a warning) when it cannot be read, is too large
-    once resized for the network, or is a figure dropblock made."""
-    from dropblock.errors import one_line
-    from dropblock.images import ImageLoadError, load_image
+def _one_image(item, todo: dict, plan: dict, bar: _Bar) -> list:
+    """The rows of one loaded image's (:class:`~dropblock.loader.ImageItem`) unfinished settings, ``todo``
+    {layer: settings}."""
     from dropblock.labels import label_for
-    from dropblock.sweep import content_id
     from dropblock.sweep_engine import sweep_layers
 
-    try:
-        content = content_id(path)
-        loaded = load_image(path, short_side=plan["net"].preprocessing.short_side)
-    except (ImageLoadError, OSError) as e:
-        return _skip(path, one_line(e), state, bar)
-    if loaded.dropblock_figure:
-        return _skip(path, f"{str(path)!r} is a figure dropblock made, not a photo", state, bar)
-    return sweep_layers(plan["net"], loaded.pixels, todo, masks=plan["masks"], seed=plan["seed"], content=content,
-                        name=str(path), gamma=plan["gamma"], label=label_for(path, plan["labels"]),
+    return sweep_layers(plan["net"], item.pixels, todo, masks=plan["masks"], seed=plan["seed"], content=item.content,
+                        name=str(item.path), gamma=plan["gamma"], label=label_for(item.path, plan["labels"]),
                         device=plan["device"], progress=bar.advance, cost=plan["cost"])
 
 
@@ -262,10 +256,13 @@ def _run(paths: list[Path], plan: dict, log, stage: Stage) -> Progress:
                   if r.image in names and r.setting in wanted and r.layer in layers]
     try:
         with _Bar(len(paths), per_image) as bar:
-            for path in paths:
-                todo = {layer: [s for s in plan["settings"] if (str(path), layer, s) not in done] for layer in layers}
-                todo = {layer: settings for layer, settings in todo.items() if settings}
-                rows = _one_image(path, todo, plan, state, bar) if todo else []
+            work = lambda item, todo: _one_image(item, todo, plan, bar)  # noqa: E731
+            for path, rows, skipped in image_rows(paths, lambda path: _todo(path, plan, done), work,
+                                                  full={layer: list(plan["settings"]) for layer in layers},
+                                                  workers=plan["workers"],
+                                                  short_side=plan["net"].preprocessing.short_side):
+                if skipped is not None:
+                    _skip(path, skipped, state, bar)
                 if rows and log is not None:
                     _write_rows(log, rows, state)
                 state.rows.extend(rows)
@@ -277,6 +274,12 @@ def _run(paths: list[Path], plan: dict, log, stage: Stage) -> Progress:
         fail_for(e)
     stage.drawing = not state.interrupted
     return state
+
+
+def _todo(path: Path, plan: dict, done: set) -> dict:
+    """{layer: settings} still to do for ``path`` (only layers with something left)."""
+    todo = {layer: [s for s in plan["settings"] if (str(path), layer, s) not in done] for layer in plan["layer_names"]}
+    return {layer: settings for layer, settings in todo.items() if settings}
 
 
 def _write_rows(log, rows: list, state: Progress) -> None:
