@@ -148,3 +148,25 @@ def test_no_private_torch_api_in_the_package():
     hits = [f"{p.relative_to(root)}:{i}" for p in root.rglob("*.py")
             for i, line in enumerate(p.read_text().splitlines(), 1) if bad.search(line)]
     assert hits == []
+
+
+def test_kept_maps_are_safe_from_in_place_ops_after_the_target():
+    """A ReLU(inplace=True) right after the target mutates the batch the hook returned: the edited maps that
+    forward_many keeps (and falls back on) must be the edits' own output, not the ReLU'd batch (breaks if
+    the kept maps were a view of the batch handed to the model)."""
+    class InPlace(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.conv, self.relu, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=True), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(self.relu(self.conv(x)).mean((2, 3)))
+
+    model = InPlace()
+    run = forward_many(model, X, "conv", [lambda f: f - 1.0, lambda f: f * -1.0], keep_features=True)
+    want = torch.cat([run.feature_before - 1.0, -run.feature_before])
+    assert torch.equal(run.features_after, want) and bool((want < 0).any())
+    run = forward_many(model, X, "conv", [lambda f: f - 1.0, lambda f: f * -1.0], keep_features=True)  # trusted path
+    assert torch.equal(run.features_after, want)
+    assert_matches_hooks(model, "conv", [lambda f: f - 1.0, lambda f: f * -1.0], run)

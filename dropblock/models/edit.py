@@ -168,7 +168,7 @@ class _Job:
         """(1, K) logits of a plain pass with the target's output replaced by ``edited``
         (1, C, H, W) (None: unedited); checks that the target ran once with one map."""
         try:
-            out = self.run(self.x, None if edited is None else (lambda f: edited))
+            out = self.run(self.x, None if edited is None else (lambda f: edited.clone()))
         except (Exception, SystemExit) as exc:  # user code's sys.exit() is a failure too
             raise ModelLoadError(f"a forward pass of {self.name} failed: {why(exc)}") from exc
         output = self.seen.output
@@ -193,7 +193,8 @@ class _Job:
 
         def make(feature: torch.Tensor) -> torch.Tensor:
             edited = self.edit(edits, feature) if maps is None else maps
-            return torch.cat([feature, edited]) if with_clean else edited
+            # a new tensor either way: what the model does in place to it must not reach the kept maps
+            return torch.cat([feature, edited]) if with_clean else edited.clone()
 
         x = self.x if strategy == "widened" else self.x.expand(rows, *self.x.shape[1:]).clone()
         try:
