@@ -107,3 +107,13 @@ def test_dropblock_paired_agrees_with_the_independent_computation_on_every_pair(
         mean, se, positive, images = _independent(rows, name(d.series), name(d.baseline), d.layer, d.keep_prob)
         assert (d.positive, d.images) == (positive, images)
         assert d.mean == pytest.approx(mean, rel=1e-12, abs=1e-15) and d.se == pytest.approx(se, rel=1e-9)
+
+
+def test_the_readme_shows_exactly_these_numbers():
+    """Each row of the README's paired table holds the three numbers above for its layer (breaks when the README
+    is edited without the CSV, or the other way round)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    columns = [("dropblock:7", "dropblock:1"), ("dropblock:7", "dropout"), ("spatial-dropout", "dropout")]
+    for layer in sorted({key[2] for key in README}):
+        cells = " | ".join(README[(series, base, layer, 0.7)] for series, base in columns)
+        assert f"| {layer} |" in text and cells in text, layer
