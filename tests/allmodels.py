@@ -158,3 +158,12 @@ def one_thread():
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def saved(model: nn.Module, name: str, folder: Path):
+    """``(model, path)`` with the model's state dict saved with torch.save in ``folder``; the file is
+    removed when the generator closes (a module-scoped fixture's teardown)."""
+    path = folder / f"{name}.pth"
+    torch.save(model.state_dict(), path)
+    yield model, path
+    path.unlink()

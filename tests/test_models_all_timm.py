@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from allmodels import (calibrated, check_forward_many, cli_layers, cli_show, hooked_table, one_thread, pick_layer,
-                       table_of)
+                       saved, table_of)
 from clirun import run
 from integration import require
 
@@ -69,11 +69,7 @@ def built(name, tmp_path_factory):
     """(model, weights file): ``name`` with random weights from seed 0 (BatchNorm statistics from one
     batch), in eval mode, its state dict saved with torch.save."""
     torch.manual_seed(0)
-    model = calibrated(timm.create_model(name), side(name))
-    path = tmp_path_factory.mktemp("weights") / f"{name}.pth"
-    torch.save(model.state_dict(), path)
-    yield model, path
-    path.unlink()
+    yield from saved(calibrated(timm.create_model(name), side(name)), name, tmp_path_factory.mktemp("weights"))
 
 
 @pytest.fixture(scope="module")

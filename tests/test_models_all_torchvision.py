@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from allmodels import (IMAGE, calibrated, check_forward_many, cli_layers, cli_show, hooked_table, one_thread,
-                       pick_layer, table_of)
+                       pick_layer, saved, table_of)
 from integration import require
 
 torchvision = require("torchvision")
@@ -65,10 +65,7 @@ def built(name, tmp_path_factory):
     torch.manual_seed(0)
     model = torchvision.models.get_model(name, weights=None)
     model = calibrated(model, side(name)) if _num_params(name) < BIG else model.eval()
-    path = tmp_path_factory.mktemp("weights") / f"{name}.pth"
-    torch.save(model.state_dict(), path)
-    yield model, path
-    path.unlink()
+    yield from saved(model, name, tmp_path_factory.mktemp("weights"))
 
 
 @pytest.fixture(scope="module")
