@@ -170,3 +170,15 @@ def test_kept_maps_are_safe_from_in_place_ops_after_the_target():
     run = forward_many(model, X, "conv", [lambda f: f - 1.0, lambda f: f * -1.0], keep_features=True)  # trusted path
     assert torch.equal(run.features_after, want)
     assert_matches_hooks(model, "conv", [lambda f: f - 1.0, lambda f: f * -1.0], run)
+
+
+def test_single_passes_over_several_batches_and_calls():
+    """A row-mixing model with 5 edits in batches of 2, twice (the checked call, then the remembered
+    'single' strategy): every row equals a plain hook pass and the kept maps are the edits' (breaks if a
+    later batch took its maps from an edited pass instead of the unedited map)."""
+    model = Joins(mix=0.5)
+    for _ in range(2):
+        run = forward_many(model, X, "target", EDITS, batch_size=2, keep_features=True)
+        assert run.strategy == "single" and run.features_after.shape[0] == len(EDITS)
+        assert torch.equal(run.features_after[3:4], EDITS[3](run.feature_before.clone()))
+        assert_matches_hooks(model, "target", EDITS, run)

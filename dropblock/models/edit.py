@@ -230,7 +230,7 @@ def _batches(job: _Job, strategy: str, edits: list[Edit], with_clean: bool,
         out = None if strategy == "single" else job.batch(strategy, chunk, with_clean=clean)
         if out is None:
             made = strategy != "single" and job.maps is not None  # the edits ran at the target
-            before = job.plain(None) if clean or not made else None
+            before = job.plain(None) if clean else None  # else an earlier pass saw the unedited map
             maps = job.maps if made else job.edit(chunk, job.seen.output)
             out = _single(job, maps) if not clean else torch.cat([before, _single(job, maps)])
         if kept is not None:
