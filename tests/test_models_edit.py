@@ -182,3 +182,26 @@ def test_single_passes_over_several_batches_and_calls():
         assert run.strategy == "single" and run.features_after.shape[0] == len(EDITS)
         assert torch.equal(run.features_after[3:4], EDITS[3](run.feature_before.clone()))
         assert_matches_hooks(model, "target", EDITS, run)
+
+
+@pytest.mark.parametrize("mix, view, strategy", [(0.0, False, "widened"), (0.0, True, "expanded"),
+                                                 (0.5, False, "single")])
+def test_without_the_clean_row_the_passes_hold_only_the_edits(mix, view, strategy):
+    """``clean=False`` on a remembered (model, layer): each batch holds the edits alone (rows counted at the
+    last layer: 2 + 2 + 1 for 5 edits in batches of 2, where the clean row would make the first 3), the rows
+    and the unedited map are what a plain hook gives, and there are no clean logits. Breaks if the unedited
+    row still rode in a batch, or if a strategy took the unedited map from nowhere (single: no earlier pass)."""
+    model, rows = Joins(mix=mix, view=view), []
+    forward_many(model, X, "target", EDITS, batch_size=2)  # the checked first call
+    handle = model.fc.register_forward_hook(lambda m, a, out: rows.append(out.shape[0]))
+    try:
+        run = forward_many(model, X, "target", EDITS, batch_size=2, keep_features=True, clean=False)
+    finally:
+        handle.remove()
+    assert run.strategy == strategy and run.logits_before is None
+    assert rows == ([2, 2, 1] if strategy != "single" else [1] * 6)  # single: a plain pass for the map
+    for i, edit in enumerate(EDITS):
+        assert torch.allclose(run.logits_after[i], hooked_logits(model, X, "target", edit)[0], atol=1e-5), i
+    with torch.no_grad():
+        want = model.target(torch.relu(model.stem(X)))
+    assert torch.allclose(run.feature_before, want, atol=1e-6)

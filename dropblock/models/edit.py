@@ -44,7 +44,7 @@ class FeatureBatchRun:
 
     Attributes:
         layer: canonical layer name.
-        logits_before: (1, K) logits of the unedited network (K classes).
+        logits_before: (1, K) logits of the unedited network (K classes); None unless asked for.
         logits_after: (N, K) logits, row i with the layer's output replaced by ``edits[i]``.
         feature_before: (1, C, H, W) the layer's output.
         features_after: (N, C, H, W) the edited maps, or None unless ``keep_features``.
@@ -52,7 +52,7 @@ class FeatureBatchRun:
     """
 
     layer: str
-    logits_before: torch.Tensor
+    logits_before: torch.Tensor | None
     logits_after: torch.Tensor
     feature_before: torch.Tensor
     features_after: torch.Tensor | None
@@ -220,19 +220,19 @@ def _single(job: _Job, maps: torch.Tensor) -> torch.Tensor:
     return torch.cat([job.plain(maps[i:i + 1]) for i in range(maps.shape[0])])
 
 
-def _batches(job: _Job, strategy: str, edits: list[Edit], with_clean: bool,
-             kept: list | None) -> torch.Tensor:
-    """The logits of ``edits`` in batches of ``job.batch_size`` by ``strategy`` (the unedited
-    row first with ``with_clean``); a batch that fails runs as plain passes."""
+def _batches(job: _Job, strategy: str, edits: list[Edit], clean: bool, kept: list | None) -> torch.Tensor:
+    """The logits of ``edits`` in batches of ``job.batch_size`` by ``strategy`` (the unedited row
+    first with ``clean``); a batch that fails runs as plain passes."""
     size, rows = job.batch_size, []
     for start in range(0, len(edits), size):
-        chunk, clean = edits[start:start + size], with_clean and start == 0
-        out = None if strategy == "single" else job.batch(strategy, chunk, with_clean=clean)
+        chunk, first = edits[start:start + size], clean and start == 0
+        out = None if strategy == "single" else job.batch(strategy, chunk, with_clean=first)
         if out is None:
             made = strategy != "single" and job.maps is not None  # the edits ran at the target
-            before = job.plain(None) if clean else None  # else an earlier pass saw the unedited map
-            maps = job.maps if made else job.edit(chunk, job.seen.output)
-            out = _single(job, maps) if not clean else torch.cat([before, _single(job, maps)])
+            # the unedited map: from an earlier pass, else from a plain one
+            before = job.plain(None) if first or job.seen.output is None else None
+            out = _single(job, job.maps if made else job.edit(chunk, job.seen.output))
+            out = torch.cat([before, out]) if first else out
         if kept is not None:
             kept.append(job.maps)
         rows.append(out)
@@ -262,12 +262,14 @@ def _choose(job: _Job, kept: list | None) -> tuple[str, torch.Tensor, torch.Tens
                 _checked.setdefault(job.net, {})[job.path] = strategy
             after = [first[1:]] + ([_batches(job, strategy, rest, False, kept)] if rest else [])
             return strategy, first[:1], feature, torch.cat(after)  # row 0, as later calls give it
+    if distinct:
+        _checked.setdefault(job.net, {})[job.path] = "single"
     after = [_single(job, maps)] + ([_batches(job, "single", rest, False, kept)] if rest else [])
     return "single", logits, feature, torch.cat(after)
 
 
 def forward_many(model: nn.Module, x: torch.Tensor, layer: str, edits: Iterable[Edit],
-                 batch_size: int = 32, keep_features: bool = False) -> FeatureBatchRun:
+                 batch_size: int = 32, keep_features: bool = False, clean: bool = True) -> FeatureBatchRun:
     """N edits of one image's activation at ``layer``, batched: row i of ``logits_after`` is
     what a forward hook on the layer returning ``edits[i](output)`` gives (see the module
     docstring for how, and when it falls back to full passes). The model runs in eval mode and
@@ -283,6 +285,8 @@ def forward_many(model: nn.Module, x: torch.Tensor, layer: str, edits: Iterable[
             copy, so in-place edits are fine. Each is called once, in order. At least one.
         batch_size: edited maps per pass (bounds memory).
         keep_features: also return the (N, C, h, w) edited maps.
+        clean: also return the unedited network's logits (one more row in the first batch);
+            False when the caller has them, e.g. from an earlier call on the same image.
 
     Raises:
         UnknownNameError: unknown layer (close matches first in ``.choices``).
@@ -309,10 +313,11 @@ def forward_many(model: nn.Module, x: torch.Tensor, layer: str, edits: Iterable[
         if strategy is None:
             strategy, logits, feature, after = _choose(job, kept)
         else:
-            out = _batches(job, strategy, edits, True, kept)
-            logits, feature, after = out[:1], job.seen.output, out[1:]
+            out = _batches(job, strategy, edits, clean, kept)
+            logits, feature, after = out[:1], job.seen.output, out[int(clean):]
+    logits = logits if clean else None  # (a first call for a model and layer makes them for its check)
     for what, values in (("", logits), (f" with {display} edited", after)):
-        if not bool(torch.isfinite(values).all()):
+        if values is not None and not bool(torch.isfinite(values).all()):
             raise ModelLoadError(f"{name} returns NaN or infinite logits{what}: check its weights "
                                  f"and the input")
     return FeatureBatchRun(display, logits, after, feature,
