@@ -33,7 +33,7 @@ from bench_masks import (
     BLOCK, DTYPES, PASSES, STAGES, P, Settings, mask_backend, mask_goals, mask_rows, mask_table, ratio, rotated,
     settings_for, sweep_table, tile_sweep,
 )
-from bench_sweep import layer_sweep_goal, layer_sweep_row, layer_sweep_table
+from bench_sweep import layer_sweep_goals, layer_sweep_rows, layer_sweep_table
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = ROOT / "sample_images" / "chelsea.jpg"
@@ -221,13 +221,13 @@ def main(argv: list[str] | None = None) -> None:
     rows, notes = ({}, {}) if args.only_sweep else mask_rows(s)
     for name in PASSES if rows else ():
         console.print(mask_table(rows[name], notes, s, name))
-    layer_sweep = {} if args.skip_sweep else layer_sweep_row(s)
+    layer_sweep = [] if args.skip_sweep else layer_sweep_rows(s)
     if layer_sweep:
         console.print(layer_sweep_table(layer_sweep, s))
     cli = {} if args.skip_cli or args.only_sweep else cli_medians(s)
     if cli:
         console.print(cli_table(cli, s))
-    goals = ((mask_goals(rows, args.device) if rows else []) + ([layer_sweep_goal(layer_sweep)] if layer_sweep else [])
+    goals = ((mask_goals(rows, args.device) if rows else []) + (layer_sweep_goals(layer_sweep) if layer_sweep else [])
              + (cli_goals(cli) if cli else []))
     console.print(goals_table(goals))
     info["load_average_at_end"] = list(os.getloadavg())
