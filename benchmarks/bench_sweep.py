@@ -23,7 +23,7 @@ def layer_sweep_row(s: Settings) -> dict:
     import numpy as np
     from PIL import Image
 
-    from dropblock.models import load_model, preprocess
+    from dropblock.models import layer_module, load_model, preprocess
     from dropblock.sweep import settings_grid
     from dropblock.sweep_engine import sweep_image
 
@@ -33,7 +33,7 @@ def layer_sweep_row(s: Settings) -> dict:
     settings = [st for st in settings_grid(["dropblock", "dropout", "spatial-dropout", "cutout"], [1, 7], [0.9, 0.8])]
     passes = len(settings) * SWEEP_MASKS // SWEEP_BATCH
     x, _ = preprocess(SWEEP_MODEL, pixels)
-    module, x = net.layer_module(SWEEP_LAYER), x.to(s.device)
+    module, x = layer_module(net, SWEEP_LAYER), x.to(s.device)
     with torch.inference_mode():
         feature = {}
         handle = module.register_forward_hook(lambda m, a, out: feature.setdefault("map", out))

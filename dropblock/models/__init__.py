@@ -11,10 +11,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .classes import class_names
 from .errors import (LayerError, ModelLoadError, ModelSpecError, UnknownModelError,
                      UnknownNameError, WeightsError)
-from .names import DEFAULT_MODEL, MODEL_NAMES, layer_names, resolve_layer, resolve_model
+from .names import DEFAULT_MODEL, MODEL_NAMES, class_names, layer_names, resolve_layer, resolve_model
 from .spec import ModelSpec, parse_spec
 
 _LAZY = {

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import BuiltinNet
+from .layers import BuiltinNet
 from .names import LITE0_STAGES
 
 STEM_CHANNELS = 32

