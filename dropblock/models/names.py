@@ -23,12 +23,9 @@ DEFAULT_MODEL: str = "efficientnet-lite0"
 NUM_CLASSES = 1000
 
 #: Residual blocks per stage (layer1..layer4) of the torchvision ResNets.
-RESNET_DEPTHS: dict[str, tuple[int, int, int, int]] = {
-    "resnet18": (2, 2, 2, 2),
-    "resnet50": (3, 4, 6, 3),
-}
-#: EfficientNet-Lite0's MBConv stages: (repeats, kernel, stride, expand ratio, in channels, out
-#: channels). It builds the network (:mod:`~dropblock.models.efficientnet_lite`) and names its blocks.
+RESNET_DEPTHS: dict[str, tuple[int, int, int, int]] = {"resnet18": (2, 2, 2, 2), "resnet50": (3, 4, 6, 3)}
+#: EfficientNet-Lite0's MBConv stages (repeats, kernel, stride, expand ratio, in and out channels):
+#: they build the network and name its blocks.
 LITE0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
     (1, 3, 1, 1, 32, 16),
     (2, 3, 2, 6, 16, 24),
@@ -48,8 +45,8 @@ def _resnet_paths(depths: tuple[int, ...]) -> dict[str, str]:
     return paths
 
 
-#: Each built-in's short layer names, input to output, each mapped to the ``named_modules`` name of
-#: the submodule whose output is that layer's activation (what a forward hook goes on).
+#: Each built-in's short layer names, input to output -> the ``named_modules`` name of the module
+#: whose output is that layer's activation.
 LAYER_PATHS: dict[str, dict[str, str]] = {
     "efficientnet-lite0": {
         "stem": "_stem_act",
@@ -65,11 +62,7 @@ def _squash(name: str) -> str:
 
 
 def resolve_model(name: str) -> str:
-    """The canonical model name for ``name`` (case, ``-``/``_`` ignored: ``ResNet_50`` ok).
-
-    Raises:
-        UnknownNameError: no such model; ``.choices`` lists the valid names, closest first.
-    """
+    """The built-in model called ``name`` (case, ``-`` and ``_`` ignored: ``ResNet_50``)."""
     key = _squash(str(name))
     for canonical in MODEL_NAMES:
         if _squash(canonical) == key:
@@ -83,15 +76,8 @@ def layer_names(model_name: str) -> tuple[str, ...]:
 
 
 def resolve_layer(model_name: str, layer: str) -> str:
-    """The canonical layer name for ``layer`` of ``model_name``.
-
-    Case and surrounding blanks are ignored; EfficientNet's module names ``_blocks.i``
-    are accepted for ``blocks.i``.
-
-    Raises:
-        UnknownNameError: unknown model or layer; ``.choices`` lists the valid layer
-            names, closest matches first.
-    """
+    """The short layer name ``layer`` of a built-in (case and blanks ignored; ``_blocks.i`` taken
+    for ``blocks.i``)."""
     model = resolve_model(model_name)
     valid = tuple(LAYER_PATHS[model])
     key = str(layer).strip().lower()

@@ -1,13 +1,6 @@
-"""Model specs: the text a user gives to name a model. Needs no torch.
-
-Forms:
-
-- a built-in name: ``efficientnet-lite0``, ``resnet18``, ``resnet50`` (case, ``-``/``_`` ignored);
-- ``torchvision:NAME``: a classification model of ``torchvision.models``;
-- ``timm:NAME``: a timm model, optionally with a pretrained tag (``timm:resnet50.a1_in1k``);
-- ``module.path:function``: an importable module's function, called with no arguments;
-- ``path/to/file.py:function``: a Python file's function, called with no arguments.
-
+"""Model specs, the text that names a model (needs no torch): a built-in name (``resnet50``),
+``torchvision:NAME``, ``timm:NAME`` (with an optional pretrained tag: ``timm:resnet50.a1_in1k``), or
+the function to call with no arguments, ``module.path:function`` or ``path/to/file.py:function``.
 The prefixes ``torchvision:`` and ``timm:`` are reserved: no module of that name is imported.
 """
 
@@ -19,7 +12,6 @@ from dataclasses import dataclass
 from .errors import ModelSpecError, UnknownModelError, UnknownNameError
 from .names import MODEL_NAMES, resolve_model
 
-KINDS: tuple[str, ...] = ("builtin", "torchvision", "timm", "module", "file")
 RESERVED: tuple[str, ...] = ("torchvision", "timm")
 FORMS = (
     f"a model is a built-in name ({', '.join(MODEL_NAMES)}), torchvision:NAME, timm:NAME, "
@@ -30,13 +22,9 @@ _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A parsed model spec.
-
-    Attributes:
-        kind: one of :data:`KINDS`.
-        name: built-in name (canonical), torchvision/timm model name, module path or file path.
-        function: the function to call for ``module``/``file``; ``""`` otherwise.
-    """
+    """A parsed model spec: ``kind`` is builtin, torchvision, timm, module or file; ``name`` the
+    model's (a built-in's canonical one), the module path or the file path; ``function`` the
+    function to call for a module or file."""
 
     kind: str
     name: str
@@ -72,12 +60,7 @@ def _code_spec(text: str) -> ModelSpec:
 
 
 def parse_spec(text: str) -> ModelSpec:
-    """Parse a model spec (see the module docstring).
-
-    Raises:
-        UnknownModelError: a bare name that is not a built-in (close matches first).
-        ModelSpecError: any other malformed spec; the message lists the forms.
-    """
+    """The spec ``text`` names; a ModelSpecError (UnknownModelError for a bare name) lists the forms."""
     text = str(text).strip()
     if not text:
         raise ModelSpecError(f"empty model name; {FORMS}")
