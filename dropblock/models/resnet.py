@@ -1,10 +1,8 @@
-"""ResNet-18/50 in plain torch with torchvision's exact state-dict layout.
-
-Keys ``conv1``, ``bn1``, ``layer1.0.conv1`` ... ``layer4.2.bn3``, ``layerN.0.downsample.0/1``,
-``fc`` match torchvision's ``resnet18``/``resnet50`` (ResNet v1.5: the stride sits on the 3x3
-conv of a bottleneck), so torchvision checkpoints load with ``strict=True`` without torchvision.
-Input: (B, 3, H, W) normalized with the ImageNet mean/std. At 224x224: stem 64x56x56,
-layer1 56x56, layer2 28x28, layer3 14x14, layer4 7x7 (channels x1 for ResNet-18, x4 for 50).
+"""ResNet-18/50 in plain torch with the keys of torchvision's (``conv1``, ``layer1.0.conv1``,
+``layerN.0.downsample.0``, ``fc``; v1.5: a bottleneck's stride on its 3x3 conv), so torchvision
+checkpoints load with ``strict=True`` without torchvision. Input: (B, 3, H, W) normalized with the
+ImageNet mean/std. At 224x224: stem 64x56x56, layer1 56x56, layer2 28x28, layer3 14x14, layer4 7x7
+(64, 128, 256, 512 channels, x4 for ResNet-50).
 """
 
 from __future__ import annotations
@@ -72,11 +70,8 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(BuiltinNet):
-    """torchvision-layout ResNet: (B, 3, H, W) -> (B, num_classes) logits.
-
-    Short layer names: ``stem`` (after conv1, bn1, relu, maxpool), ``layerN`` (a stage's output)
-    and each residual block ``layerN.j``.
-    """
+    """(B, 3, H, W) -> (B, num_classes) logits. Short layer names: ``stem`` (after the max-pool),
+    ``layerN`` (a stage) and ``layerN.j`` (a block)."""
 
     def __init__(self, arch: str, block: type[BasicBlock] | type[Bottleneck],
                  depths: tuple[int, int, int, int], num_classes: int = 1000) -> None:
@@ -115,7 +110,6 @@ class ResNet(BuiltinNet):
         return nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) normalized image -> (B, num_classes) logits."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.fc(torch.flatten(self.avgpool(x), 1))
