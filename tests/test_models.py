@@ -19,7 +19,7 @@ from PIL import Image
 
 import dropblock.models as M
 from dropblock.models import UnknownNameError, WeightsError
-from dropblock.models.efficientnet_lite import same_padding
+from dropblock.models.nets import same_padding
 from dropblock.models.loaded import _layer_table
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_images"

@@ -24,8 +24,7 @@ _MODULES = {  # module -> the names it gives, imported on first use
     "sources": ("build_model",),
     "edit": ("FeatureBatchRun", "forward_many"),
     "modes": ("eval_mode",),
-    "efficientnet_lite": ("EfficientNetLite0",),
-    "resnet": ("ResNet", "resnet18", "resnet50"),
+    "nets": ("EfficientNetLite0", "ResNet", "resnet18", "resnet50"),
 }
 _LAZY = {name: module for module, names in _MODULES.items() for name in names}
 

@@ -2,7 +2,7 @@
 (C, H, W) from one forward pass of a (1, 3, S, S) zero image at the model's input size S.
 
 A layer is a module by its ``named_modules`` name (``layer3.1.conv2``); the built-in networks
-(:class:`BuiltinNet`) also take their short names (``stem``, ``blocks.5``).
+(:class:`~.nets.BuiltinNet`) also take their short names (``stem``, ``blocks.5``).
 """
 
 from __future__ import annotations
@@ -16,20 +16,10 @@ from torch import nn
 
 from .errors import LayerError, ModelLoadError, UnknownNameError, why
 from .modes import eval_mode
-from .names import LAYER_PATHS, resolve_layer
+from .names import resolve_layer
+from .nets import BuiltinNet
 
 NEAR = 3  # how many 4-D layers on each side an error names
-
-
-class BuiltinNet(nn.Module):
-    """A built-in classifier; subclasses set ``arch``, its model name."""
-
-    arch: str = ""
-
-    @property
-    def layer_paths(self) -> dict[str, str]:
-        """Each short layer name, input to output -> the ``named_modules`` name of its module."""
-        return dict(LAYER_PATHS[self.arch])
 
 
 @dataclass(frozen=True)

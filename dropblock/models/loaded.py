@@ -14,9 +14,10 @@ from torch import nn
 from dropblock.errors import UsageError, one_line
 
 from .errors import ModelLoadError, ModelSpecError, why
-from .layers import (BuiltinNet, LayerInfo, Trace, check_logits, filter_layers, layer_path, not_a_map,
+from .layers import (LayerInfo, Trace, check_logits, filter_layers, layer_path, not_a_map,
                      trace_model, unknown_layer)
 from .names import NUM_CLASSES, class_names, resolve_model
+from .nets import BuiltinNet
 from .preprocessing import PREPROCESSING, Preprocessing
 from .sources import Built, build_builtin, build_user
 from .spec import ModelSpec, parse_spec

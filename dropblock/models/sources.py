@@ -22,12 +22,11 @@ from types import ModuleType
 import torch
 from torch import nn
 
-from .efficientnet_lite import EfficientNetLite0
 from .errors import ModelLoadError, ModelSpecError, UnknownNameError, WeightsError, why
-from .layers import BuiltinNet, Trace, check_logits, trace_model
+from .layers import Trace, check_logits, trace_model
 from .names import resolve_model
+from .nets import BuiltinNet, EfficientNetLite0, resnet18, resnet50
 from .preprocessing import PREPROCESSING, Preprocessing, imagenet_preprocessing
-from .resnet import resnet18, resnet50
 from .spec import ModelSpec
 from .weights import build_and_fit, fit_state_dict, load_weights, read_state_dict
 
