@@ -13,8 +13,8 @@ from typing import Any
 
 from .errors import (LayerError, ModelLoadError, ModelSpecError, UnknownModelError,
                      UnknownNameError, WeightsError)
-from .names import DEFAULT_MODEL, MODEL_NAMES, class_names, layer_names, resolve_layer, resolve_model
-from .spec import ModelSpec, parse_spec
+from .names import (DEFAULT_MODEL, MODEL_NAMES, ModelSpec, class_names, layer_names, parse_spec, resolve_layer,
+                    resolve_model)
 
 _MODULES = {  # module -> the names it gives, imported on first use
     "loaded": ("LoadedModel", "as_loaded", "load_classifier", "load_structure", "read_class_names",

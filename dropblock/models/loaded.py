@@ -1,4 +1,4 @@
-"""One loaded classifier, from any model spec (:mod:`~dropblock.models.spec`): the module with its
+"""One loaded classifier, from any model spec (:mod:`~dropblock.models.names`): the module with its
 preprocessing, class names and layers. torchvision, timm and safetensors load only when needed."""
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ from dropblock.errors import UsageError, one_line
 from .errors import ModelLoadError, ModelSpecError, why
 from .layers import (LayerInfo, Trace, check_logits, filter_layers, layer_path, not_a_map,
                      trace_model, unknown_layer)
-from .names import NUM_CLASSES, class_names, resolve_model
+from .names import NUM_CLASSES, ModelSpec, class_names, parse_spec, resolve_model
 from .nets import BuiltinNet
 from .preprocessing import PREPROCESSING, Preprocessing
 from .sources import Built, build_builtin, build_user
-from .spec import ModelSpec, parse_spec
 
 
 @dataclass(frozen=True, eq=False)

@@ -24,10 +24,9 @@ from torch import nn
 
 from .errors import ModelLoadError, ModelSpecError, UnknownNameError, WeightsError, why
 from .layers import Trace, check_logits, trace_model
-from .names import resolve_model
+from .names import ModelSpec, resolve_model
 from .nets import BuiltinNet, EfficientNetLite0, resnet18, resnet50
 from .preprocessing import PREPROCESSING, Preprocessing, imagenet_preprocessing
-from .spec import ModelSpec
 from .weights import build_and_fit, fit_state_dict, load_weights, read_state_dict
 
 _BUILDERS = {"efficientnet-lite0": EfficientNetLite0, "resnet18": resnet18, "resnet50": resnet50}

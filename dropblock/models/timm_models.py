@@ -17,9 +17,9 @@ from typing import Any
 from torch import nn
 
 from .errors import ModelLoadError, UnknownModelError, WeightsError, why
+from .names import ModelSpec
 from .preprocessing import MODES, RESAMPLE, Preprocessing
 from .sources import Built, create, fitted, import_extra, random_init, weights_label
-from .spec import ModelSpec
 from .weights import hub_cached
 
 HUB_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin",

@@ -16,9 +16,9 @@ from typing import Any
 import torch
 
 from .errors import UnknownModelError, WeightsError
+from .names import ModelSpec
 from .preprocessing import RESAMPLE, Preprocessing, imagenet_preprocessing
 from .sources import Built, create, fitted, import_extra, random_init, weights_label
-from .spec import ModelSpec
 from .weights import hub_state_dict
 
 
