@@ -26,7 +26,7 @@ def layer_sweep_row(s: Settings, layers: tuple[str, ...] = SWEEP_CASES[0][0]) ->
     import numpy as np
     from PIL import Image
 
-    from dropblock.models import load_model, preprocess
+    from dropblock.models import layer_module, load_model, preprocess
     from dropblock.sweep import settings_grid
     from dropblock.sweep_engine import sweep_layers
 
@@ -41,14 +41,14 @@ def layer_sweep_row(s: Settings, layers: tuple[str, ...] = SWEEP_CASES[0][0]) ->
     with torch.inference_mode():
         for layer in layers:
             seen = []
-            handle = net.layer_module(layer).register_forward_hook(lambda m, a, out: seen.append(out))
+            handle = layer_module(net, layer).register_forward_hook(lambda m, a, out: seen.append(out))
             net(x)
             handle.remove()
             batches[layer] = seen[0].expand(SWEEP_BATCH, -1, -1, -1).contiguous()
 
     def bare(_):  # forward hooks returning the batch: the prefix once, the rest on SWEEP_BATCH rows
         for layer, batch in batches.items():
-            handle = net.layer_module(layer).register_forward_hook(lambda m, a, out, batch=batch: batch)
+            handle = layer_module(net, layer).register_forward_hook(lambda m, a, out, batch=batch: batch)
             try:
                 with torch.inference_mode():
                     for _ in range(passes):

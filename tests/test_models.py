@@ -19,7 +19,7 @@ from PIL import Image
 
 import dropblock.models as M
 from dropblock.models import UnknownNameError, WeightsError
-from dropblock.models.efficientnet_lite import same_padding
+from dropblock.models.nets import same_padding
 from dropblock.models.loaded import _layer_table
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_images"
@@ -111,8 +111,11 @@ def test_unknown_layer_close_matches_first():
 
 @pytest.mark.parametrize("name", M.MODEL_NAMES)
 def test_static_layer_names_match_models(name):
+    """Each short layer name maps to a module the built network has. Breaks if LAYER_PATHS names a
+    module the network lacks (e.g. after renaming ``_stem_act``)."""
     model = M.build_model(name)
-    assert model.layer_names == M.layer_names(name)
+    assert tuple(model.layer_paths) == M.layer_names(name)
+    assert all(model.get_submodule(path) is not None for path in model.layer_paths.values())
     assert not model.training
 
 

@@ -1,4 +1,4 @@
-"""dropblock.models.spec: the model spec forms and their one-line errors (no torch needed)."""
+"""dropblock.models.names: the model spec forms and their one-line errors (no torch needed)."""
 
 import subprocess
 import sys
@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from dropblock.models.errors import ModelSpecError, UnknownModelError, UnknownNameError
-from dropblock.models.spec import FORMS, ModelSpec, parse_spec
+from dropblock.models.names import FORMS, ModelSpec, parse_spec
 
 
 @pytest.mark.parametrize("text,kind,name,function", [

@@ -1,4 +1,4 @@
-"""dropblock.models.user_code and load_classifier on the user's own code: module:function and file.py:function."""
+"""dropblock.models.sources on the user's own code, through load_classifier: module:function and file.py:function."""
 
 import pytest
 import torch

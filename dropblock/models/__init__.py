@@ -1,9 +1,9 @@
-"""Image classifiers: the built-in ImageNet CNNs (EfficientNet-Lite0, ResNet-18/50) in the
-project's own torch code, any torchvision or timm model, or the user's own model code; their
-weights, preprocessing, class names, layer tables and feature-map editing.
+"""Image classifiers: the built-in ImageNet CNNs (EfficientNet-Lite0, ResNet-18/50) in the project's own
+torch code, any torchvision or timm model, or the user's own model code; their weights, preprocessing,
+class names, layer tables and feature-map editing.
 
-Names, specs, errors and class names load without torch; the rest loads lazily on first use, so
-``import dropblock.models`` stays cheap (e.g. for a CLI's ``--help``).
+Names, specs and errors load without torch; the rest loads on first use, so ``import dropblock.models``
+stays cheap (e.g. for a CLI's ``--help``).
 """
 
 from __future__ import annotations
@@ -11,34 +11,22 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .classes import class_names
 from .errors import (LayerError, ModelLoadError, ModelSpecError, UnknownModelError,
                      UnknownNameError, WeightsError)
-from .names import DEFAULT_MODEL, MODEL_NAMES, layer_names, resolve_layer, resolve_model
-from .spec import ModelSpec, parse_spec
+from .names import (DEFAULT_MODEL, MODEL_NAMES, ModelSpec, class_names, layer_names, parse_spec, resolve_layer,
+                    resolve_model)
 
-_LAZY = {
-    "LoadedModel": "loaded",
-    "as_loaded": "loaded",
-    "load_classifier": "loaded",
-    "load_structure": "loaded",
-    "read_class_names": "loaded",
-    "Preprocessing": "preprocessing",
-    "filter_layers": "layers",
-    "LayerInfo": "layers",
-    "build_model": "sources",
-    "load_model": "loaded",
-    "layer_table": "loaded",
-    "layer_module": "layers",
-    "preprocess": "preprocessing",
-    "FeatureBatchRun": "edit",
-    "forward_many": "edit",
-    "eval_mode": "modes",
-    "EfficientNetLite0": "efficientnet_lite",
-    "ResNet": "resnet",
-    "resnet18": "resnet",
-    "resnet50": "resnet",
+_MODULES = {  # module -> the names it gives, imported on first use
+    "loaded": ("LoadedModel", "as_loaded", "load_classifier", "load_structure", "read_class_names",
+               "load_model", "layer_table"),
+    "layers": ("filter_layers", "LayerInfo", "layer_module"),
+    "preprocessing": ("Preprocessing", "preprocess"),
+    "sources": ("build_model",),
+    "edit": ("FeatureBatchRun", "forward_many"),
+    "modes": ("eval_mode",),
+    "nets": ("EfficientNetLite0", "ResNet", "resnet18", "resnet50"),
 }
+_LAZY = {name: module for module, names in _MODULES.items() for name in names}
 
 __all__ = sorted(
     [*_LAZY, "class_names", "UnknownNameError", "WeightsError", "DEFAULT_MODEL", "MODEL_NAMES",

@@ -1,13 +1,8 @@
-"""Exceptions of dropblock.models; each message is one line, fit to show a user as is.
+"""Exceptions of dropblock.models, each with a one-line message fit to show a user as is.
 
-The two families of :mod:`dropblock.errors`, which a command line maps to exit codes:
-
-- :class:`~dropblock.errors.UsageError` (a ``ValueError``): :class:`UnknownNameError` (and
-  :class:`UnknownModelError`), :class:`ModelSpecError`, :class:`LayerError`. What the user typed
-  is wrong (exit 2).
-- :class:`~dropblock.errors.Failure`: :class:`WeightsError`, :class:`ModelLoadError`. What was
-  asked for could not be done: weights missing or unfit, the user's code raised, an extra is not
-  installed (exit 1).
+Usage errors (:class:`~dropblock.errors.UsageError`, exit 2): UnknownNameError, UnknownModelError,
+ModelSpecError, LayerError. Failures (:class:`~dropblock.errors.Failure`, exit 1): WeightsError,
+ModelLoadError.
 """
 
 from __future__ import annotations
@@ -24,12 +19,12 @@ def why(exc: BaseException) -> str:
 
 
 class WeightsError(Failure):
-    """Weights could not be found, read, or fitted to the model (one-line message)."""
+    """Weights could not be found, read, or fitted to the model."""
 
 
 class ModelLoadError(Failure):
-    """A model could not be built or run: its code raised, it returned something other than an
-    ``nn.Module`` or than (1, classes) logits, or torchvision/timm is not installed."""
+    """A model could not be built or run: its code raised, it returned no ``nn.Module`` or no
+    (1, classes) logits, or torchvision/timm is not installed."""
 
 
 class ModelSpecError(UsageError):
@@ -37,23 +32,15 @@ class ModelSpecError(UsageError):
 
 
 class LayerError(UsageError):
-    """A layer that exists but cannot be edited: its output is not one (N, C, H, W) map, it
-    does not run in a forward pass, or it runs more than once."""
+    """A layer that cannot be edited: its output is not one (N, C, H, W) map, or it does not run exactly once."""
 
 
 class UnknownNameError(UsageError):
-    """A model or layer name that is not known.
-
-    Attributes:
-        name: the name as given.
-        kind: what was looked up, e.g. ``"model"`` or ``"layer"``.
-        choices: every valid name, the closest matches (difflib) first.
-        close: the close matches alone (may be empty).
-    """
+    """A ``kind`` of name (``"model"``, ``"layer"``) that is not known. ``choices``: every valid
+    name, the ``close`` matches (difflib) first; ``hint`` replaces the closing list of them all."""
 
     def __init__(self, kind: str, name: str, valid: Sequence[str], context: str = "",
                  hint: str | None = None) -> None:
-        """``hint`` replaces the closing list of every valid name (for long lists)."""
         self.kind = kind
         self.name = name
         self.close = difflib.get_close_matches(name, list(valid), n=3, cutoff=0.6)
@@ -66,4 +53,3 @@ class UnknownNameError(UsageError):
 
 class UnknownModelError(UnknownNameError, ModelSpecError):
     """A model name that a source (the built-ins, torchvision, timm) does not have."""
-

@@ -1,8 +1,8 @@
-"""Layer tables of any model: every module whose output is an (N, C, H, W) feature map.
+"""Layer tables of any model: every module whose output is an (N, C, H, W) feature map, with its
+(C, H, W) from one forward pass of a (1, 3, S, S) zero image at the model's input size S.
 
-A layer is a module by its ``named_modules`` name (``layer3.1.conv2``, ``features.6``), with
-its type and its output shape from one forward pass of a (1, 3, S, S) zero image at the model's
-input size S. The built-in networks also accept their short names (``stem``, ``blocks.5``).
+A layer is a module by its ``named_modules`` name (``layer3.1.conv2``); the built-in networks
+(:class:`~.nets.BuiltinNet`) also take their short names (``stem``, ``blocks.5``).
 """
 
 from __future__ import annotations
@@ -14,26 +14,18 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .base import BuiltinNet
 from .errors import LayerError, ModelLoadError, UnknownNameError, why
 from .modes import eval_mode
 from .names import resolve_layer
+from .nets import BuiltinNet
 
 NEAR = 3  # how many 4-D layers on each side an error names
 
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """A layer a user can pick.
-
-    Attributes:
-        name: user-facing name, e.g. ``"blocks.5"``, ``"layer3.1"`` or ``"layer3.1.conv2"``.
-        type: class name of the module producing it, e.g. ``"MBConvBlock"``, ``"Conv2d"``.
-        shape: (C, H, W) of its output for one image at the model's input size.
-        dropblock_ok: the map is larger than 1x1, so spatial blocks make sense.
-        calls: how many times the module runs in one forward pass (a shared activation
-            module runs more than once; only a layer that runs once can be edited).
-    """
+    """A layer a user can pick: ``shape`` is its output's (C, H, W) for one image; ``dropblock_ok``:
+    H * W > 1; ``calls``: runs per forward pass (only a layer that runs once can be edited)."""
 
     name: str
     type: str
@@ -44,10 +36,9 @@ class LayerInfo:
 
 @dataclass(frozen=True)
 class ModuleRun:
-    """A module's first call in a forward pass: name, type, output shape (None if not a
-    tensor), output type name, number of calls, ``finished`` (how many first calls of other
-    modules returned before it) and ``same_as`` (the module that first returned the very same
-    output object, e.g. a Sequential's last child; None if none did)."""
+    """A module's first call in a forward pass. ``shape``: of its output, None if not a tensor;
+    ``finished``: how many first calls of other modules returned before it; ``same_as``: the module
+    that first returned the very same output object (a Sequential's last child), if any."""
 
     name: str
     type: str
@@ -60,7 +51,7 @@ class ModuleRun:
 
 @dataclass(frozen=True)
 class Trace:
-    """What one forward pass showed: every module that ran (in call order) and the output."""
+    """One forward pass: every module that ran, in call order, and the output."""
 
     runs: tuple[ModuleRun, ...]
     output_shape: tuple[int, ...] | None
@@ -74,19 +65,15 @@ class Trace:
         )
 
     def near(self, name: str, once: bool = False) -> list[str]:
-        """Up to NEAR 4-D layers on each side of ``name`` in call order (``once``: only layers
-        that run once)."""
+        """Up to NEAR 4-D layers (``once``: that run once) on each side of ``name``, in call order."""
         names = [r.name for r in self.runs]
         ok = {li.name for li in self.layers() if li.calls == 1 or not once}
         at = names.index(name) if name in names else len(names)
-        before = [n for n in names[:at] if n in ok][-NEAR:]
-        after = [n for n in names[at + 1:] if n in ok][:NEAR]
-        return before + after
+        return [n for n in names[:at] if n in ok][-NEAR:] + [n for n in names[at + 1:] if n in ok][:NEAR]
 
 
 def on_model(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``x`` on the device and in the float dtype of ``model``'s first parameter (as it is for a
-    model without parameters; float32 for one without float parameters)."""
+    """``x`` on the device and in the float dtype of ``model``'s first parameter, if any."""
     param = next(model.parameters(), None)
     if param is None:
         return x
@@ -94,9 +81,8 @@ def on_model(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def record_calls(model: nn.Module, run: Callable[[], object]) -> Trace:
-    """Call ``run()`` (one forward pass of ``model``) with a forward pre-hook and a forward hook on
-    every submodule, all removed afterwards: the :class:`Trace` of the modules that ran, in the
-    order their first calls started."""
+    """The :class:`Trace` of ``run()``, one forward pass of ``model``, recorded with a pre-hook and a
+    hook on every submodule (removed afterwards); runs in the order their first calls started."""
     started: dict[str, int] = {}
     counts: dict[str, int] = {}
     first: dict[str, tuple[nn.Module, object]] = {}  # in the order first calls returned
@@ -119,24 +105,19 @@ def record_calls(model: nn.Module, run: Callable[[], object]) -> Trace:
         for handle in handles:
             handle.remove()
     owner: dict[int, str] = {}
-    runs = {}
+    runs = []
     for finished, (name, (mod, value)) in enumerate(first.items()):
         same_as = owner.setdefault(id(value), name)
         shape = tuple(value.shape) if torch.is_tensor(value) else None
-        runs[name] = ModuleRun(name, type(mod).__name__, shape, type(value).__name__, counts[name],
-                               finished, None if same_as == name else same_as)
-    ordered = sorted(runs.values(), key=lambda r: started.get(r.name, len(started)))
-    return Trace(tuple(ordered), tuple(out.shape) if torch.is_tensor(out) else None,
-                 type(out).__name__)
+        runs.append(ModuleRun(name, type(mod).__name__, shape, type(value).__name__, counts[name],
+                              finished, None if same_as == name else same_as))
+    runs.sort(key=lambda r: started.get(r.name, len(started)))
+    return Trace(tuple(runs), tuple(out.shape) if torch.is_tensor(out) else None, type(out).__name__)
 
 
 def trace_model(model: nn.Module, size: int) -> Trace:
-    """Run ``model`` once (eval mode, no grad) on a zero (1, 3, size, size) image and record
-    every module call (:func:`record_calls`).
-
-    Raises:
-        ModelLoadError: the forward pass raised.
-    """
+    """:func:`record_calls` of one pass (eval mode, no grad) on a zero (1, 3, size, size) image;
+    a ModelLoadError if it raised."""
     x = on_model(model, torch.zeros(1, 3, size, size))
     try:
         with eval_mode(model), torch.no_grad():
@@ -147,8 +128,8 @@ def trace_model(model: nn.Module, size: int) -> Trace:
 
 
 def filter_layers(layers: Sequence[LayerInfo], patterns: str | Sequence[str] | None) -> list[LayerInfo]:
-    """The layers whose name matches any glob in ``patterns`` (fnmatch, case-sensitive;
-    ``*`` also matches dots: ``layer3.*.conv2``); all of them for None."""
+    """The layers whose name matches any glob in ``patterns`` (case-sensitive; ``*`` also matches
+    dots: ``layer3.*.conv2``); all of them for None."""
     if patterns is None:
         return list(layers)
     patterns = [patterns] if isinstance(patterns, str) else list(patterns)
@@ -156,10 +137,7 @@ def filter_layers(layers: Sequence[LayerInfo], patterns: str | Sequence[str] | N
 
 
 def layer_path(model: nn.Module, layer: str) -> tuple[str, str] | None:
-    """``(display name, named_modules name)`` of ``layer`` in ``model``, or None if unknown.
-
-    A built-in network's short names (``stem``, ``blocks.5``, ``layer3``) are tried first.
-    """
+    """``(display name, named_modules name)`` of ``layer`` (a built-in's short names first), or None."""
     if isinstance(model, BuiltinNet):
         try:
             alias = resolve_layer(model.arch, layer)
@@ -173,13 +151,8 @@ def layer_path(model: nn.Module, layer: str) -> tuple[str, str] | None:
 
 
 def layer_module(model: nn.Module, layer: str) -> nn.Module:
-    """The submodule whose forward output is ``layer``'s activation (to hook it): a built-in
-    network's short name (``blocks.5``) or any ``named_modules`` name of any model (or of a
-    :class:`~dropblock.models.LoadedModel`'s module).
-
-    Raises:
-        UnknownNameError: unknown layer.
-    """
+    """The submodule whose output is ``layer``'s activation (to hook it), in a model or a
+    :class:`~dropblock.models.LoadedModel`; an UnknownNameError names the valid layers."""
     model = getattr(model, "module", model)  # a LoadedModel
     found = layer_path(model, layer)
     if found is None:
@@ -191,8 +164,8 @@ def layer_module(model: nn.Module, layer: str) -> nn.Module:
 
 def unknown_layer(layer: str, trace: Trace, model_name: str,
                   model: nn.Module | None = None) -> UnknownNameError:
-    """The error for a layer name that no module has: close matches among the 4-D layers (a built-in
-    ``model``'s short names stand for their modules)."""
+    """The error for a layer name no module has: close matches among the 4-D layers (and a built-in
+    ``model``'s short names, in place of their modules)."""
     paths = model.layer_paths if isinstance(model, BuiltinNet) else {}
     names = list(paths) + [li.name for li in trace.layers() if li.name not in set(paths.values())]
     return UnknownNameError("layer", str(layer), names, context=model_name,
@@ -218,11 +191,7 @@ def not_a_map(name: str, trace: Trace, model_name: str) -> LayerError:
 
 
 def check_logits(shape: tuple[int, ...] | None, output_type: str, model_name: str) -> int:
-    """The class count of a (1, classes) logits output.
-
-    Raises:
-        ModelLoadError: the output is not a tensor of shape (1, classes).
-    """
+    """K, for an output of shape (1, K); else a ModelLoadError."""
     if shape is None:
         raise ModelLoadError(f"{model_name} returns a {output_type}, expected (1, classes) logits "
                              f"for one image")

@@ -1,9 +1,5 @@
-"""One loaded classifier: the module with its preprocessing, class names and layers.
-
-:func:`load_classifier` takes any model spec (see :mod:`dropblock.models.spec`): a built-in,
-``torchvision:NAME``, ``timm:NAME``, ``module.path:function`` or ``path/to/file.py:function``.
-torchvision, timm and safetensors are imported only when a spec or file needs them.
-"""
+"""One loaded classifier, from any model spec (:mod:`~dropblock.models.names`): the module with its
+preprocessing, class names and layers. torchvision, timm and safetensors load only when needed."""
 
 from __future__ import annotations
 
@@ -17,29 +13,21 @@ from torch import nn
 
 from dropblock.errors import UsageError, one_line
 
-from .base import BuiltinNet
-from .classes import NUM_CLASSES, class_names
 from .errors import ModelLoadError, ModelSpecError, why
 from .layers import (LayerInfo, Trace, check_logits, filter_layers, layer_path, not_a_map,
                      trace_model, unknown_layer)
-from .names import resolve_model
+from .names import NUM_CLASSES, ModelSpec, class_names, parse_spec, resolve_model
+from .nets import BuiltinNet
 from .preprocessing import PREPROCESSING, Preprocessing
 from .sources import Built, build_builtin, build_user
-from .spec import ModelSpec, parse_spec
 
 
 @dataclass(frozen=True, eq=False)
 class LoadedModel:
-    """A classifier ready to run on one image.
-
-    Attributes:
-        module: the ``nn.Module``, in eval mode, mapping (1, 3, S, S) to (1, K) logits.
-        spec: the model spec it was loaded from, e.g. ``"torchvision:resnet50"``.
-        preprocessing: how an image becomes its input (S = ``preprocessing.crop``).
-        class_names: K names, one per output.
-        weights: where its weights came from: a file, ``"default"``, ``"random init"``, ``"own
-            code"`` (a function's own) or ``"as given"`` (:func:`as_loaded`).
-    """
+    """A classifier ready to run on one image: ``module``, in eval mode, maps (1, 3, S, S) to (1, K)
+    logits (S = ``preprocessing.crop``); ``spec`` names it (``"torchvision:resnet50"``); ``weights``
+    says where its weights came from: a file, ``"default"``, ``"random init"``, ``"own code"`` or
+    ``"as given"`` (:func:`as_loaded`)."""
 
     module: nn.Module = field(repr=False)
     spec: str
@@ -49,19 +37,18 @@ class LoadedModel:
 
     @property
     def num_classes(self) -> int:
-        """K, the number of outputs."""
         return len(self.class_names)
 
     @property
     def input_size(self) -> int:
-        """S, the side of the square input in pixels."""
+        """S, the side of the square input, px."""
         return self.preprocessing.crop
 
     @cached_property
     def trace(self) -> Trace:
-        """Every module that runs for a zero image at the input size (one forward pass, once).
-        A model with class names must return one logit per name; a headless one (no class
-        names, e.g. timm's ``num_classes=0``) may return anything."""
+        """Every module that runs for a zero image at the input size (one pass, then cached). A model
+        with class names must return one logit per name; a headless one (timm's ``num_classes=0``)
+        may return anything."""
         trace = trace_model(self.module, self.input_size)
         if not self.num_classes:
             return trace
@@ -78,20 +65,11 @@ class LoadedModel:
 
     def resolve_layer(self, name: str) -> str:
         """``name`` as layers are shown (a built-in's short name, else the ``named_modules`` name),
-        checked to name a module without running the model.
-
-        Raises:
-            UnknownNameError: no module of that name (close matches first, from one forward pass).
-        """
+        checked to name a module without running the model (but to list close matches)."""
         return self._path(name)[0]
 
     def layer(self, name: str) -> LayerInfo:
-        """The layer called ``name`` (a ``named_modules`` name or a built-in's short name).
-
-        Raises:
-            UnknownNameError: no module of that name (close matches first).
-            LayerError: its output is not one (N, C, H, W) map.
-        """
+        """The layer called ``name``; a LayerError if its output is not one (N, C, H, W) map."""
         display, path = self._path(name)
         info = next((li for li in self.layers if li.name == path), None)
         if info is None or info.calls != 1:
@@ -106,12 +84,8 @@ class LoadedModel:
 
 
 def as_loaded(model: LoadedModel | nn.Module) -> LoadedModel:
-    """``model`` itself, or a built-in network (from :func:`~dropblock.models.load_model` or
-    ``build_model``) with its own preprocessing and the ImageNet class names.
-
-    Raises:
-        TypeError: any other model: load it with :func:`load_classifier`.
-    """
+    """``model`` itself, or a built-in network with its own preprocessing and the ImageNet class
+    names; a TypeError for any other model."""
     if isinstance(model, LoadedModel):
         return model
     if isinstance(model, BuiltinNet):
@@ -122,11 +96,7 @@ def as_loaded(model: LoadedModel | nn.Module) -> LoadedModel:
 
 
 def read_class_names(path: str | Path) -> tuple[str, ...]:
-    """One class name per line (blank lines at the end ignored).
-
-    Raises:
-        ModelSpecError: the file is missing, unreadable or empty.
-    """
+    """One class name per line (blank lines at the end ignored)."""
     path = Path(path).expanduser()
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -176,25 +146,13 @@ def load_classifier(
     mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
     class_names: str | Path | Sequence[str] | None = None,
 ) -> LoadedModel:
-    """Load the classifier a model spec names (see :mod:`dropblock.models.spec`).
+    """The classifier ``spec`` names (``torchvision:resnet50``, ``path/to/model.py:build``).
 
-    Args:
-        spec: ``efficientnet-lite0``, ``torchvision:resnet50``, ``timm:resnet50.a1_in1k``,
-            ``pkg.models:build``, ``path/to/model.py:build``.
-        weights: a state dict file (``.pt``, ``.pth`` or ``.safetensors``) for any form; a file
-            whose output layer has another number of classes gets a torchvision/timm model
-            built for them.
-        download: let torchvision/timm/ResNet default weights be fetched when not cached.
-        pretrained: False: random init, no weights read (enough for layer tables); user code
-            keeps the weights its function gives.
-        device: where the model goes; ``"meta"`` (no data) needs ``pretrained=False``.
-        input_size, mean, std: override the preprocessing (mean/std in 0..1 pixel units).
-        class_names: a file with one name per line, or the names; one per output.
-
-    Raises:
-        ModelSpecError, UnknownNameError: the spec names no model (exit 2 on the CLI).
-        WeightsError, ModelLoadError: weights or model could not be had (exit 1).
-        ValueError: a bad device, input size, mean or std, or weights with pretrained=False.
+    ``weights``: a state dict file for any form (a torchvision or timm model is built for the
+    classes of its output layer). ``download``: fetch default weights that are not cached.
+    ``pretrained=False``: random init, no weights read (user code keeps its own); device ``"meta"``
+    needs it. ``input_size``, ``mean``, ``std`` (0..1 pixel units) override the preprocessing;
+    ``class_names``: a file with one name per line, or the names.
     """
     parsed = spec if isinstance(spec, ModelSpec) else parse_spec(spec)
     if weights is not None and not pretrained:
@@ -214,11 +172,7 @@ def load_classifier(
 
 
 def check_device(device: str | torch.device) -> torch.device:
-    """``device`` as a torch.device that works here.
-
-    Raises:
-        ValueError: it cannot be used (e.g. ``"cuda"`` without a GPU).
-    """
+    """``device`` as a torch.device that works here (a UsageError for ``"cuda"`` without a GPU)."""
     try:
         device = torch.device(device)
         torch.empty(0, device=device)  # fails early for e.g. "cuda" without a GPU
@@ -229,38 +183,24 @@ def check_device(device: str | torch.device) -> torch.device:
 
 def load_model(name: str, weights: str | Path | None = None, download: bool = False,
                device: str | torch.device = "cpu") -> BuiltinNet:
-    """The pretrained built-in network ``name`` (see ``MODEL_NAMES``) in eval mode on ``device``:
-    :func:`load_classifier`'s module, with its default weights or the state-dict file ``weights``
-    (``download``: fetch a ResNet's torchvision checkpoint when not in the torch hub cache).
-
-    Raises:
-        UnknownNameError: unknown model name.
-        WeightsError: weights missing, unreadable, or not fitting (one-line message).
-        ValueError: the device cannot be used.
-    """
+    """The built-in network ``name`` in eval mode on ``device``, with its default weights or the
+    state-dict file ``weights`` (:func:`load_classifier`'s module)."""
     spec = ModelSpec("builtin", resolve_model(name))
     return load_classifier(spec, weights=weights, download=download, device=device).module
 
 
 def load_structure(spec: str | ModelSpec, *, input_size: int | None = None,
                    class_names: str | Path | Sequence[str] | None = None) -> LoadedModel:
-    """A model with random weights, for its layer table (``.layers``): built and run on the meta
-    device (no data, no compute) where it can be, else on the CPU (e.g. a constructor that
-    computes with tensors, an op without a meta kernel). User code runs on the CPU with its own
-    weights. ``.trace`` is filled.
-
-    Raises:
-        as :func:`load_classifier`.
-    """
+    """A model with random weights and its ``.trace`` filled, for its layer table: built and run on
+    the meta device (no data, no compute) where it can be, else on the CPU (a constructor that
+    computes with tensors, an op without a meta kernel). User code keeps its own weights."""
     kwargs = dict(pretrained=False, input_size=input_size, class_names=class_names)
     try:
         loaded = load_classifier(spec, device="meta", **kwargs)
         loaded.trace
-        return loaded
     except ModelLoadError:
-        pass
-    loaded = load_classifier(spec, device="cpu", **kwargs)
-    loaded.trace
+        loaded = load_classifier(spec, device="cpu", **kwargs)
+        loaded.trace
     return loaded
 
 
@@ -272,18 +212,9 @@ def _layer_table(name: str) -> tuple[LayerInfo, ...]:
 
 def layer_table(model: str | LoadedModel | nn.Module,
                 filter: str | Sequence[str] | None = None) -> list[LayerInfo]:
-    """The pickable layers of a model, input to output, with (C, H, W) output shapes.
-
-    Args:
-        model: a built-in model name: its short-named layers (``stem``, ``blocks.0`` ...) at a
-            1x3x224x224 input, measured once (then cached) on the meta device, no weights
-            needed. Or a :class:`LoadedModel`: every module with a 4-D output at its input
-            size. Or any ``nn.Module``: the same at 224.
-        filter: glob(s) on the names (see :func:`~dropblock.models.layers.filter_layers`).
-
-    Raises:
-        UnknownNameError: unknown model name.
-    """
+    """The pickable layers, input to output, of a built-in by name (its short-named layers at 224,
+    measured once on the meta device), of a :class:`LoadedModel` (every module with a 4-D output at
+    its input size) or of any ``nn.Module`` (the same at 224); ``filter``: globs on the names."""
     if isinstance(model, str):
         table = _layer_table(resolve_model(model))
     elif isinstance(model, LoadedModel):

@@ -1,9 +1,5 @@
-"""Switching a model to eval mode and back, module by module.
-
-``model.train(flag)`` sets every submodule to ``flag``: a BatchNorm frozen in eval mode inside a
-training model would come back in train mode (and its running statistics would change on the next
-step). :func:`eval_mode` records each module's own flag and gives each back.
-"""
+"""Eval mode and back, module by module: ``model.train(flag)`` would give every submodule the
+same flag, so a BatchNorm frozen in eval mode inside a training model would come back training."""
 
 from __future__ import annotations
 
@@ -15,8 +11,7 @@ from torch import nn
 
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """``model`` in eval mode for the ``with`` block; afterwards every module has its own
-    ``training`` flag back, whatever the block raised."""
+    """``model`` in eval mode for the block; then each module gets its own ``training`` flag back."""
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:

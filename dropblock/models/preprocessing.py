@@ -1,8 +1,5 @@
-"""Turning an RGB image into a model's normalized square network input.
-
-A :class:`Preprocessing` is resize, centre crop and per-channel normalization, as torchvision's
-weights transforms and timm's ``pretrained_cfg`` describe them; the built-ins have their own.
-"""
+"""An RGB image as a model's normalized square input: resize, centre crop and per-channel
+normalization, as torchvision's weights transforms and timm's ``pretrained_cfg`` describe them."""
 
 from __future__ import annotations
 
@@ -30,12 +27,9 @@ RESAMPLE: dict[str, Image.Resampling] = {
 @dataclass(frozen=True)
 class Preprocessing:
     """Resize to ``resize`` px (Pillow, ``resample``), centre-crop ``crop`` x ``crop`` px, then per
-    channel ``(pixel / divisor - mean) / std`` with pixels in 0..255.
-
-    ``mode`` says how the resize treats the aspect ratio: ``"center"`` scales the short side to
-    ``resize``; ``"squash"`` scales both sides to ``resize``; ``"border"`` scales the long side to
-    ``resize`` and pads the crop with the mean colour (timm's three ``crop_mode``s).
-    """
+    channel ``(pixel / divisor - mean) / std`` with pixels in 0..255. ``mode`` (timm's ``crop_mode``)
+    scales the short side (``"center"``), both sides (``"squash"``) or the long side (``"border"``,
+    the crop padded with the mean colour) to ``resize``."""
 
     resize: int
     crop: int
@@ -46,24 +40,15 @@ class Preprocessing:
     mode: str = "center"
 
     @property
-    def input_size(self) -> int:
-        """Side of the square network input, px."""
-        return self.crop
-
-    @property
     def short_side(self) -> int | None:
-        """The side, px, an image's short side is scaled to; None where the long side or both sides
-        are scaled to ``resize`` (then nothing grows past it)."""
+        """The side, px, an image's short side is scaled to; None in the modes that scale no side past
+        ``resize``."""
         return self.resize if self.mode == "center" else None
 
     def with_overrides(self, input_size: int | None = None, mean: Sequence[float] | None = None,
                        std: Sequence[float] | None = None) -> Preprocessing:
-        """A copy with another input size (the resize keeps its ratio to the crop) and/or mean and
-        std, given in 0..1 pixel units as torchvision and timm write them.
-
-        Raises:
-            ValueError: input_size < 1, or mean/std not 3 finite numbers (std > 0).
-        """
+        """A copy with another input size (the resize keeps its ratio to the crop), mean or std (in
+        0..1 pixel units, as torchvision and timm write them)."""
         out = self
         if input_size is not None:
             if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1:
@@ -90,14 +75,10 @@ def _triple(values: Sequence[float], name: str, positive: bool) -> tuple[float, 
     return out  # type: ignore[return-value]
 
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-_IMAGENET = dict(divisor=255.0, mean=IMAGENET_MEAN, std=IMAGENET_STD)
-
-
 def imagenet_preprocessing(size: int = 224) -> Preprocessing:
     """ImageNet defaults: short side to ``size / 0.875``, bilinear, centre crop ``size``."""
-    return Preprocessing(math.floor(size / 0.875), size, Image.Resampling.BILINEAR, **_IMAGENET)
+    return Preprocessing(math.floor(size / 0.875), size, Image.Resampling.BILINEAR, 255.0,
+                         (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
 PREPROCESSING: dict[str, Preprocessing] = {
@@ -123,10 +104,8 @@ def _resized_size(h: int, w: int, resize: int, mode: str) -> tuple[int, int]:
 
 def resize_and_crop(image: np.ndarray, resize: int, crop: int, resample: Image.Resampling,
                     mode: str = "center", fill: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
-    """(H, W, 3) uint8 -> (crop, crop, 3) uint8: resize as ``mode`` says (``"center"``: short side
-    to ``resize``, long side ``int(resize * long / short)``), pad with ``fill`` where the image is
-    smaller than the crop, then the centre ``crop`` square, as torchvision's ``Resize`` +
-    ``CenterCrop`` (and timm's ``CenterCropOrPad``) do on a PIL image."""
+    """(H, W, 3) uint8 -> (crop, crop, 3) uint8 as torchvision's ``Resize`` + ``CenterCrop`` (and timm's
+    ``CenterCropOrPad``) do on a PIL image: resize as ``mode`` says, pad with ``fill`` to the crop."""
     h, w = image.shape[:2]
     new_w, new_h = _resized_size(h, w, resize, mode)
     pil = Image.fromarray(image, mode="RGB")
@@ -153,36 +132,17 @@ def _spec_of(model: object) -> Preprocessing:
 
 
 def preprocess(model: object, image: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
-    """Network input for ``model`` from an RGB image.
-
-    Args:
-        model: a built-in model name, a :class:`~dropblock.models.loaded.LoadedModel` or a
-            :class:`Preprocessing`.
-        image: (H, W, 3) uint8 RGB.
-
-    Returns:
-        ``(x, crop)``: x is (1, 3, S, S) float32 on the CPU (S = the input size, 224 for the
-        built-ins); crop is the (S, S, 3) uint8 RGB region the network sees (for overlays).
-
-    Raises:
-        UnknownNameError: unknown model name.
-        ValueError: ``image`` is not (H, W, 3) uint8.
-    """
+    """``(x, crop)`` for an (H, W, 3) uint8 RGB image and a built-in's name, a LoadedModel or a
+    Preprocessing: x is the (1, 3, S, S) float32 CPU input, crop the (S, S, 3) uint8 region it shows."""
     spec = _spec_of(model)
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise UsageError(
-            f"expected an (H, W, 3) uint8 RGB image, got shape {image.shape} dtype {image.dtype}"
-        )
+        raise UsageError(f"expected an (H, W, 3) uint8 RGB image, got shape {image.shape} dtype {image.dtype}")
     if min(image.shape[:2]) < 1:
         raise UsageError(f"empty image of shape {image.shape}")
     fill = tuple(int(round(min(255.0, max(0.0, m * spec.divisor)))) for m in spec.mean)
     crop = resize_and_crop(np.ascontiguousarray(image), spec.resize, spec.crop, spec.resample,
                            spec.mode, fill)
-    x = torch.from_numpy(crop.copy()).permute(2, 0, 1).to(torch.float32)
-    if spec.divisor != 1.0:
-        x = x / spec.divisor
-    mean = torch.tensor(spec.mean, dtype=torch.float32).view(3, 1, 1)
-    std = torch.tensor(spec.std, dtype=torch.float32).view(3, 1, 1)
-    x = ((x - mean) / std).unsqueeze(0).contiguous()
-    return x, crop
+    x = torch.from_numpy(crop).permute(2, 0, 1).to(torch.float32) / spec.divisor  # a copy: crop stays apart
+    mean, std = (torch.tensor(v, dtype=torch.float32).view(3, 1, 1) for v in (spec.mean, spec.std))
+    return ((x - mean) / std).unsqueeze(0).contiguous(), crop

