@@ -139,8 +139,7 @@ class Ranks:
         if stops:
             self.stopped = True
             raise Stopped(stops, {r: m[1] for r, m in enumerate(messages) if m[0] == "ok"})
-        if interrupted:
-            raise KeyboardInterrupt
+        _deliver(interrupted)
         return [m[1] for m in messages]
 
     def stop(self, code: int, line: str = "") -> list[Stop]:
@@ -168,8 +167,9 @@ class Ranks:
 @contextmanager
 def _sigint_deferred() -> Iterator[list]:
     """SIGINT held for the block (a KeyboardInterrupt inside ``all_gather_object`` would leave this rank
-    between its two collectives, out of step with the others); the list yielded is non-empty when one
-    came. The previous handler is restored. Outside the main thread (no signal handlers there): nothing."""
+    between its two collectives, out of step with the others), and SIGTERM too when a Python handler is set
+    for it (the command line's raises as Ctrl-C does); the list yielded holds the signals that came. The
+    previous handlers are restored. Outside the main thread (no signal handlers there): nothing."""
     import signal
     import threading
 
@@ -177,11 +177,23 @@ def _sigint_deferred() -> Iterator[list]:
     if threading.current_thread() is not threading.main_thread():
         yield came
         return
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: came.append(signum))
+    held = [signal.SIGINT] + [signal.SIGTERM] * callable(signal.getsignal(signal.SIGTERM))
+    previous = {s: signal.signal(s, lambda signum, frame: came.append(signum)) for s in held}
     try:
         yield came
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _deliver(came: list) -> None:
+    """What the held signals would have done: SIGTERM to its own handler, SIGINT as KeyboardInterrupt."""
+    import signal
+
+    if signal.SIGTERM in came:
+        signal.raise_signal(signal.SIGTERM)
+    if signal.SIGINT in came:
+        raise KeyboardInterrupt
 
 
 def _all_gather(message: object, world: int) -> list:

@@ -12,6 +12,7 @@ from typing import Optional
 
 import typer
 
+from dropblock.cli.app import stopped_word
 from dropblock.cli.models import fail_for, model_choice
 from dropblock.cli.options import (
     GAMMA_HELP, ClassNamesOpt, DownloadOpt, InputSizeOpt, JsonOpt, MeanOpt, ModelOpt, ProgressBar, StdOpt, WeightsOpt,
@@ -171,13 +172,14 @@ class Stage:
     def interrupted(self) -> str:
         held = self.log is not None and (self.log.rows_written or self.log.previous)
         csv = f"{str(self.csv_path)!r}" if self.csv_path is not None else ""
+        how = stopped_word()  # Ctrl-C or SIGTERM
         if self.drawing:
             kept = f"; {csv} holds every image: rerun with --resume to draw it" if held else ""
-            return f"interrupted while drawing the figure: all {self.images} images are done, no figure was written{kept}"
+            return f"{how} while drawing the figure: all {self.images} images are done, no figure was written{kept}"
         if held:
-            return f"interrupted: {csv} holds every finished image: add --resume to finish"
+            return f"{how}: {csv} holds every finished image: add --resume to finish"
         unchanged = f" ({csv} is unchanged)" if self.log is not None and self.log.resumed else ""
-        return f"interrupted before the first image: nothing was written{unchanged}"
+        return f"{how} before the first image: nothing was written{unchanged}"
 
 
 def _find(images: list[str], output: Path, csv_path: Optional[Path]) -> list[Path]:

@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from dropblock.cli.app import stopped_word
 from dropblock.cli.options import fail, save_or_say
 from dropblock.cli.report import columns, note, pct, print_json, stdout_console
 
@@ -93,8 +94,9 @@ def _figure(points, paired, plan: dict, images: int):
 
 def finish(state, plan: dict, paths: list[Path], output: Path, dpi: int, as_json: bool,
            csv_path: Optional[Path]) -> None:
-    """The figure (unless interrupted), the tables or JSON; exit 130 after Ctrl-C, 1 with no image read, and 1
-    (after the tables or JSON, with the CSV kept) when the figure cannot be written."""
+    """The figure (unless interrupted), the tables or JSON; exit 130 after Ctrl-C (143 after SIGTERM: see
+    cli.app), 1 with no image read, and 1 (after the tables or JSON, with the CSV kept) when the figure
+    cannot be written."""
     from dropblock.paired import paired_differences, paired_json
     from dropblock.sweep import point_json, series_name, summarize
 
@@ -125,5 +127,5 @@ def finish(state, plan: dict, paths: list[Path], output: Path, dpi: int, as_json
         fail(f"{problem} (the results above are complete{kept})", 1)
     if state.interrupted:
         tail = f"; {str(csv_path)!r} holds every finished image: add --resume to finish" if csv_path else ""
-        note(f"interrupted after {state.images_done} of {len(paths)} images{tail}")
+        note(f"{stopped_word()} after {state.images_done} of {len(paths)} images{tail}")
         raise typer.Exit(130)
