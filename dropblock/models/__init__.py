@@ -19,11 +19,10 @@ from .names import (DEFAULT_MODEL, MODEL_NAMES, ModelSpec, class_names, layer_na
 _MODULES = {  # module -> the names it gives, imported on first use
     "loaded": ("LoadedModel", "as_loaded", "load_classifier", "load_structure", "read_class_names",
                "load_model", "layer_table"),
-    "layers": ("filter_layers", "LayerInfo", "layer_module"),
+    "layers": ("filter_layers", "LayerInfo", "layer_module", "eval_mode"),
     "preprocessing": ("Preprocessing", "preprocess"),
     "sources": ("build_model",),
     "edit": ("FeatureBatchRun", "forward_many"),
-    "modes": ("eval_mode",),
     "nets": ("EfficientNetLite0", "ResNet", "resnet18", "resnet50"),
 }
 _LAZY = {name: module for module, names in _MODULES.items() for name in names}

@@ -28,8 +28,7 @@ from torch.overrides import TorchFunctionMode
 from dropblock.errors import UsageError
 
 from .errors import ModelLoadError, why
-from .layers import check_logits, layer_path, not_a_map, on_model, trace_model, unknown_layer
-from .modes import eval_mode
+from .layers import check_logits, eval_mode, layer_path, not_a_map, on_model, trace_model, unknown_layer
 
 Edit = Callable[[torch.Tensor], torch.Tensor]
 STRATEGIES = ("widened", "expanded", "single")

@@ -8,18 +8,31 @@ A layer is a module by its ``named_modules`` name (``layer3.1.conv2``); the buil
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from .errors import LayerError, ModelLoadError, UnknownNameError, why
-from .modes import eval_mode
 from .names import resolve_layer
 from .nets import BuiltinNet
 
 NEAR = 3  # how many 4-D layers on each side an error names
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode for the block; then each module gets its own ``training`` flag back
+    (``model.train(flag)`` would give all one flag: a frozen BatchNorm in a training model would train)."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""dropblock.models.modes.eval_mode, and every place that switches a model to eval: each module gets its
+"""dropblock.models.layers.eval_mode, and every place that switches a model to eval: each module gets its
 own mode back (``model.train(flag)`` would reset them all)."""
 
 import numpy as np
