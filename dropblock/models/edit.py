@@ -1,17 +1,13 @@
 """Editing one module's output in any model, N edits at a time, with one forward hook.
 
-A forward hook on the target module returns the N edited maps as a batch of N while the input
-stays a batch of one, so the layers before the target run once. Code after the target that
-combines a batch-1 tensor from before it with the batch-N one broadcasts (``x + f(x)``), which is
-what N separate passes compute; :class:`BroadcastJoins`, a ``TorchFunctionMode`` entered when the
-target fires, expands the batch-1 operands of ``torch.cat`` / ``torch.stack`` the same way.
-
-Code after the target that mixes the rows of a batch would make that wrong, so each (model, layer)
-is checked once: the widened pass's rows must equal plain passes of the same edits. Where the
-widened pass raises, returns other than N rows or fails the check, the edits run as full passes on
-an N-row copy of the input (checked the same way), and failing that, one plain pass per edit.
-Row i is then what a forward hook returning ``edits[i](output)`` gives, up to the last float bits
-of batched kernels.
+A forward hook on the target returns the N edited maps as a batch of N while the input stays one image,
+so the layers before it run once; code after it that combines a batch-1 tensor from before it with the
+batch-N one broadcasts (``x + f(x)``), and :class:`BroadcastJoins` expands the batch-1 operands of
+``torch.cat``/``torch.stack`` the same way. Code that mixes a batch's rows would make that wrong, so each
+(model, layer) is checked once against plain passes; where the widened pass raises, returns other than N
+rows or fails the check, the edits run as full passes on an N-row copy of the input (checked the same
+way), and failing that one plain pass each. Row i is what a hook returning ``edits[i](output)`` gives, up
+to the last float bits of batched kernels.
 """
 
 from __future__ import annotations
@@ -68,21 +64,13 @@ class BroadcastJoins(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: D105
         kwargs = kwargs or {}
-        if func in _JOINS and args and isinstance(args[0], (list, tuple)):
-            tensors = args[0]
+        tensors = args[0] if func in _JOINS and args and isinstance(args[0], (list, tuple)) else ()
+        if tensors and all(torch.is_tensor(t) and t.ndim >= 2 for t in tensors) \
+                and {t.shape[0] for t in tensors} == {1, self.rows}:
             dim = args[1] if len(args) > 1 else kwargs.get("dim", kwargs.get("axis", _JOINS[func]))
-            if self._widens(tensors, dim, func is torch.stack):
-                args = ([t.expand(self.rows, *t.shape[1:]) if t.shape[0] == 1 else t
-                         for t in tensors], *args[1:])
+            if func is torch.stack or dim % tensors[0].ndim != 0:
+                args = ([t.expand(self.rows, *t.shape[1:]) if t.shape[0] == 1 else t for t in tensors], *args[1:])
         return func(*args, **kwargs)
-
-    def _widens(self, tensors, dim: int, stack: bool) -> bool:
-        if not all(torch.is_tensor(t) and t.ndim >= 2 for t in tensors):
-            return False
-        rows = {t.shape[0] for t in tensors}
-        if rows != {1, self.rows}:
-            return False
-        return stack or dim % tensors[0].ndim != 0
 
 
 class EditShapeError(UsageError):
@@ -111,10 +99,10 @@ class EditedCall:
 @contextmanager
 def edited_output(target: nn.Module, make: Callable[[torch.Tensor], torch.Tensor] | None,
                   widen: bool = False) -> Iterator[EditedCall]:
-    """A forward hook on ``target`` for the ``with`` block: its first output, when a 4-D map,
-    is replaced by ``make(output[:1])`` (None: left as it is), and with ``widen`` and more than
-    one row returned, :class:`BroadcastJoins` is on for the rest of the forward pass. The hook
-    and the mode are gone afterwards, whatever the block raised."""
+    """A forward hook on ``target`` for the ``with`` block: its first output, when a 4-D map, is replaced by
+    ``make(output[:1])`` (None: left as it is), and with ``widen`` and more than one row returned,
+    :class:`BroadcastJoins` is on for the rest of the pass. Hook and mode are gone afterwards, whatever
+    the block raised."""
     seen = EditedCall()
 
     def hook(module: nn.Module, args: tuple, out: object) -> object:
@@ -145,8 +133,8 @@ def _is_map(value: object) -> bool:
 
 @dataclass
 class _Job:
-    """What a forward_many call runs: the model and its target, the input, the edits. Each edit
-    is called once, on the unedited map; every later pass takes the maps it made."""
+    """A forward_many call: the model, its target, the input, the edits. Each edit is called once, on the
+    unedited map; every later pass takes the maps it made."""
 
     net: nn.Module
     path: str
@@ -164,8 +152,8 @@ class _Job:
             return self.net(x)
 
     def plain(self, edited: torch.Tensor | None) -> torch.Tensor:
-        """(1, K) logits of a plain pass with the target's output replaced by ``edited``
-        (1, C, H, W) (None: unedited); checks that the target ran once with one map."""
+        """(1, K) logits of a plain pass with the target's output replaced by ``edited`` (1, C, H, W) (None:
+        unedited); checks that the target ran once with one map."""
         try:
             out = self.run(self.x, None if edited is None else (lambda f: edited.clone()))
         except (Exception, SystemExit) as exc:  # user code's sys.exit() is a failure too
@@ -173,8 +161,7 @@ class _Job:
         output = self.seen.output
         if self.seen.calls != 1 or not _is_map(output) or output.shape[0] != 1:
             raise not_a_map(self.path, trace_model(self.net, self.x.shape[-1]), self.name)
-        check_logits(tuple(out.shape) if torch.is_tensor(out) else None, type(out).__name__,
-                     self.name)
+        check_logits(tuple(out.shape) if torch.is_tensor(out) else None, type(out).__name__, self.name)
         return out
 
     def edit(self, edits: list[Edit], feature: torch.Tensor) -> torch.Tensor:
@@ -184,9 +171,9 @@ class _Job:
 
     def batch(self, strategy: str, edits: list[Edit], with_clean: bool,
               maps: torch.Tensor | None = None) -> torch.Tensor | None:
-        """(R, K) logits of one batched pass by ``strategy``: the edited ``maps`` (made from
-        ``edits`` at the target when None), after the unedited row with ``with_clean``; None
-        where the pass raises or returns other than R rows."""
+        """(R, K) logits of one batched pass by ``strategy``: the edited ``maps`` (made from ``edits`` at the
+        target when None), after the unedited row with ``with_clean``; None where the pass raises or
+        returns other than R rows."""
         rows = len(edits) + with_clean
         self.maps = maps
 
@@ -220,8 +207,8 @@ def _single(job: _Job, maps: torch.Tensor) -> torch.Tensor:
 
 
 def _batches(job: _Job, strategy: str, edits: list[Edit], clean: bool, kept: list | None) -> torch.Tensor:
-    """The logits of ``edits`` in batches of ``job.batch_size`` by ``strategy`` (the unedited row
-    first with ``clean``); a batch that fails runs as plain passes."""
+    """The logits of ``edits`` in batches of ``job.batch_size`` by ``strategy`` (the unedited row first with
+    ``clean``); a batch that fails runs as plain passes."""
     size, rows = job.batch_size, []
     for start in range(0, len(edits), size):
         chunk, first = edits[start:start + size], clean and start == 0
@@ -239,12 +226,10 @@ def _batches(job: _Job, strategy: str, edits: list[Edit], clean: bool, kept: lis
 
 
 def _choose(job: _Job, kept: list | None) -> tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(strategy, logits before, feature, logits after): the first strategy whose first batch
-    equals plain passes (row 0 unedited, the last row with the last edit), remembered for the
-    model and layer once that batch held an edited map unlike the unedited one (before that no
-    mixing of rows could show)."""
-    logits = job.plain(None)
-    feature = job.seen.output
+    """(strategy, logits before, feature, logits after): the first strategy whose first batch equals plain
+    passes (row 0 unedited, the last row with the last edit), remembered for the model and layer once that
+    batch held an edited map unlike the unedited one (before that no mixing of rows could show)."""
+    logits, feature = job.plain(None), job.seen.output
     chunk, rest = job.edits[:job.batch_size], job.edits[job.batch_size:]
     maps = job.edit(chunk, feature)
     if kept is not None:
@@ -257,35 +242,33 @@ def _choose(job: _Job, kept: list | None) -> tuple[str, torch.Tensor, torch.Tens
             continue
         last = job.plain(maps[-1:]) if last is None else last
         if _close(first[-1:], last):
-            if distinct:
-                _checked.setdefault(job.net, {})[job.path] = strategy
-            after = [first[1:]] + ([_batches(job, strategy, rest, False, kept)] if rest else [])
-            return strategy, first[:1], feature, torch.cat(after)  # row 0, as later calls give it
+            break
+    else:
+        strategy, first = "single", torch.cat([logits, _single(job, maps)])
     if distinct:
-        _checked.setdefault(job.net, {})[job.path] = "single"
-    after = [_single(job, maps)] + ([_batches(job, "single", rest, False, kept)] if rest else [])
-    return "single", logits, feature, torch.cat(after)
+        _checked.setdefault(job.net, {})[job.path] = strategy
+    after = [first[1:]] + ([_batches(job, strategy, rest, False, kept)] if rest else [])
+    return strategy, first[:1], feature, torch.cat(after)  # row 0, as later calls give it
 
 
 def forward_many(model: nn.Module, x: torch.Tensor, layer: str, edits: Iterable[Edit],
                  batch_size: int = 32, keep_features: bool = False, clean: bool = True) -> FeatureBatchRun:
-    """N edits of one image's activation at ``layer``, batched: row i of ``logits_after`` is
-    what a forward hook on the layer returning ``edits[i](output)`` gives (see the module
-    docstring for how, and when it falls back to full passes). The model runs in eval mode and
-    under ``torch.inference_mode()``; every module's mode is restored afterwards.
+    """N edits of one image's activation at ``layer``, batched: row i of ``logits_after`` is what a forward
+    hook on the layer returning ``edits[i](output)`` gives (the module docstring says how, and when it falls
+    back to full passes). The model runs in eval mode under ``torch.inference_mode()``; every module's mode
+    is restored afterwards.
 
     Args:
-        model: any classifier returning (1, K) logits for one image, or a
-            :class:`~dropblock.models.loaded.LoadedModel`.
+        model: any classifier returning (1, K) logits for one image, or a :class:`~.loaded.LoadedModel`.
         x: (1, 3, H, W) preprocessed input (moved to the model's device and dtype).
-        layer: a ``named_modules`` name whose module runs once and outputs one (1, C, h, w)
-            map, or a built-in network's short layer name.
-        edits: callables mapping the (1, C, h, w) map to a same-shape tensor; each gets its own
-            copy, so in-place edits are fine. Each is called once, in order. At least one.
+        layer: a ``named_modules`` name whose module runs once and outputs one (1, C, h, w) map, or a
+            built-in network's short layer name.
+        edits: callables mapping the (1, C, h, w) map to a same-shape tensor, each on its own copy (in-place
+            edits are fine), each called once, in order. At least one.
         batch_size: edited maps per pass (bounds memory).
         keep_features: also return the (N, C, h, w) edited maps.
-        clean: also return the unedited network's logits (one more row in the first batch);
-            False when the caller has them, e.g. from an earlier call on the same image.
+        clean: also return the unedited logits (one more row in the first batch); False when the caller has
+            them, e.g. from an earlier call on the same image.
 
     Raises:
         UnknownNameError: unknown layer (close matches first in ``.choices``).
@@ -317,10 +300,8 @@ def forward_many(model: nn.Module, x: torch.Tensor, layer: str, edits: Iterable[
     logits = logits if clean else None  # (a first call for a model and layer makes them for its check)
     for what, values in (("", logits), (f" with {display} edited", after)):
         if values is not None and not bool(torch.isfinite(values).all()):
-            raise ModelLoadError(f"{name} returns NaN or infinite logits{what}: check its weights "
-                                 f"and the input")
-    return FeatureBatchRun(display, logits, after, feature,
-                           torch.cat(kept) if keep_features else None, strategy)
+            raise ModelLoadError(f"{name} returns NaN or infinite logits{what}: check its weights and the input")
+    return FeatureBatchRun(display, logits, after, feature, torch.cat(kept) if keep_features else None, strategy)
 
 
 def _check_image(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
