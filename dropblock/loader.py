@@ -13,6 +13,7 @@ Nothing here prints.
 from __future__ import annotations
 
 import os
+import signal
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -99,6 +100,13 @@ def load_images(paths: Sequence[str | os.PathLike[str]], *, workers: int = 0, sh
     return _from_workers(paths, min(workers, len(paths)), short_side, prefetch)
 
 
+def _ignore_sigterm(worker_id: int) -> None:
+    """In a worker: SIGTERM is ignored, and the process that owns the workers stops them as it stops. A job
+    scheduler signals the whole process group; a worker that died by it (torch's own handler re-raises a
+    SIGTERM that its parent did not send) would be reported as a failure, beside or instead of the run's end."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _from_workers(paths: list[Path], workers: int, short_side: int | None, prefetch: int) -> Iterator[ImageItem]:
     from torch.utils.data import DataLoader
 
@@ -107,7 +115,7 @@ def _from_workers(paths: list[Path], workers: int, short_side: int | None, prefe
     with warnings.catch_warnings():  # more workers than cores is the caller's choice (decoding waits on disks)
         warnings.filterwarnings("ignore", message="This DataLoader will create", category=UserWarning)
         loader = DataLoader(_Paths(paths, short_side), batch_size=None, shuffle=False, num_workers=workers,
-                            collate_fn=_identity, prefetch_factor=prefetch)
+                            collate_fn=_identity, prefetch_factor=prefetch, worker_init_fn=_ignore_sigterm)
         iterator = iter(loader)
     try:
         for _ in range(len(paths)):

@@ -258,12 +258,15 @@ def _data_rows(path: Path) -> list[list[str]]:
         return list(csv.reader(itertools.dropwhile(lambda line: line.startswith("#"), fh)))[1:]
 
 
-def test_sigterm_ends_a_sweep_with_one_line_whole_rows_and_resume_finishes(tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_sigterm_ends_a_sweep_with_one_line_whole_rows_and_resume_finishes(tmp_path, workers):
     """A real ``python -m dropblock sweep`` (60 small images, the tiny model: a few seconds) gets SIGTERM once
     its CSV holds a row, as a job scheduler would send: exit 143, the table of the finished images, one
     line on stderr saying it was terminated and what was kept (no traceback), a CSV of whole images only;
-    ``--resume`` then finishes it to the rows of every image. Breaks without the SIGTERM handler (death by
-    signal: no line, code -15) or with the sweep's message still saying 'interrupted'."""
+    ``--resume`` then finishes it to the rows of every image. With ``--workers 2`` the signal goes to the
+    whole process group, as SLURM sends it: the decoding workers get it too. Breaks without the SIGTERM
+    handler (death by signal: no line, code -15), with the sweep's message still saying 'interrupted', or
+    with workers that die by the signal (torch then reports a killed worker beside, or instead of, our line)."""
     from test_loader import photos
     from usercode import write_code
 
@@ -271,17 +274,21 @@ def test_sigterm_ends_a_sweep_with_one_line_whole_rows_and_resume_finishes(tmp_p
     code = write_code(tmp_path)
     args = [sys.executable, "-m", "dropblock", "sweep", "photos", "--model", f"{code}:build", "--input-size", "64",
             "--layer", "block", "--keep-probs", "1,0.8", "--block-sizes", "1,3", "--methods", "dropblock,dropout",
-            "-n", "40", "-o", "s.png", "--csv", "s.csv"]
+            "-n", "40", "-o", "s.png", "--csv", "s.csv", "--workers", str(workers)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     try:
         deadline = time.monotonic() + 60
         while proc.poll() is None and time.monotonic() < deadline:
             if (tmp_path / "s.csv").exists() and _data_rows(tmp_path / "s.csv"):
                 break
             time.sleep(0.01)
-        proc.send_signal(signal.SIGTERM)
+        if workers:
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:
+            proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
         proc.kill()

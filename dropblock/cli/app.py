@@ -63,7 +63,7 @@ def stopped_word() -> str:
 
 
 def _on_sigterm(signum: int, frame) -> None:
-    if os.getpid() != _sigterm["pid"]:  # a forked child (a DataLoader worker): what it would do without us
+    if os.getpid() != _sigterm["pid"]:  # a forked child (of user code): what it would do without us
         signal.signal(signum, _sigterm["previous"])
         signal.raise_signal(signum)
         return
