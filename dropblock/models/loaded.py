@@ -134,10 +134,10 @@ def _build(spec: ModelSpec, weights: str | Path | None, pretrained: bool, downlo
         return build_user(spec, weights, input_size or 224)
     if spec.kind == "builtin":
         return build_builtin(spec, weights, pretrained, download, meta)
-    from . import timm_models, torchvision_models
+    from .hubs import build_timm, build_torchvision
 
-    source = torchvision_models if spec.kind == "torchvision" else timm_models
-    return source.build(spec, weights, pretrained, download, meta)
+    build = build_torchvision if spec.kind == "torchvision" else build_timm
+    return build(spec, weights, pretrained, download, meta)
 
 
 def load_classifier(

@@ -1,10 +1,8 @@
 """Building a model from each kind of spec: its module, preprocessing, class count and names.
 
-The built-ins and user code are built here; ``torchvision:`` and ``timm:`` specs by their own modules,
-with the steps they share: importing the extra, wrapping the builder's errors, random init (on the meta
-device when no data is needed) and fitting a weights file. User code (``module.path:function`` or
-``path/to/file.py:function``) runs only because the user named it; a file runs with its own folder
-first on ``sys.path``, as ``python file.py`` would.
+The built-ins and user code are built here (``torchvision:`` and ``timm:`` specs in :mod:`~.hubs`).
+User code (``module.path:function`` or ``path/to/file.py:function``) runs only because the user named
+it; a file runs with its own folder first on ``sys.path``, as ``python file.py`` would.
 """
 
 from __future__ import annotations
@@ -22,12 +20,12 @@ from types import ModuleType
 import torch
 from torch import nn
 
-from .errors import ModelLoadError, ModelSpecError, UnknownNameError, WeightsError, why
+from .errors import ModelLoadError, ModelSpecError, UnknownNameError, why
 from .layers import Trace, check_logits, trace_model
 from .names import ModelSpec, resolve_model
 from .nets import BuiltinNet, EfficientNetLite0, resnet18, resnet50
 from .preprocessing import PREPROCESSING, Preprocessing, imagenet_preprocessing
-from .weights import build_and_fit, fit_state_dict, load_weights, read_state_dict
+from .weights import fit_state_dict, load_weights, read_state_dict
 
 _BUILDERS = {"efficientnet-lite0": EfficientNetLite0, "resnet18": resnet18, "resnet50": resnet50}
 
@@ -142,40 +140,8 @@ def _function(module: ModuleType, dotted: str, where: str, spec_text: str) -> Ca
     return obj
 
 
-def import_extra(module: str) -> ModuleType:
-    """``module`` of an optional extra (``torchvision.models``, ``timm``), or a ModelLoadError
-    naming the extra to install."""
-    package = module.partition(".")[0]
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise ModelLoadError(f"{package}: models need {package}, which is not installed: "
-                             f"pip install 'dropblock[{package}]'") from None
-    except Exception as exc:  # e.g. a release built for another torch
-        raise ModelLoadError(f"{package} cannot be imported beside torch {torch.__version__}: "
-                             f"{why(exc)}; install the {package} release made for it") from exc
-
-
-def create(builder: Callable[..., nn.Module], spec: str, *args: object,
-           **kwargs: object) -> nn.Module:
-    """``builder(*args, **kwargs)``; whatever it raises (but a WeightsError) is a ModelLoadError."""
-    try:
-        return builder(*args, **kwargs)
-    except WeightsError:
-        raise
-    except Exception as exc:
-        raise ModelLoadError(f"building {spec} failed: {why(exc)}") from exc
-
-
 def random_init(build: Callable[[], nn.Module], meta: bool) -> nn.Module:
     """``build()`` on the meta device (no data) for ``meta``, else on the CPU."""
     with torch.device("meta" if meta else "cpu"):
         return build()
 
-
-def fitted(build: Callable[..., nn.Module], spec: str, weights: str | Path,
-           classes: int) -> tuple[nn.Module, int]:
-    """``build()`` fitted with the state-dict file ``weights``, and its class count (a file whose
-    output layer has other rows than ``classes`` gets ``build(num_classes=rows)``)."""
-    return build_and_fit(lambda n: build(**({} if n is None else {"num_classes": n})),
-                         read_state_dict(weights), str(Path(weights).expanduser()), spec, classes)
