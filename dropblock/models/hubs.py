@@ -25,7 +25,7 @@ from torch import nn
 
 from .errors import ModelLoadError, UnknownModelError, WeightsError, why
 from .names import ModelSpec
-from .preprocessing import MODES, RESAMPLE, Preprocessing, imagenet_preprocessing
+from .preprocessing import IMAGENET, MODES, RESAMPLE, Preprocessing
 from .sources import Built, random_init, weights_label
 from .weights import build_and_fit, hub_cached, hub_state_dict, read_state_dict
 
@@ -89,37 +89,30 @@ def build_torchvision(spec: ModelSpec, weights: str | Path | None, pretrained: b
     plain = partial(create, tvm.get_model_builder(name), text, weights=None)
     model, classes = _model(plain, text, weights, pretrained, meta, len(names) or 1000,
                             partial(_torchvision_pretrained, plain, default, text, download))
-    return Built(model, fitted_to(model, torchvision_preprocessing(default)), classes, names or None,
+    return Built(model, torchvision_preprocessing(default, model), classes, names or None,
                  weights_label(weights, pretrained))
 
 
 def torchvision_name(tvm: ModuleType, name: str) -> str:
     """The torchvision classification model called ``name`` (case-insensitive)."""
     names = tvm.list_models(module=tvm)
-    if name in names:
-        return name
-    lower = {n.lower(): n for n in names}
-    if name.lower() in lower:
-        return lower[name.lower()]
-    raise _unknown("torchvision", name, names, "torchvision.models.list_models()")
+    found = name if name in names else {n.lower(): n for n in names}.get(name.lower())
+    if found is None:
+        raise _unknown("torchvision", name, names, "torchvision.models.list_models()")
+    return found
 
 
-def torchvision_preprocessing(weights: Any) -> Preprocessing:
-    """Resize, crop, interpolation, mean and std of ``weights.transforms()`` (ImageNet defaults
-    at 224 without weights)."""
-    if weights is None:
-        return imagenet_preprocessing(224)
-    t = weights.transforms()
-    crop = int(t.crop_size[0])
-    resize = int(t.resize_size[0]) if t.resize_size else crop
-    resample = RESAMPLE.get(str(t.interpolation.value), RESAMPLE["bilinear"])
-    return Preprocessing(resize, crop, resample, 255.0, tuple(t.mean), tuple(t.std))
-
-
-def fitted_to(model: nn.Module, prep: Preprocessing) -> Preprocessing:
-    """``prep`` at the one input side that ``model`` takes, where it fixes one (a ViT's
-    ``image_size``): built without its default weights, ViT-H/14 takes 224, where those weights'
-    transforms crop 518."""
+def torchvision_preprocessing(weights: Any, model: nn.Module) -> Preprocessing:
+    """Resize, crop, interpolation, mean and std of ``weights.transforms()`` (ImageNet's without
+    weights), at the one input side that ``model`` takes where it fixes one (a ViT's ``image_size``:
+    built without its default weights, ViT-H/14 takes 224, where those weights' transforms crop 518)."""
+    prep = IMAGENET
+    if weights is not None:
+        t = weights.transforms()
+        crop = int(t.crop_size[0])
+        resize = int(t.resize_size[0]) if t.resize_size else crop
+        resample = RESAMPLE.get(str(t.interpolation.value), RESAMPLE["bilinear"])
+        prep = Preprocessing(resize, crop, resample, 255.0, tuple(t.mean), tuple(t.std))
     size = getattr(model, "image_size", None)
     if isinstance(size, int) and not isinstance(size, bool) and size != prep.crop:
         return prep.with_overrides(size)

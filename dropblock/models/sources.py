@@ -24,7 +24,7 @@ from .errors import ModelLoadError, ModelSpecError, UnknownNameError, why
 from .layers import Trace, check_logits, trace_model
 from .names import ModelSpec, resolve_model
 from .nets import BuiltinNet, EfficientNetLite0, resnet18, resnet50
-from .preprocessing import PREPROCESSING, Preprocessing, imagenet_preprocessing
+from .preprocessing import IMAGENET, PREPROCESSING, Preprocessing
 from .weights import fit_state_dict, load_weights, read_state_dict
 
 _BUILDERS = {"efficientnet-lite0": EfficientNetLite0, "resnet18": resnet18, "resnet50": resnet50}
@@ -86,7 +86,7 @@ def build_user(spec: ModelSpec, weights: str | Path | None, size: int) -> Built:
     trace = trace_model(model.eval(), size)
     classes = check_logits(trace.output_shape, trace.output_type, text)
     label = str(Path(weights).expanduser()) if weights is not None else "own code"
-    return Built(model, imagenet_preprocessing(224), classes, None, label, trace)
+    return Built(model, IMAGENET, classes, None, label, trace)
 
 
 def _import_module(name: str, spec_text: str) -> ModuleType:

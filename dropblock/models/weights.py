@@ -215,8 +215,7 @@ def build_and_fit(build: Callable[[int | None], nn.Module], state: Mapping[str, 
     except Exception:  # a constructor that computes with tensors (e.g. RegNet's widths)
         device = "cpu"
         model = build(None)
-    rows = output_rows(model, state, classes)
-    count = rows if rows is not None and rows != classes else None
+    count = output_rows(model, state, classes)  # None: the file has ``classes`` rows
     if count is not None:
         with torch.device(device):
             model = build(count)
