@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from types import ModuleType
@@ -70,10 +70,6 @@ def _model(plain: Callable[..., nn.Module], spec: str, weights: str | Path | Non
     return (default() if pretrained else random_init(plain, meta)), classes
 
 
-def _unknown(kind: str, name: str, names: Sequence[str], listing: str) -> UnknownModelError:
-    return UnknownModelError(f"{kind} model", name, names, hint=f"{len(names)} models in all: {listing}")
-
-
 def build_torchvision(spec: ModelSpec, weights: str | Path | None, pretrained: bool, download: bool,
                       meta: bool) -> Built:
     """torchvision model ``spec.name`` as :func:`_model` builds it, with the preprocessing and class
@@ -98,7 +94,8 @@ def torchvision_name(tvm: ModuleType, name: str) -> str:
     names = tvm.list_models(module=tvm)
     found = name if name in names else {n.lower(): n for n in names}.get(name.lower())
     if found is None:
-        raise _unknown("torchvision", name, names, "torchvision.models.list_models()")
+        raise UnknownModelError("torchvision model", name, names,
+                                hint=f"{len(names)} models in all: torchvision.models.list_models()")
     return found
 
 
@@ -158,7 +155,8 @@ def timm_name(timm: ModuleType, name: str) -> str:
     """``name`` checked: a timm architecture, and a pretrained tag of it if one is given."""
     arch, _, tag = name.partition(".")
     if not timm.is_model(arch):
-        raise _unknown("timm", name, timm.list_models(), "timm.list_models()")
+        names = timm.list_models()
+        raise UnknownModelError("timm model", name, names, hint=f"{len(names)} models in all: timm.list_models()")
     if tag:
         tagged = timm.list_pretrained(f"{arch}.*")
         if name not in tagged:
