@@ -26,7 +26,7 @@ from torch import nn
 from .errors import ModelLoadError, UnknownModelError, WeightsError, why
 from .names import ModelSpec
 from .preprocessing import IMAGENET, MODES, RESAMPLE, Preprocessing
-from .sources import Built, random_init, weights_label
+from .sources import Built, random_init
 from .weights import build_and_fit, hub_cached, hub_state_dict, read_state_dict
 
 HUB_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin",
@@ -85,8 +85,7 @@ def build_torchvision(spec: ModelSpec, weights: str | Path | None, pretrained: b
     plain = partial(create, tvm.get_model_builder(name), text, weights=None)
     model, classes = _model(plain, text, weights, pretrained, meta, len(names) or 1000,
                             partial(_torchvision_pretrained, plain, default, text, download))
-    return Built(model, torchvision_preprocessing(default, model), classes, names or None,
-                 weights_label(weights, pretrained))
+    return Built(model, torchvision_preprocessing(default, model), classes, names or None)
 
 
 def torchvision_name(tvm: ModuleType, name: str) -> str:
@@ -147,8 +146,7 @@ def build_timm(spec: ModelSpec, weights: str | Path | None, pretrained: bool, do
     plain = partial(create, timm.create_model, text, name)
     model, classes = _model(plain, text, weights, pretrained, meta, 1000 if classes is None else int(classes),
                             partial(_timm_pretrained, timm, plain, cfg, name, download))
-    return Built(model, timm_preprocessing(model), classes, timm_class_names(model),
-                 weights_label(weights, pretrained))
+    return Built(model, timm_preprocessing(model), classes, timm_class_names(model))
 
 
 def timm_name(timm: ModuleType, name: str) -> str:

@@ -33,22 +33,14 @@ _BUILDERS = {"efficientnet-lite0": EfficientNetLite0, "resnet18": resnet18, "res
 @dataclass(frozen=True)
 class Built:
     """A freshly built model (CPU, or meta when built without data) with K = ``classes`` outputs,
-    the class ``names`` of the source's metadata (maybe not K of them), where its ``weights`` came
-    from, and the ``trace`` of a forward pass already made to learn K (user code)."""
+    the class ``names`` of the source's metadata (maybe not K of them), and the ``trace`` of a
+    forward pass already made to learn K (user code)."""
 
     module: nn.Module
     preprocessing: Preprocessing
     classes: int
     names: tuple[str, ...] | None
-    weights: str
     trace: Trace | None = None
-
-
-def weights_label(weights: str | Path | None, pretrained: bool) -> str:
-    """Where the weights come from: the file, ``"default"`` or ``"random init"``."""
-    if weights is not None:
-        return str(Path(weights).expanduser())
-    return "default" if pretrained else "random init"
 
 
 def build_model(name: str, num_classes: int = 1000) -> BuiltinNet:
@@ -63,7 +55,7 @@ def build_builtin(spec: ModelSpec, weights: str | Path | None, pretrained: bool,
         model = random_init(partial(build_model, spec.name), meta)
     else:
         model = load_weights(build_model(spec.name), spec.name, weights=weights, download=download)
-    return Built(model, PREPROCESSING[spec.name], 1000, None, weights_label(weights, pretrained))
+    return Built(model, PREPROCESSING[spec.name], 1000, None)
 
 
 def build_user(spec: ModelSpec, weights: str | Path | None, size: int) -> Built:
@@ -85,8 +77,7 @@ def build_user(spec: ModelSpec, weights: str | Path | None, size: int) -> Built:
         fit_state_dict(model, read_state_dict(weights), str(Path(weights).expanduser()), text)
     trace = trace_model(model.eval(), size)
     classes = check_logits(trace.output_shape, trace.output_type, text)
-    label = str(Path(weights).expanduser()) if weights is not None else "own code"
-    return Built(model, IMAGENET, classes, None, label, trace)
+    return Built(model, IMAGENET, classes, None, trace)
 
 
 def _import_module(name: str, spec_text: str) -> ModuleType:
