@@ -47,27 +47,22 @@ def import_extra(module: str) -> ModuleType:
                              f"{why(exc)}; install the {package} release made for it") from exc
 
 
-def create(builder: Callable[..., nn.Module], spec: str, *args: object,
-           **kwargs: object) -> nn.Module:
-    """``builder(*args, **kwargs)``; whatever it raises (but a WeightsError) is a ModelLoadError."""
-    try:
-        return builder(*args, **kwargs)
-    except WeightsError:
-        raise
-    except Exception as exc:
-        raise ModelLoadError(f"building {spec} failed: {why(exc)}") from exc
-
-
 def _model(plain: Callable[..., nn.Module], spec: str, weights: str | Path | None, pretrained: bool,
            meta: bool, classes: int, default: Callable[[], nn.Module]) -> tuple[nn.Module, int]:
     """The model and its class count: ``plain()`` (no weights loaded) fitted with the state-dict file
     ``weights`` (a file whose output layer has other rows than ``classes`` gets
     ``plain(num_classes=rows)``), else ``default()`` (``pretrained``), else ``plain()`` at random
-    init (on the meta device, with no data, for ``meta``)."""
-    if weights is not None:
-        return build_and_fit(lambda n: plain(**({} if n is None else {"num_classes": n})),
-                             read_state_dict(weights), str(Path(weights).expanduser()), spec, classes)
-    return (default() if pretrained else random_init(plain, meta)), classes
+    init (on the meta device, with no data, for ``meta``). Whatever building raises but a
+    WeightsError is a ModelLoadError."""
+    try:
+        if weights is not None:
+            return build_and_fit(lambda n: plain(**({} if n is None else {"num_classes": n})),
+                                 read_state_dict(weights), str(Path(weights).expanduser()), spec, classes)
+        return (default() if pretrained else random_init(plain, meta)), classes
+    except WeightsError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(f"building {spec} failed: {why(exc)}") from exc
 
 
 def build_torchvision(spec: ModelSpec, weights: str | Path | None, pretrained: bool, download: bool,
@@ -82,7 +77,7 @@ def build_torchvision(spec: ModelSpec, weights: str | Path | None, pretrained: b
     except (ValueError, AttributeError, KeyError):
         default = None
     names = tuple(default.meta.get("categories") or ()) if default is not None else ()
-    plain = partial(create, tvm.get_model_builder(name), text, weights=None)
+    plain = partial(tvm.get_model_builder(name), weights=None)
     model, classes = _model(plain, text, weights, pretrained, meta, len(names) or 1000,
                             partial(_torchvision_pretrained, plain, default, text, download))
     return Built(model, torchvision_preprocessing(default, model), classes, names or None)
@@ -143,7 +138,7 @@ def build_timm(spec: ModelSpec, weights: str | Path | None, pretrained: bool, do
     text = f"timm:{name}"
     cfg = get_pretrained_cfg(name)
     classes = getattr(cfg, "num_classes", None)  # 0: a headless model (features, no classifier)
-    plain = partial(create, timm.create_model, text, name)
+    plain = partial(timm.create_model, name)
     model, classes = _model(plain, text, weights, pretrained, meta, 1000 if classes is None else int(classes),
                             partial(_timm_pretrained, timm, plain, cfg, name, download))
     return Built(model, timm_preprocessing(model), classes, timm_class_names(model))
