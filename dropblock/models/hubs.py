@@ -132,11 +132,9 @@ def build_timm(spec: ModelSpec, weights: str | Path | None, pretrained: bool, do
     """timm model ``spec.name`` as :func:`_model` builds it, with the preprocessing and class names
     of its ``pretrained_cfg``."""
     timm = import_extra("timm")
-    from timm.models import get_pretrained_cfg
-
     name = timm_name(timm, spec.name)
     text = f"timm:{name}"
-    cfg = get_pretrained_cfg(name)
+    cfg = timm.models.get_pretrained_cfg(name)
     classes = getattr(cfg, "num_classes", None)  # 0: a headless model (features, no classifier)
     plain = partial(timm.create_model, name)
     model, classes = _model(plain, text, weights, pretrained, meta, 1000 if classes is None else int(classes),

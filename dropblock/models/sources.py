@@ -54,7 +54,7 @@ def build_builtin(spec: ModelSpec, weights: str | Path | None, pretrained: bool,
     if weights is None and not pretrained:
         model = random_init(partial(build_model, spec.name), meta)
     else:
-        model = load_weights(build_model(spec.name), spec.name, weights=weights, download=download)
+        model = load_weights(build_model(spec.name), weights, download)
     return Built(model, PREPROCESSING[spec.name], 1000, None)
 
 
