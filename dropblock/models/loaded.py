@@ -50,9 +50,7 @@ class LoadedModel:
         with class names must return one logit per name; a headless one (timm's ``num_classes=0``)
         may return anything."""
         trace = trace_model(self.module, self.input_size)
-        if not self.num_classes:
-            return trace
-        classes = check_logits(trace.output_shape, trace.output_type, self.spec)
+        classes = self.num_classes and check_logits(trace.output_shape, trace.output_type, self.spec)
         if classes != self.num_classes:
             raise ModelLoadError(f"{self.spec} returns {classes} logits but has "
                                  f"{self.num_classes} class names")
