@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dropblock.models.preprocessing import (Preprocessing, imagenet_preprocessing, preprocess,
-                                            resize_and_crop)
+from dropblock.models.preprocessing import IMAGENET, Preprocessing, preprocess, resize_and_crop
 
 BILINEAR = Image.Resampling.BILINEAR
 
@@ -38,7 +37,7 @@ def test_border_fill_is_the_mean_colour():
 
 
 def test_overrides_keep_the_resize_ratio_and_units():
-    prep = imagenet_preprocessing(224)
+    prep = IMAGENET
     assert (prep.resize, prep.crop) == (256, 224)
     bigger = prep.with_overrides(input_size=320)
     assert (bigger.resize, bigger.crop) == (365, 320)
@@ -51,7 +50,7 @@ def test_overrides_keep_the_resize_ratio_and_units():
 
 def test_preprocess_takes_names_specs_and_loaded_models():
     img = image(50, 70)
-    x, _ = preprocess(imagenet_preprocessing(32), img)
+    x, _ = preprocess(IMAGENET.with_overrides(32), img)
     assert x.shape == (1, 3, 32, 32)
     with pytest.raises(TypeError, match="expected a model name"):
         preprocess(3, img)

@@ -231,7 +231,7 @@ def test_edits_inside_many_architectures_equal_a_forward_hook(name, layers):
 def test_a_vit_built_without_its_default_weights_takes_its_own_input_size():
     """ViT-H/14's default weights crop 518 and build a 518 model, but a random-init or weights-file
     model is built for 224: `dropblock layers --model torchvision:vit_h_14` once failed with "Wrong
-    image height! Expected 224 but got 518". Breaks without torchvision_models.fitted_to."""
+    image height! Expected 224 but got 518". Breaks without the image_size check of hubs.torchvision_preprocessing."""
     loaded = M.load_structure("torchvision:vit_h_14")
     assert loaded.input_size == 224 and loaded.preprocessing.resize == 224
     assert loaded.layer("conv_proj").shape == (1280, 16, 16)

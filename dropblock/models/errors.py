@@ -1,9 +1,6 @@
-"""Exceptions of dropblock.models, each with a one-line message fit to show a user as is.
-
-Usage errors (:class:`~dropblock.errors.UsageError`, exit 2): UnknownNameError, UnknownModelError,
-ModelSpecError, LayerError. Failures (:class:`~dropblock.errors.Failure`, exit 1): WeightsError,
-ModelLoadError.
-"""
+"""Exceptions of dropblock.models, each with a one-line message fit to show a user as is; each is a
+usage error (:class:`~dropblock.errors.UsageError`, exit 2) or a failure (:class:`~dropblock.errors.Failure`,
+exit 1) by its base class."""
 
 from __future__ import annotations
 

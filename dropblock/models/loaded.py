@@ -50,9 +50,7 @@ class LoadedModel:
         with class names must return one logit per name; a headless one (timm's ``num_classes=0``)
         may return anything."""
         trace = trace_model(self.module, self.input_size)
-        if not self.num_classes:
-            return trace
-        classes = check_logits(trace.output_shape, trace.output_type, self.spec)
+        classes = self.num_classes and check_logits(trace.output_shape, trace.output_type, self.spec)
         if classes != self.num_classes:
             raise ModelLoadError(f"{self.spec} returns {classes} logits but has "
                                  f"{self.num_classes} class names")
@@ -109,22 +107,21 @@ def read_class_names(path: str | Path) -> tuple[str, ...]:
     return tuple(line.strip() for line in lines)
 
 
-def _names_for(classes: int, known: tuple[str, ...] | None) -> tuple[str, ...]:
-    if known is not None and len(known) == classes:
-        return known
-    if classes == NUM_CLASSES:
-        return tuple(class_names())
-    return tuple(f"class {i}" for i in range(classes))
-
-
-def _given_names(names: str | Path | Sequence[str], classes: int, spec: str) -> tuple[str, ...]:
-    if isinstance(names, (str, Path)):
-        given, where = read_class_names(names), f"class names file {names}"
+def _names(built: Built, given: str | Path | Sequence[str] | None, spec: str) -> tuple[str, ...]:
+    """One name per output: ``given`` (a file of one name per line, or the names), else the source's,
+    else ImageNet's for 1000 outputs, else ``class i``."""
+    if given is None:
+        if built.names is not None and len(built.names) == built.classes:
+            return built.names
+        return tuple(class_names() if built.classes == NUM_CLASSES else
+                     (f"class {i}" for i in range(built.classes)))
+    if isinstance(given, (str, Path)):
+        names, where = read_class_names(given), f"class names file {given}"
     else:
-        given, where = tuple(str(n) for n in names), "class_names"
-    if len(given) != classes:
-        raise ModelSpecError(f"{where} has {len(given)} names but {spec} has {classes} outputs")
-    return given
+        names, where = tuple(str(n) for n in given), "class_names"
+    if len(names) != built.classes:
+        raise ModelSpecError(f"{where} has {len(names)} names but {spec} has {built.classes} outputs")
+    return names
 
 
 def _build(spec: ModelSpec, weights: str | Path | None, pretrained: bool, download: bool,
@@ -134,10 +131,19 @@ def _build(spec: ModelSpec, weights: str | Path | None, pretrained: bool, downlo
         return build_user(spec, weights, input_size or 224)
     if spec.kind == "builtin":
         return build_builtin(spec, weights, pretrained, download, meta)
-    from . import timm_models, torchvision_models
+    from .hubs import build_timm, build_torchvision
 
-    source = torchvision_models if spec.kind == "torchvision" else timm_models
-    return source.build(spec, weights, pretrained, download, meta)
+    build = build_torchvision if spec.kind == "torchvision" else build_timm
+    return build(spec, weights, pretrained, download, meta)
+
+
+def _weights_label(spec: ModelSpec, weights: str | Path | None, pretrained: bool) -> str:
+    """Where the weights come from: the file, ``"own code"`` (user code), ``"default"`` or ``"random init"``."""
+    if weights is not None:
+        return str(Path(weights).expanduser())
+    if spec.kind in ("module", "file"):
+        return "own code"
+    return "default" if pretrained else "random init"
 
 
 def load_classifier(
@@ -163,9 +169,9 @@ def load_classifier(
     target = torch.device("meta") if meta else check_device(device)
     built = _build(parsed, weights, pretrained, download, meta, input_size)
     prep = built.preprocessing.with_overrides(input_size, mean, std)
-    names = (_given_names(class_names, built.classes, str(parsed)) if class_names is not None
-             else _names_for(built.classes, built.names))
-    loaded = LoadedModel(built.module.to(target).eval(), str(parsed), prep, names, built.weights)
+    names = _names(built, class_names, str(parsed))
+    loaded = LoadedModel(built.module.to(target).eval(), str(parsed), prep, names,
+                         _weights_label(parsed, weights, pretrained))
     if built.trace is not None:
         loaded.__dict__["trace"] = built.trace  # fills the cached property
     return loaded

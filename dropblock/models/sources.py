@@ -1,10 +1,8 @@
 """Building a model from each kind of spec: its module, preprocessing, class count and names.
 
-The built-ins and user code are built here; ``torchvision:`` and ``timm:`` specs by their own modules,
-with the steps they share: importing the extra, wrapping the builder's errors, random init (on the meta
-device when no data is needed) and fitting a weights file. User code (``module.path:function`` or
-``path/to/file.py:function``) runs only because the user named it; a file runs with its own folder
-first on ``sys.path``, as ``python file.py`` would.
+The built-ins and user code are built here (``torchvision:`` and ``timm:`` specs in :mod:`~.hubs`).
+User code (``module.path:function`` or ``path/to/file.py:function``) runs only because the user named
+it; a file runs with its own folder first on ``sys.path``, as ``python file.py`` would.
 """
 
 from __future__ import annotations
@@ -22,12 +20,12 @@ from types import ModuleType
 import torch
 from torch import nn
 
-from .errors import ModelLoadError, ModelSpecError, UnknownNameError, WeightsError, why
+from .errors import ModelLoadError, ModelSpecError, UnknownNameError, why
 from .layers import Trace, check_logits, trace_model
 from .names import ModelSpec, resolve_model
 from .nets import BuiltinNet, EfficientNetLite0, resnet18, resnet50
-from .preprocessing import PREPROCESSING, Preprocessing, imagenet_preprocessing
-from .weights import build_and_fit, fit_state_dict, load_weights, read_state_dict
+from .preprocessing import IMAGENET, PREPROCESSING, Preprocessing
+from .weights import fit_state_dict, load_weights, read_state_dict
 
 _BUILDERS = {"efficientnet-lite0": EfficientNetLite0, "resnet18": resnet18, "resnet50": resnet50}
 
@@ -35,22 +33,14 @@ _BUILDERS = {"efficientnet-lite0": EfficientNetLite0, "resnet18": resnet18, "res
 @dataclass(frozen=True)
 class Built:
     """A freshly built model (CPU, or meta when built without data) with K = ``classes`` outputs,
-    the class ``names`` of the source's metadata (maybe not K of them), where its ``weights`` came
-    from, and the ``trace`` of a forward pass already made to learn K (user code)."""
+    the class ``names`` of the source's metadata (maybe not K of them), and the ``trace`` of a
+    forward pass already made to learn K (user code)."""
 
     module: nn.Module
     preprocessing: Preprocessing
     classes: int
     names: tuple[str, ...] | None
-    weights: str
     trace: Trace | None = None
-
-
-def weights_label(weights: str | Path | None, pretrained: bool) -> str:
-    """Where the weights come from: the file, ``"default"`` or ``"random init"``."""
-    if weights is not None:
-        return str(Path(weights).expanduser())
-    return "default" if pretrained else "random init"
 
 
 def build_model(name: str, num_classes: int = 1000) -> BuiltinNet:
@@ -64,8 +54,8 @@ def build_builtin(spec: ModelSpec, weights: str | Path | None, pretrained: bool,
     if weights is None and not pretrained:
         model = random_init(partial(build_model, spec.name), meta)
     else:
-        model = load_weights(build_model(spec.name), spec.name, weights=weights, download=download)
-    return Built(model, PREPROCESSING[spec.name], 1000, None, weights_label(weights, pretrained))
+        model = load_weights(build_model(spec.name), weights, download)
+    return Built(model, PREPROCESSING[spec.name], 1000, None)
 
 
 def build_user(spec: ModelSpec, weights: str | Path | None, size: int) -> Built:
@@ -87,8 +77,7 @@ def build_user(spec: ModelSpec, weights: str | Path | None, size: int) -> Built:
         fit_state_dict(model, read_state_dict(weights), str(Path(weights).expanduser()), text)
     trace = trace_model(model.eval(), size)
     classes = check_logits(trace.output_shape, trace.output_type, text)
-    label = str(Path(weights).expanduser()) if weights is not None else "own code"
-    return Built(model, imagenet_preprocessing(224), classes, None, label, trace)
+    return Built(model, IMAGENET, classes, None, trace)
 
 
 def _import_module(name: str, spec_text: str) -> ModuleType:
@@ -142,40 +131,8 @@ def _function(module: ModuleType, dotted: str, where: str, spec_text: str) -> Ca
     return obj
 
 
-def import_extra(module: str) -> ModuleType:
-    """``module`` of an optional extra (``torchvision.models``, ``timm``), or a ModelLoadError
-    naming the extra to install."""
-    package = module.partition(".")[0]
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise ModelLoadError(f"{package}: models need {package}, which is not installed: "
-                             f"pip install 'dropblock[{package}]'") from None
-    except Exception as exc:  # e.g. a release built for another torch
-        raise ModelLoadError(f"{package} cannot be imported beside torch {torch.__version__}: "
-                             f"{why(exc)}; install the {package} release made for it") from exc
-
-
-def create(builder: Callable[..., nn.Module], spec: str, *args: object,
-           **kwargs: object) -> nn.Module:
-    """``builder(*args, **kwargs)``; whatever it raises (but a WeightsError) is a ModelLoadError."""
-    try:
-        return builder(*args, **kwargs)
-    except WeightsError:
-        raise
-    except Exception as exc:
-        raise ModelLoadError(f"building {spec} failed: {why(exc)}") from exc
-
-
 def random_init(build: Callable[[], nn.Module], meta: bool) -> nn.Module:
     """``build()`` on the meta device (no data) for ``meta``, else on the CPU."""
     with torch.device("meta" if meta else "cpu"):
         return build()
 
-
-def fitted(build: Callable[..., nn.Module], spec: str, weights: str | Path,
-           classes: int) -> tuple[nn.Module, int]:
-    """``build()`` fitted with the state-dict file ``weights``, and its class count (a file whose
-    output layer has other rows than ``classes`` gets ``build(num_classes=rows)``)."""
-    return build_and_fit(lambda n: build(**({} if n is None else {"num_classes": n})),
-                         read_state_dict(weights), str(Path(weights).expanduser()), spec, classes)

@@ -215,8 +215,7 @@ def build_and_fit(build: Callable[[int | None], nn.Module], state: Mapping[str, 
     except Exception:  # a constructor that computes with tensors (e.g. RegNet's widths)
         device = "cpu"
         model = build(None)
-    rows = output_rows(model, state, classes)
-    count = rows if rows is not None and rows != classes else None
+    count = output_rows(model, state, classes)  # None: the file has ``classes`` rows
     if count is not None:
         with torch.device(device):
             model = build(count)
@@ -253,16 +252,14 @@ def _package_state_dict() -> tuple[dict[str, torch.Tensor], str]:
     return read_state_dict(path), str(path)
 
 
-def load_weights(model: nn.Module, model_name: str, weights: str | Path | None = None,
-                 download: bool = False) -> nn.Module:
-    """``model``, a built-in ``model_name`` network, with the file ``weights`` or its default ones."""
+def load_weights(model: nn.Module, weights: str | Path | None = None, download: bool = False) -> nn.Module:
+    """``model``, a built-in network, with the file ``weights`` or its default ones (the ResNets'
+    from the torch hub cache, efficientnet-lite0's from its package)."""
     if weights is not None:
         state, source = read_state_dict(weights), str(Path(weights).expanduser())
-    elif model_name in TORCHVISION_WEIGHTS:
-        state, source = hub_state_dict(TORCHVISION_WEIGHTS[model_name], model_name, download)
-    elif model_name == "efficientnet-lite0":
-        state, source = _package_state_dict()
+    elif model.arch in TORCHVISION_WEIGHTS:
+        state, source = hub_state_dict(TORCHVISION_WEIGHTS[model.arch], model.arch, download)
     else:
-        raise WeightsError(f"no default weights for {model_name}; pass --weights FILE")
+        state, source = _package_state_dict()
     fit_state_dict(model, state, source)
     return model
