@@ -205,3 +205,15 @@ def test_without_the_clean_row_the_passes_hold_only_the_edits(mix, view, strateg
     with torch.no_grad():
         want = model.target(torch.relu(model.stem(X)))
     assert torch.allclose(run.feature_before, want, atol=1e-6)
+
+
+@pytest.mark.parametrize("x", [torch.zeros(2, 3, 16, 16), torch.zeros(1, 1, 16, 16), torch.zeros(3, 16, 16),
+                               "image"])
+def test_anything_but_one_rgb_image_is_refused_with_its_shape(x):
+    """x must be (1, 3, H, W): a batch, a grey image, a 3-D tensor or no tensor is a usage error (exit 2 in the
+    CLI) that quotes what was given (breaks if the check went, e.g. a batch of 2 widened as if one image)."""
+    from dropblock.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"\(1, 3, H, W\), got " + re.escape(
+            str(tuple(x.shape)) if torch.is_tensor(x) else "str")):
+        forward_many(Joins(), x, "target", EDITS)

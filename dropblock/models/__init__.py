@@ -11,8 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .errors import (LayerError, ModelLoadError, ModelSpecError, UnknownModelError,
-                     UnknownNameError, WeightsError)
+from .errors import (LayerError, ModelLoadError, ModelSpecError, UnknownModelError, UnknownNameError, WeightsError)
 from .names import (DEFAULT_MODEL, MODEL_NAMES, ModelSpec, class_names, layer_names, parse_spec, resolve_layer,
                     resolve_model)
 

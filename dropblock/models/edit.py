@@ -145,8 +145,7 @@ class _Job:
     maps: torch.Tensor | None = None  # the edited maps of the last batch, once made
     seen: EditedCall = field(default_factory=EditedCall)  # the target in the last pass
 
-    def run(self, x: torch.Tensor, make: Callable[[torch.Tensor], torch.Tensor] | None,
-            widen: bool = False) -> object:
+    def run(self, x: torch.Tensor, make: Callable[[torch.Tensor], torch.Tensor] | None, widen: bool = False) -> object:
         """One forward pass of ``x`` with the target's output edited (:func:`edited_output`)."""
         with edited_output(self.net.get_submodule(self.path), make, widen) as self.seen:
             return self.net(x)
@@ -281,9 +280,12 @@ def forward_many(model: nn.Module, x: torch.Tensor, layer: str, edits: Iterable[
         raise UsageError("forward_many needs at least one edit")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise UsageError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if not torch.is_tensor(x) or x.ndim != 4 or x.shape[:2] != (1, 3):
+        raise UsageError(f"forward_many takes one image of shape (1, 3, H, W), got "
+                         f"{tuple(x.shape) if torch.is_tensor(x) else type(x).__name__}")
     net = getattr(model, "module", model)
     name = str(getattr(model, "spec", "") or getattr(net, "arch", "") or type(net).__name__)
-    x = _check_image(net, x)
+    x = on_model(net, x)
     found = layer_path(net, layer)
     if found is None:
         raise unknown_layer(layer, trace_model(net, x.shape[-1]), name, net)
@@ -303,11 +305,3 @@ def forward_many(model: nn.Module, x: torch.Tensor, layer: str, edits: Iterable[
             raise ModelLoadError(f"{name} returns NaN or infinite logits{what}: check its weights and the input")
     return FeatureBatchRun(display, logits, after, feature, torch.cat(kept) if keep_features else None, strategy)
 
-
-def _check_image(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    if not torch.is_tensor(x) or x.ndim != 4 or x.shape[1] != 3:
-        shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
-        raise UsageError(f"expected x of shape (1, 3, H, W), got {shape}")
-    if x.shape[0] != 1:
-        raise UsageError(f"forward_many takes one image, got a batch of {x.shape[0]}")
-    return on_model(net, x)

@@ -36,8 +36,7 @@ class UnknownNameError(UsageError):
     """A ``kind`` of name (``"model"``, ``"layer"``) that is not known. ``choices``: every valid
     name, the ``close`` matches (difflib) first; ``hint`` replaces the closing list of them all."""
 
-    def __init__(self, kind: str, name: str, valid: Sequence[str], context: str = "",
-                 hint: str | None = None) -> None:
+    def __init__(self, kind: str, name: str, valid: Sequence[str], context: str = "", hint: str | None = None) -> None:
         self.kind = kind
         self.name = name
         self.close = difflib.get_close_matches(name, list(valid), n=3, cutoff=0.6)

@@ -29,8 +29,7 @@ from .preprocessing import IMAGENET, MODES, RESAMPLE, Preprocessing
 from .sources import Built, random_init
 from .weights import build_and_fit, hub_cached, hub_state_dict, read_state_dict
 
-HUB_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin",
-             "open_clip_model.safetensors")
+HUB_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin", "open_clip_model.safetensors")
 
 
 def import_extra(module: str) -> ModuleType:
@@ -127,8 +126,7 @@ def _torchvision_pretrained(builder: partial, default: Any, spec: str, download:
         api.load_state_dict_from_url = saved
 
 
-def build_timm(spec: ModelSpec, weights: str | Path | None, pretrained: bool, download: bool,
-               meta: bool) -> Built:
+def build_timm(spec: ModelSpec, weights: str | Path | None, pretrained: bool, download: bool, meta: bool) -> Built:
     """timm model ``spec.name`` as :func:`_model` builds it, with the preprocessing and class names
     of its ``pretrained_cfg``."""
     timm = import_extra("timm")

@@ -136,8 +136,7 @@ def trace_model(model: nn.Module, size: int) -> Trace:
         with eval_mode(model), torch.no_grad():
             return record_calls(model, lambda: model(x))
     except (Exception, SystemExit) as exc:  # user code's sys.exit() is a failure too
-        raise ModelLoadError(f"a forward pass of a 1x3x{size}x{size} image failed: "
-                             f"{why(exc)}") from exc
+        raise ModelLoadError(f"a forward pass of a 1x3x{size}x{size} image failed: {why(exc)}") from exc
 
 
 def filter_layers(layers: Sequence[LayerInfo], patterns: str | Sequence[str] | None) -> list[LayerInfo]:
@@ -175,8 +174,7 @@ def layer_module(model: nn.Module, layer: str) -> nn.Module:
     return model.get_submodule(found[1])
 
 
-def unknown_layer(layer: str, trace: Trace, model_name: str,
-                  model: nn.Module | None = None) -> UnknownNameError:
+def unknown_layer(layer: str, trace: Trace, model_name: str, model: nn.Module | None = None) -> UnknownNameError:
     """The error for a layer name no module has: close matches among the 4-D layers (and a built-in
     ``model``'s short names, in place of their modules)."""
     paths = model.layer_paths if isinstance(model, BuiltinNet) else {}
@@ -206,9 +204,7 @@ def not_a_map(name: str, trace: Trace, model_name: str) -> LayerError:
 def check_logits(shape: tuple[int, ...] | None, output_type: str, model_name: str) -> int:
     """K, for an output of shape (1, K); else a ModelLoadError."""
     if shape is None:
-        raise ModelLoadError(f"{model_name} returns a {output_type}, expected (1, classes) logits "
-                             f"for one image")
+        raise ModelLoadError(f"{model_name} returns a {output_type}, expected (1, classes) logits for one image")
     if len(shape) != 2 or shape[0] != 1 or shape[1] < 1:
-        raise ModelLoadError(f"{model_name} returns shape {shape} for one image, expected "
-                             f"(1, classes) logits")
+        raise ModelLoadError(f"{model_name} returns shape {shape} for one image, expected (1, classes) logits")
     return int(shape[1])

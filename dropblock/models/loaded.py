@@ -14,8 +14,7 @@ from torch import nn
 from dropblock.errors import UsageError, one_line
 
 from .errors import ModelLoadError, ModelSpecError, why
-from .layers import (LayerInfo, Trace, check_logits, filter_layers, layer_path, not_a_map,
-                     trace_model, unknown_layer)
+from .layers import (LayerInfo, Trace, check_logits, filter_layers, layer_path, not_a_map, trace_model, unknown_layer)
 from .names import NUM_CLASSES, ModelSpec, class_names, parse_spec, resolve_model
 from .nets import BuiltinNet
 from .preprocessing import PREPROCESSING, Preprocessing
@@ -52,8 +51,7 @@ class LoadedModel:
         trace = trace_model(self.module, self.input_size)
         classes = self.num_classes and check_logits(trace.output_shape, trace.output_type, self.spec)
         if classes != self.num_classes:
-            raise ModelLoadError(f"{self.spec} returns {classes} logits but has "
-                                 f"{self.num_classes} class names")
+            raise ModelLoadError(f"{self.spec} returns {classes} logits but has {self.num_classes} class names")
         return trace
 
     @cached_property
@@ -87,8 +85,7 @@ def as_loaded(model: LoadedModel | nn.Module) -> LoadedModel:
     if isinstance(model, LoadedModel):
         return model
     if isinstance(model, BuiltinNet):
-        return LoadedModel(model, model.arch, PREPROCESSING[model.arch], tuple(class_names()),
-                           "as given")
+        return LoadedModel(model, model.arch, PREPROCESSING[model.arch], tuple(class_names()), "as given")
     raise TypeError(f"expected a LoadedModel (dropblock.models.load_classifier) or a built-in "
                     f"network, got {type(model).__name__}")
 
@@ -113,8 +110,7 @@ def _names(built: Built, given: str | Path | Sequence[str] | None, spec: str) ->
     if given is None:
         if built.names is not None and len(built.names) == built.classes:
             return built.names
-        return tuple(class_names() if built.classes == NUM_CLASSES else
-                     (f"class {i}" for i in range(built.classes)))
+        return tuple(class_names() if built.classes == NUM_CLASSES else (f"class {i}" for i in range(built.classes)))
     if isinstance(given, (str, Path)):
         names, where = read_class_names(given), f"class names file {given}"
     else:
@@ -216,8 +212,7 @@ def _layer_table(name: str) -> tuple[LayerInfo, ...]:
     return tuple(loaded.layer(layer) for layer in loaded.module.layer_paths)
 
 
-def layer_table(model: str | LoadedModel | nn.Module,
-                filter: str | Sequence[str] | None = None) -> list[LayerInfo]:
+def layer_table(model: str | LoadedModel | nn.Module, filter: str | Sequence[str] | None = None) -> list[LayerInfo]:
     """The pickable layers, input to output, of a built-in by name (its short-named layers at 224,
     measured once on the meta device), of a :class:`LoadedModel` (every module with a 4-D output at
     its input size) or of any ``nn.Module`` (the same at 224); ``filter``: globs on the names."""

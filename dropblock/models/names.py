@@ -143,8 +143,7 @@ def parse_spec(text: str) -> ModelSpec:
     if sep and prefix.strip().lower() in RESERVED:
         kind, rest = prefix.strip().lower(), rest.strip()
         if not rest:
-            raise ModelSpecError(f"model {text!r} names no model: give {kind}:NAME, e.g. "
-                                 f"{kind}:resnet50")
+            raise ModelSpecError(f"model {text!r} names no model: give {kind}:NAME, e.g. {kind}:resnet50")
         return ModelSpec(kind, rest)
     if sep:
         return _code_spec(text)

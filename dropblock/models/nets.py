@@ -47,8 +47,7 @@ class Conv2dSame(nn.Conv2d):
     """Bias-free square conv with TensorFlow "SAME" padding (the smaller half before): the conv's own
     where it is symmetric (stride 1, odd kernel), else computed from the input size at each call."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int = 1,
-                 groups: int = 1) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int = 1, groups: int = 1) -> None:
         static = stride == 1 and kernel % 2 == 1
         super().__init__(in_channels, out_channels, kernel, stride, padding=kernel // 2 if static else 0,
                          groups=groups, bias=False)
@@ -132,8 +131,7 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1,
-                 downsample: nn.Module | None = None) -> None:
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -154,8 +152,7 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1,
-                 downsample: nn.Module | None = None) -> None:
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)

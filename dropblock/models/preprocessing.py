@@ -137,8 +137,7 @@ def preprocess(model: object, image: np.ndarray) -> tuple[torch.Tensor, np.ndarr
     if min(image.shape[:2]) < 1:
         raise UsageError(f"empty image of shape {image.shape}")
     fill = tuple(int(round(min(255.0, max(0.0, m * spec.divisor)))) for m in spec.mean)
-    crop = resize_and_crop(np.ascontiguousarray(image), spec.resize, spec.crop, spec.resample,
-                           spec.mode, fill)
+    crop = resize_and_crop(np.ascontiguousarray(image), spec.resize, spec.crop, spec.resample, spec.mode, fill)
     x = torch.from_numpy(crop).permute(2, 0, 1).to(torch.float32) / spec.divisor  # a copy: crop stays apart
     mean, std = (torch.tensor(v, dtype=torch.float32).view(3, 1, 1) for v in (spec.mean, spec.std))
     return ((x - mean) / std).unsqueeze(0).contiguous(), crop

@@ -48,8 +48,7 @@ def build_model(name: str, num_classes: int = 1000) -> BuiltinNet:
     return _BUILDERS[resolve_model(name)](num_classes=num_classes).eval()
 
 
-def build_builtin(spec: ModelSpec, weights: str | Path | None, pretrained: bool,
-                  download: bool, meta: bool) -> Built:
+def build_builtin(spec: ModelSpec, weights: str | Path | None, pretrained: bool, download: bool, meta: bool) -> Built:
     """A built-in network (our own code): default weights from its package or the hub cache."""
     if weights is None and not pretrained:
         model = random_init(partial(build_model, spec.name), meta)
@@ -88,8 +87,7 @@ def _import_module(name: str, spec_text: str) -> ModuleType:
         if missing is not None and (name == missing or name.startswith(missing + ".")):
             raise ModelSpecError(f"model {spec_text!r}: no module named {missing!r}; install it "
                                  f"or add its folder to PYTHONPATH") from None
-        raise ModelLoadError(f"importing {name} for model {spec_text!r} failed: "
-                             f"{why(exc)}") from exc
+        raise ModelLoadError(f"importing {name} for model {spec_text!r} failed: {why(exc)}") from exc
 
 
 def _import_file(path_text: str, spec_text: str) -> ModuleType:
@@ -126,8 +124,7 @@ def _function(module: ModuleType, dotted: str, where: str, spec_text: str) -> Ca
             raise UnknownNameError("function", dotted, valid, context=where)
         obj = getattr(obj, part)
     if not callable(obj):
-        raise ModelSpecError(f"model {spec_text!r}: {dotted} in {where} is a "
-                             f"{type(obj).__name__}, not a function")
+        raise ModelSpecError(f"model {spec_text!r}: {dotted} in {where} is a {type(obj).__name__}, not a function")
     return obj
 
 

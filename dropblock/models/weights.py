@@ -108,8 +108,7 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path), device="cpu")
     except Exception as exc:
-        raise WeightsError(f"cannot read weights file {path} (corrupt .safetensors file): "
-                           f"{why(exc)}") from exc
+        raise WeightsError(f"cannot read weights file {path} (corrupt .safetensors file): {why(exc)}") from exc
 
 
 def as_state_dict(obj: object, what: str) -> dict[str, torch.Tensor]:
@@ -144,12 +143,10 @@ def with_metadata(new: Mapping[str, torch.Tensor], old: Mapping[str, torch.Tenso
 def without_schedules(state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor]) -> dict:
     """``state`` without the ``*.step_count`` entries that ``own`` lacks: the schedules' step counters of
     a model trained with :func:`~dropblock.add_dropblock` are no weights of the plain model."""
-    return with_metadata({k: v for k, v in state.items() if k in own or not k.endswith(".step_count")},
-                         state)
+    return with_metadata({k: v for k, v in state.items() if k in own or not k.endswith(".step_count")}, state)
 
 
-def fit_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str,
-                   name: str | None = None) -> None:
+def fit_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str, name: str | None = None) -> None:
     """Load ``state`` into ``model`` (``strict=True``) after checking keys, shapes and values; the
     BatchNorm counters that older checkpoints lack (no effect on inference) are the model's own.
     ``name`` (default: its ``arch`` or class name) and ``source`` are named in errors."""
