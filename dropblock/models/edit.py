@@ -142,7 +142,7 @@ class _Job:
     x: torch.Tensor
     edits: list[Edit]
     batch_size: int
-    maps: torch.Tensor | None = None  # the edited maps of the last batch, once made
+    outs: list[torch.Tensor] | None = None  # the edited maps of the last batch, (1, C, H, W) each, once made
     seen: EditedCall = field(default_factory=EditedCall)  # the target in the last pass
 
     def run(self, x: torch.Tensor, make: Callable[[torch.Tensor], torch.Tensor] | None, widen: bool = False) -> object:
@@ -164,22 +164,22 @@ class _Job:
         return out
 
     def edit(self, edits: list[Edit], feature: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W): each edit once on its own copy of ``feature`` (1, C, H, W)."""
-        self.maps = torch.cat([_apply(e, feature) for e in edits])
-        return self.maps
+        """N maps (1, C, H, W): each edit once on its own copy of ``feature`` (1, C, H, W)."""
+        self.outs = [_apply(e, feature) for e in edits]
+        return self.outs
 
     def batch(self, strategy: str, edits: list[Edit], with_clean: bool,
-              maps: torch.Tensor | None = None) -> torch.Tensor | None:
+              maps: list[torch.Tensor] | None = None) -> torch.Tensor | None:
         """(R, K) logits of one batched pass by ``strategy``: the edited ``maps`` (made from ``edits`` at the
         target when None), after the unedited row with ``with_clean``; None where the pass raises or
         returns other than R rows."""
         rows = len(edits) + with_clean
-        self.maps = maps
+        self.outs = maps
 
         def make(feature: torch.Tensor) -> torch.Tensor:
             edited = self.edit(edits, feature) if maps is None else maps
-            # a new tensor either way: what the model does in place to it must not reach the kept maps
-            return torch.cat([feature, edited]) if with_clean else edited.clone()
+            # a new tensor: what the model does in place to it cannot reach the kept maps
+            return torch.cat([feature, *edited] if with_clean else edited)
 
         x = self.x if strategy == "widened" else self.x.expand(rows, *self.x.shape[1:]).clone()
         try:
@@ -200,9 +200,9 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.shape == b.shape and bool(((a - b).abs() <= tol).all())
 
 
-def _single(job: _Job, maps: torch.Tensor) -> torch.Tensor:
-    """(N, K) logits, one plain pass per edited map of ``maps`` (N, C, H, W): exact for any model."""
-    return torch.cat([job.plain(maps[i:i + 1]) for i in range(maps.shape[0])])
+def _single(job: _Job, maps: list[torch.Tensor]) -> torch.Tensor:
+    """(N, K) logits, one plain pass per edited map (1, C, H, W) of ``maps``: exact for any model."""
+    return torch.cat([job.plain(m) for m in maps])
 
 
 def _batches(job: _Job, strategy: str, edits: list[Edit], clean: bool, kept: list | None) -> torch.Tensor:
@@ -213,13 +213,13 @@ def _batches(job: _Job, strategy: str, edits: list[Edit], clean: bool, kept: lis
         chunk, first = edits[start:start + size], clean and start == 0
         out = None if strategy == "single" else job.batch(strategy, chunk, with_clean=first)
         if out is None:
-            made = strategy != "single" and job.maps is not None  # the edits ran at the target
+            made = strategy != "single" and job.outs is not None  # the edits ran at the target
             # the unedited map: from an earlier pass, else from a plain one
             before = job.plain(None) if first or job.seen.output is None else None
-            out = _single(job, job.maps if made else job.edit(chunk, job.seen.output))
+            out = _single(job, job.outs if made else job.edit(chunk, job.seen.output))
             out = torch.cat([before, out]) if first else out
         if kept is not None:
-            kept.append(job.maps)
+            kept.append(torch.cat(job.outs))
         rows.append(out)
     return torch.cat(rows)
 
@@ -232,14 +232,14 @@ def _choose(job: _Job, kept: list | None) -> tuple[str, torch.Tensor, torch.Tens
     chunk, rest = job.edits[:job.batch_size], job.edits[job.batch_size:]
     maps = job.edit(chunk, feature)
     if kept is not None:
-        kept.append(maps)
-    distinct = not bool((maps == feature).all())
+        kept.append(torch.cat(job.outs))
+    distinct = not all(bool((m == feature).all()) for m in maps)
     last = None
     for strategy in STRATEGIES[:2]:
         first = job.batch(strategy, chunk, with_clean=True, maps=maps)
         if first is None or not _close(first[:1], logits):
             continue
-        last = job.plain(maps[-1:]) if last is None else last
+        last = job.plain(maps[-1]) if last is None else last
         if _close(first[-1:], last):
             break
     else:
