@@ -26,13 +26,14 @@ NEAR = 3  # how many 4-D layers on each side an error names
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """``model`` in eval mode for the block; then each module gets its own ``training`` flag back
     (``model.train(flag)`` would give all one flag: a frozen BatchNorm in a training model would train)."""
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
+    training = [module for module in model.modules() if module.training]
+    if training:  # (a model in eval mode already is left as it is: no per-module work on every call)
+        model.eval()
     try:
         yield model
     finally:
-        for module, training in modes:
-            module.training = training
+        for module in training:
+            module.training = True
 
 
 @dataclass(frozen=True)
