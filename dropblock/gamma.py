@@ -211,6 +211,11 @@ def cutout_expected_drop_rate(n_holes: int, length: int, height: int, width: int
     n_holes = check_positive_int(n_holes, "n_holes")
     length = check_positive_int(length, "length")
     height, width = check_map_size(height, width)
+    return _cutout_rate(n_holes, length, height, width)
+
+
+@lru_cache(maxsize=4096)  # a sweep asks for the same few (shape, rate) once per mask
+def _cutout_rate(n_holes: int, length: int, height: int, width: int) -> float:
     q_rows, q_cols = _cutout_axis_probabilities(length, height, width)
     k = np.arange(n_holes + 1)
     row_moments = (q_rows[None, :] ** k[:, None]).mean(axis=1)
@@ -222,15 +227,21 @@ def cutout_expected_drop_rate(n_holes: int, length: int, height: int, width: int
 def cutout_length_for(p: float, height: int, width: int, n_holes: int = 1) -> int:
     """The integer hole side whose exact expected erased fraction is closest to p (>= 1)."""
     p = check_probability(p)
+    height, width = check_map_size(height, width)
+    return _cutout_length(p, height, width, check_positive_int(n_holes, "n_holes"))
+
+
+@lru_cache(maxsize=4096)
+def _cutout_length(p: float, height: int, width: int, n_holes: int) -> int:
     lo, hi = 1, 2 * max(height, width) + 1  # a side of 2*max erases everything
     while lo < hi:  # first length whose rate reaches p (the rate rises with length)
         mid = (lo + hi) // 2
-        if cutout_expected_drop_rate(n_holes, mid, height, width) < p:
+        if _cutout_rate(n_holes, mid, height, width) < p:
             lo = mid + 1
         else:
             hi = mid
     candidates = [n for n in (lo - 1, lo) if n >= 1]
-    return min(candidates, key=lambda n: abs(cutout_expected_drop_rate(n_holes, n, height, width) - p))
+    return min(candidates, key=lambda n: abs(_cutout_rate(n_holes, n, height, width) - p))
 
 
 def linear_keep_prob(step: int, steps: int, target_keep_prob: float, start_keep_prob: float = 1.0) -> float:
