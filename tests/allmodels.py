@@ -139,11 +139,11 @@ def cli_layers(spec: str, weights: Path, side: int) -> dict[str, tuple[tuple[int
     return table_of(json.loads(r.stdout))
 
 
-def cli_show(spec: str, weights: Path, layer: str, side: int, out: Path) -> dict:
-    """``dropblock show IMAGE --layer layer --model spec --weights FILE --input-size side -o out
+def cli_show(spec: str, weights: Path, layer: str, side: int, out: Path, masks: int = 16) -> dict:
+    """``dropblock show IMAGE --layer layer --model spec --weights FILE --input-size side -n masks -o out
     --json``: exit 0, the figure written; its JSON."""
     r = run("show", IMAGE, "--layer", layer, "--model", spec, "--weights", weights, "--input-size", side,
-            "-o", out, "--json")
+            "-n", masks, "-o", out, "--json")
     assert r.exit_code == 0, r.output
     assert out.stat().st_size > 1000
     return json.loads(r.stdout)

@@ -29,7 +29,7 @@ import dropblock.models as M  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:The default weight initialization:FutureWarning")  # googlenet
 
-BIG = 100_000_000  # parameters: above this, layer tables only (building is what costs there)
+BIG = 100_000_000  # parameters: above this no forward_many comparison, and show runs one mask (passes cost there)
 SIDE = 64
 #: The smallest input side of the architectures that take no 64x64 image, and why.
 SIDES = {
@@ -96,17 +96,16 @@ def test_forward_many_equals_independent_passes(name, built, structure):
 
 @pytest.mark.parametrize("name", NAMES, scope="module")
 def test_cli_from_a_state_dict_file(name, built, structure, tmp_path):
-    """``layers`` (every model) and ``show --layer`` (under 100 M parameters) from a .pth of the model's
-    state dict. Breaks when a builder's state dict does not load back (MNASNet's ``_metadata``), when
-    RegNet cannot be built, or when show edits another layer or runs other weights than the file's."""
+    """``layers`` and ``show --layer`` from a .pth of the model's state dict, every model (above 100 M
+    parameters with one mask, since a pass is what costs there). Breaks when a builder's state dict does
+    not load back (MNASNet's ``_metadata``), when RegNet cannot be built, or when show edits another
+    layer or runs other weights than the file's."""
     model, weights = built
     spec = f"torchvision:{name}"
     s = side(name)
     assert cli_layers(spec, weights, s) == hooked_table(model, s)
-    if _num_params(name) >= BIG:
-        return
     layer = pick_layer(structure)
-    data = cli_show(spec, weights, layer, s, tmp_path / "out.png")
+    data = cli_show(spec, weights, layer, s, tmp_path / "out.png", masks=1 if _num_params(name) >= BIG else 16)
     assert (data["model"], data["layer"]) == (spec, layer)
     assert tuple(data["feature_shape"]) == hooked_table(model, s)[layer][0]
     assert_predicts_like(model, structure, data["predictions_before"])
