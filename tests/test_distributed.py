@@ -150,6 +150,17 @@ def torchrun(args: list[str]) -> subprocess.CompletedProcess:
                           env=clean_env(), cwd=ROOT)
 
 
+def two_ranks(args: list[str]) -> list[subprocess.Popen]:
+    """``python -m dropblock ARGS`` as ranks 0 and 1 of a 2-process group, started as torchrun would start
+    them (its environment variables), so that each rank's exit code and stderr can be seen."""
+    port = str(free_port())
+    return [subprocess.Popen([sys.executable, "-m", "dropblock", *args], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                             env=clean_env(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",
+                                           MASTER_ADDR="127.0.0.1", MASTER_PORT=port))
+            for r in (0, 1)]
+
+
 def data_lines(path: Path) -> list[str]:
     return [line for line in path.read_text().splitlines() if not line.startswith("#")]
 
@@ -214,12 +225,7 @@ def test_a_failure_on_one_rank_is_one_line_and_every_rank_exits_with_its_code(tm
     write_code(tmp_path)
     (tmp_path / "picky.py").write_text(PICKY)
     args = sweep_args(folder, tmp_path / "picky.py", tmp_path, "run")
-    port = str(free_port())
-    procs = [subprocess.Popen([sys.executable, "-m", "dropblock", *args], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                              env=clean_env(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",
-                                            MASTER_ADDR="127.0.0.1", MASTER_PORT=port))
-             for r in (0, 1)]
+    procs = two_ranks(args)
     results = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [1, 1], results
     (out0, err0), (out1, err1) = results
@@ -307,12 +313,7 @@ def test_sigterm_to_every_rank_is_one_line_from_rank_0_and_whole_rows(tmp_path):
     code = write_code(tmp_path)
     args = [a for a in sweep_args(tmp_path / "photos", code, tmp_path, "run") if a != "--json"]
     args[args.index("-n") + 1] = "40"
-    port = str(free_port())
-    procs = [subprocess.Popen([sys.executable, "-m", "dropblock", *args], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                              env=clean_env(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",
-                                            MASTER_ADDR="127.0.0.1", MASTER_PORT=port))
-             for r in (0, 1)]
+    procs = two_ranks(args)
     try:
         deadline = time.monotonic() + 90
         while all(p.poll() is None for p in procs) and time.monotonic() < deadline:

@@ -4,7 +4,7 @@ Ctrl-C and SIGTERM (what job schedulers and torchrun send before they kill) end 
 one line saying what was kept, exit 130 for Ctrl-C and 143 (128 + 15) for SIGTERM. While a command runs
 in the main thread, SIGTERM raises :class:`Terminated`, a KeyboardInterrupt, so every ``except
 KeyboardInterrupt`` that says what was kept says it for SIGTERM too; the handler before it is back when the
-command ends. The library never touches signals.
+command ends. The library never touches the calling process's signal handlers.
 """
 
 from __future__ import annotations
