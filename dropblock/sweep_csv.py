@@ -43,7 +43,7 @@ __all__ = ["CSV_COLUMNS", "SETTINGS_KEYS", "SweepCsvError", "SettingsMismatch", 
 
 CSV_COLUMNS = ("image", "layer", "method", "block_size", "keep_prob", "masks", "drop_rate", "kl", "agreement", "accuracy")
 SETTINGS_KEYS = ("version", "model", "weights_sha256", "weights", "preprocessing", "layers", "device", "seed", "gamma",
-                 "methods", "block_sizes", "keep_probs", "masks", "labels")
+                 "methods", "block_sizes", "keep_probs", "masks", "labels", "images_per_pass")
 """What a run's settings hold (the CLI fills them); every key but :data:`INFO_KEYS` must match to resume."""
 INFO_KEYS = frozenset({"weights"})
 """Settings recorded but not compared: where the weights came from (a moved file is the same weights)."""

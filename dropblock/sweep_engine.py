@@ -4,7 +4,9 @@ The image is preprocessed once. Per layer, the masks of every feature-map settin
 :func:`~dropblock.models.forward_many` call: the layers before it run once per batch, the unedited row
 rides in the first batch (its logits are that layer's clean reference), and the edited maps fill the
 rest. So no separate clean pass is needed; each (image, layer) row depends on nothing but the image,
-the layer and the setting (not on the other layers of the run), which is what resuming needs.
+the layer and the setting (not on the other layers of the run), which is what resuming needs. Images
+with few edits can share that pass (:func:`sweep_group`, :func:`images_per_pass`): then a row also
+depends, in its last float bits, on the group of images it was computed with.
 
 The input series need the whole network per mask. ``cutout-input``: the N cut crops go through the
 network in batches (the uncut crop first, as its clean reference), once per image whatever the number
@@ -19,6 +21,7 @@ Nothing here prints.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -28,7 +31,7 @@ from dropblock.method_names import FEATURE_METHODS
 from dropblock.errors import UsageError
 from dropblock.sweep import BATCH_SIZE, ImageRow, Setting, _check_setting, setting_seed
 
-__all__ = ["sweep_layers", "mask_cost"]
+__all__ = ["ImageInput", "sweep_layers", "sweep_group", "images_per_pass", "mask_cost"]
 
 Cost = Callable[[str, Setting], float]
 
@@ -46,25 +49,50 @@ def mask_cost(setting: Setting, suffix: float) -> float:
     return suffix
 
 
-def sweep_layers(
-    model, image: np.ndarray, todo: Mapping[str, Sequence[Setting]], *, masks: int, seed: int, content: str,
-    name: str = "", gamma: str | float = "paper", label: int | None = None, device="cpu",
-    batch_size: int = BATCH_SIZE, progress: Callable[[float], object] | None = None, cost: Cost | None = None,
-) -> list[ImageRow]:
-    """One image through ``todo`` ({layer: settings}): ``masks`` masks per (layer, setting), one row each,
-    in ``todo``'s order.
+class ImageInput(NamedTuple):
+    """One image of :func:`sweep_group`: (H, W, 3) uint8 RGB ``pixels``, its ``content`` (:func:`~dropblock.sweep.content_id`),
+    the rows' ``name`` and its true class ``label`` (or None)."""
+
+    pixels: np.ndarray
+    content: str
+    name: str = ""
+    label: int | None = None
+
+
+def images_per_pass(settings: Sequence[Setting], masks: int, batch_size: int = BATCH_SIZE) -> int:
+    """How many images' feature-map edits :func:`sweep_group` puts in one pass of at most ``batch_size`` rows: each
+    image has its unedited row and ``masks`` edits per feature-map setting below keep_prob 1; 1 when one image
+    fills the pass (or has no such edit)."""
+    edits = masks * len(_live(settings))
+    return max(1, batch_size // (edits + 1)) if edits else 1
+
+
+def sweep_layers(model, image: np.ndarray, todo: Mapping[str, Sequence[Setting]], *, content: str, name: str = "",
+                 label: int | None = None, **kw) -> list[ImageRow]:
+    """One image through ``todo``: :func:`sweep_group` of that image alone (see it for the keywords)."""
+    return sweep_group(model, [ImageInput(image, content, name, label)], todo, **kw)[0]
+
+
+def sweep_group(
+    model, images: Sequence[ImageInput], todo: Mapping[str, Sequence[Setting]], *, masks: int, seed: int,
+    gamma: str | float = "paper", device="cpu", batch_size: int = BATCH_SIZE,
+    progress: Callable[[float], object] | None = None, cost: Cost | None = None,
+) -> list[list[ImageRow]]:
+    """Each image through ``todo`` ({layer: settings}): ``masks`` masks per (layer, setting), one row each, in
+    ``todo``'s order; a list of rows per image. With several images, their feature-map edits at a layer share
+    one pass (:func:`~dropblock.models.forward_group`; the caller keeps the group to
+    :func:`images_per_pass`): the rows equal those of each image alone up to the last float bits of
+    batched kernels, and depend only on the group's images, so a run groups them the same way every time.
 
     Args:
         model: a LoadedModel or a built-in network (as :func:`~dropblock.effect.layer_effect`).
-        image: (H, W, 3) uint8 RGB.
+        images: the :class:`ImageInput` of each image (at least one).
         todo: layer name (``named_modules`` or a built-in's short name) -> settings (:func:`settings_grid`).
         masks: N masks per setting.
-        seed, content: the run's seed and the image's :func:`~dropblock.sweep.content_id`.
-        name: the rows' ``image``.
+        seed: the run's seed.
         gamma: DropBlock's ``"paper"``, ``"exact"`` or a float.
-        label: the true class index, or None.
         device: where masks are drawn (the model's device).
-        batch_size: edited maps (or cut crops) per pass.
+        batch_size: edited maps (or cut crops) per pass of one image.
         progress: called as masks are done, with ``cost(layer, setting)`` per mask (1 without ``cost``).
 
     Raises:
@@ -76,14 +104,34 @@ def sweep_layers(
     model = as_loaded(model)
     masks = check_positive_int(masks, "masks")
     batch_size = check_positive_int(batch_size, "batch_size")
+    if not images:
+        raise UsageError("sweep_group needs at least one image")
     for settings in todo.values():
         for s in settings:
             _check_setting(s)
-    _check_resize(np.shape(image), model.preprocessing.short_side)
+    for image in images:
+        _check_resize(np.shape(image.pixels), model.preprocessing.short_side)
     layers = {layer: model.resolve_layer(layer) for layer in todo}
-    x, _ = preprocess(model, image)
-    job = _Image(model, x, masks, seed, content, name, gamma, label, device, batch_size, progress, cost)
-    return [row for layer, settings in todo.items() for row in job.layer_rows(layers[layer], settings)]
+    jobs = [_Image(model, preprocess(model, im.pixels)[0], masks, seed, im.content, im.name, gamma, im.label, device,
+                   batch_size, progress, cost) for im in images]
+    rows: list[list[ImageRow]] = [[] for _ in jobs]
+    for layer, settings in todo.items():
+        for out, job, run in zip(rows, jobs, _feature_runs(jobs, layers[layer], settings)):
+            out.extend(job.layer_rows(layers[layer], settings, run))
+    return rows
+
+
+def _feature_runs(jobs: list, layer: str, settings: Sequence[Setting]) -> list:
+    """Per image, the FeatureBatchRun of its feature-map edits at ``layer`` (None when ``settings`` need no pass
+    at the layer): forward_many for one image, forward_group for several."""
+    from dropblock.models import forward_group, forward_many
+
+    if all(s.method == "cutout-input" for s in settings):
+        return [None] * len(jobs)
+    edits = [job.edits(layer, settings) for job in jobs]
+    if len(jobs) == 1:
+        return [forward_many(jobs[0].model, jobs[0].x, layer, edits[0], batch_size=jobs[0].batch_size)]
+    return forward_group(jobs[0].model, torch.cat([job.x for job in jobs]), layer, edits)
 
 
 def _check_resize(shape: tuple[int, ...], side: int | None) -> None:
@@ -106,6 +154,7 @@ class _Image:
         self.gamma, self.label, self.device, self.batch_size = gamma, label, device, batch_size
         self.progress, self.cost = progress, cost or (lambda layer, s: 1.0)
         self._cut: dict[float, tuple[torch.Tensor, torch.Tensor, list[float]]] = {}  # keep_prob -> clean, after, rates
+        self.edited: dict = {}  # setting -> its MaskSeries, at the layer of the last edits()
 
     def tick(self, layer: str, s: Setting, n: int = 1) -> None:
         if self.progress is not None:
@@ -130,18 +179,20 @@ class _Image:
         zero = torch.zeros((), dtype=self.x.dtype, device=self.x.device)
         return [torch.where(d.keep.to(self.x.device), self.x, zero) for d in draws], [d.drop_rate for d in draws]
 
-    def layer_rows(self, layer: str, settings: Sequence[Setting]) -> list[ImageRow]:
-        """One row per setting at ``layer``, in order."""
+    def edits(self, layer: str, settings: Sequence[Setting]) -> list:
+        """The feature-map edits of ``settings`` at ``layer``, in order (``masks`` a setting below keep_prob 1), each
+        ticking the progress once; the identity when there is none."""
         from dropblock.effect import counted
-        from dropblock.models import forward_many
 
-        live = [s for s in settings if s.keep_prob < 1.0 and s.method in FEATURE_METHODS]
-        edits = {s: self.series(s.method, s.block_size, s.keep_prob) for s in live}
-        clean, after, shape = None, None, None
-        if any(s.method != "cutout-input" for s in settings):
-            queue = [counted(edits[s].edits(), lambda n, s=s: self.tick(layer, s, n)) for s in live]
-            run = forward_many(self.model, self.x, layer, [e for q in queue for e in q] or [lambda f: f],
-                               batch_size=self.batch_size)
+        self.edited = {s: self.series(s.method, s.block_size, s.keep_prob) for s in _live(settings)}
+        queue = [counted(series.edits(), lambda n, s=s: self.tick(layer, s, n)) for s, series in self.edited.items()]
+        return [e for q in queue for e in q] or [lambda f: f]
+
+    def layer_rows(self, layer: str, settings: Sequence[Setting], run) -> list[ImageRow]:
+        """One row per setting at ``layer``, in order; ``run`` the FeatureBatchRun of :meth:`edits` (None when every
+        setting is ``cutout-input``)."""
+        clean = after = shape = None
+        if run is not None:
             shape = tuple(run.feature_before.shape)
             clean = run.logits_before[0].detach().to("cpu", torch.float64)
             after = run.logits_after.detach().to("cpu", torch.float64)
@@ -153,9 +204,9 @@ class _Image:
                 rows.append(_row(self.name, layer, s, clean, clean[None].expand(self.masks, -1), [0.0] * self.masks,
                                  self.label))
                 self.tick(layer, s, self.masks)
-            elif s in edits:
+            elif s in self.edited:
                 rows.append(_row(self.name, layer, s, clean, after[start:start + self.masks],
-                                 edits[s].drop_rates(shape), self.label))
+                                 self.edited[s].drop_rates(shape), self.label))
                 start += self.masks
             else:
                 rows.append(self.combo_row(layer, s, clean, shape))
@@ -191,6 +242,11 @@ class _Image:
             after.append(run.logits_after.detach().to("cpu", torch.float64))
             self.tick(layer, s)
         return _row(self.name, layer, s, clean, torch.cat(after), blocks.drop_rates(shape), self.label)
+
+
+def _live(settings: Sequence[Setting]) -> list[Setting]:
+    """The settings that edit the feature map: a feature-map method below keep_prob 1."""
+    return [s for s in settings if s.keep_prob < 1.0 and s.method in FEATURE_METHODS]
 
 
 def _plain_logits(model, inputs: list[torch.Tensor], batch_size: int,

@@ -132,6 +132,24 @@ def check_forward_many(model: nn.Module, layer: str, side: int) -> str:
     return run_.strategy
 
 
+def check_forward_group(model: nn.Module, layer: str, side: int) -> str:
+    """``forward_group`` on two images, with 2 and 1 seeded masks, equals per image a plain pass (its
+    logits_before) and a plain pass with a forward hook returning each edited map. In float64, as
+    :func:`check_forward_many`. Returns the strategy (``grouped``, or how the images ran one by one)."""
+    model = copy.deepcopy(model).double()
+    x = torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    edits = [[masker(seed) for seed in (5, 6)], [masker(7)]]
+    runs = M.forward_group(model, x, layer, edits)
+    for g, run_ in enumerate(runs):
+        with torch.no_grad():
+            plain = model(x[g:g + 1])
+        want = torch.cat([hooked_logits(model, x[g:g + 1], layer, edit) for edit in edits[g]])
+        assert torch.allclose(run_.logits_before, plain, atol=tolerance(plain), rtol=1e-4), (layer, g)
+        assert torch.allclose(run_.logits_after, want, atol=tolerance(want), rtol=1e-4), (layer, g, run_.strategy)
+    print("GROUPSTRAT", layer, runs[0].strategy)  # TEMP
+    return runs[0].strategy
+
+
 def cli_layers(spec: str, weights: Path, side: int) -> dict[str, tuple[tuple[int, ...], int]]:
     """``dropblock layers --model spec --weights FILE --input-size side --json``: exit 0, its table."""
     r = run("layers", "--model", spec, "--weights", weights, "--input-size", side, "--json")

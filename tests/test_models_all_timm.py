@@ -17,7 +17,7 @@ Inputs are 64x64 except where an architecture takes no such input (:data:`SIDES`
 import pytest
 import torch
 
-from allmodels import (calibrated, check_forward_many, cli_layers, cli_show, hooked_table, one_thread, pick_layer,
+from allmodels import (calibrated, check_forward_group, check_forward_many, cli_layers, cli_show, hooked_table, one_thread, pick_layer,
                        saved, table_of)
 from clirun import run
 from integration import require
@@ -90,10 +90,12 @@ def test_structure_lists_the_layers_hooks_see(name, built, structure):
 
 @pytest.mark.parametrize("name", ARCHS, scope="module")
 def test_forward_many_equals_independent_passes(name, built, structure):
-    """Breaks when a widened pass gives a wrong row that the check lets through, when logits_before is
+    """forward_many, and forward_group on two images. Breaks when a widened or grouped pass gives a wrong
+    row that the check lets through, when logits_before is
     not a plain pass, or when forward_many cannot edit a once-called 4-D layer."""
     model, _ = built
     check_forward_many(model, pick_layer(structure), side(name))
+    check_forward_group(model, pick_layer(structure), side(name))
 
 
 @pytest.mark.parametrize("name", CLI, scope="module")

@@ -1,9 +1,11 @@
 """``dropblock sweep`` on several processes and with images decoded ahead: the per-image loop's source.
 
 :func:`image_rows` gives the sweep's loop, for every image in order, its new rows (or why it was
-skipped). In one process it decodes ahead (``--workers``, :mod:`dropblock.loader`) and computes every
-image. Under ``torchrun`` (:func:`ranked` wraps the command) the images still to do are dealt out
-across the ranks, every ``world``-th to each, and computed in rounds of one image a rank; after each
+skipped). Images go in fixed groups (``--images-per-pass``: consecutive paths, whose edits share passes),
+so that a group, and so each row to its last bit, is the same whatever the split or the resume. In one
+process it decodes ahead (``--workers``, :mod:`dropblock.loader`) and computes every group with
+something to do. Under ``torchrun`` (:func:`ranked` wraps the command) those groups are dealt out
+across the ranks, every ``world``-th to each, and computed in rounds of one group a rank; after each
 round the ranks exchange their rows (:mod:`dropblock.distributed`) and rank 0 yields them, in the
 order one process would, to the loop, which writes the CSV as it always does. So rank 0's CSV, JSON
 and figure equal a one-process run's row for row (an image's seeds come from its bytes and the
@@ -158,32 +160,44 @@ def _final_exchange(ranks, code: int, line: str) -> int:
     return first.code
 
 
-def image_rows(paths: Sequence[Path], todo_of: Callable[[Path], list], work: Callable, *, full: list,
-               workers: int = 0, short_side: int | None = None) -> Iterator[tuple[Path, list, str | None]]:
-    """(path, rows, skipped) for every path in order: ``rows`` = ``work(item, todo)`` for an image with
-    something ``todo_of(path)`` (an :class:`~dropblock.loader.ImageItem`; ``todo`` a non-empty list),
-    [] for one with nothing to do; ``skipped`` the one line why an image cannot be used, else None.
+def image_rows(paths: Sequence[Path], todo_of: Callable[[Path], dict], work: Callable, *, full: dict,
+               workers: int = 0, short_side: int | None = None, group: int = 1) -> Iterator[tuple[Path, list, str | None]]:
+    """(path, rows, skipped) for every path in order; ``skipped`` the one line why an image cannot be used, else
+    None. The paths are taken in groups of ``group`` in their order (the same groups in every run of the same
+    paths, however the run is split or resumed); a group with something ``todo_of`` runs as one call
+    ``work(items, todos)`` on its images that load (:class:`~dropblock.loader.ImageItem`; each image's todo,
+    empty for one that is done), which gives each image's rows; an image of no such group has no rows.
     ``full``: what an untouched image has to do. Under torchrun see the module docstring: rank 0 yields
     every image, the others yield none."""
     if _RANKS is None:
-        jobs = [i for i, p in enumerate(paths) if todo_of(p)]
-        items = _loaded([paths[i] for i in jobs], workers, short_side)
-        done = ((i, *_work_on(item, todo_of(paths[i]), work)) for i, item in zip(jobs, items))
+        jobs = _groups(paths, todo_of, group)
+        items = _loaded([paths[i] for job in jobs for i in job], workers, short_side)
+        done = (out for job in jobs
+                for out in _work_on(job, [next(items) for _ in job], [todo_of(paths[i]) for i in job], work))
         yield from _in_order(paths, done)
         return
     if _RANKS.leader:
-        yield from _in_order(paths, _rounds(_RANKS, paths, todo_of, work, full, workers, short_side))
+        yield from _in_order(paths, _rounds(_RANKS, paths, todo_of, work, full, workers, short_side, group))
         return
     try:
-        for _ in _rounds(_RANKS, paths, todo_of, work, full, workers, short_side):
+        for _ in _rounds(_RANKS, paths, todo_of, work, full, workers, short_side, group):
             pass
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     raise _RoundsDone
 
 
-def _work_on(item, todo: list, work: Callable) -> tuple[list, str | None]:
-    return ([], item.error) if item.error is not None else (work(item, todo), None)
+def _groups(paths: Sequence[Path], todo_of: Callable[[Path], dict], group: int) -> list[list[int]]:
+    """The indices of ``paths`` in groups of ``group`` (by position), those with something to do."""
+    chunks = [list(range(i, min(i + group, len(paths)))) for i in range(0, len(paths), group)]
+    return [c for c in chunks if any(todo_of(paths[i]) for i in c)]
+
+
+def _work_on(job: list[int], items: list, todos: list[dict], work: Callable) -> list[tuple[int, list, str | None]]:
+    """(index, rows, skipped) of each image of a group: ``work`` on the ones that load."""
+    ok = [k for k, item in enumerate(items) if item.error is None]
+    rows = dict(zip(ok, work([items[k] for k in ok], [todos[k] for k in ok]))) if ok else {}
+    return [(i, rows.get(k, []), items[k].error) for k, i in enumerate(job)]
 
 
 def _in_order(paths: Sequence[Path], done: Iterator[tuple[int, list, str | None]]):
@@ -208,29 +222,29 @@ def _loaded(paths: list[Path], workers: int, short_side: int | None):
         fail(f"{e}; rerun with fewer --workers, or --workers 0", 1)
 
 
-def _rounds(ranks, paths: Sequence[Path], todo_of: Callable, work: Callable, full: list, workers: int,
-            short_side: int | None) -> Iterator[tuple[int, list, str | None]]:
-    """This rank's images, one a round; on rank 0, every rank's (index, rows, skipped), in index order."""
+def _rounds(ranks, paths: Sequence[Path], todo_of: Callable, work: Callable, full: dict, workers: int,
+            short_side: int | None, group: int) -> Iterator[tuple[int, list, str | None]]:
+    """This rank's groups of images, one a round; on rank 0, every rank's (index, rows, skipped), in index order."""
     from dropblock.distributed import Stopped
 
     first = None
     if ranks.leader:
-        jobs = [i for i, p in enumerate(paths) if todo_of(p)]
-        first = ([str(p) for p in paths], jobs, {i: t for i in jobs if (t := todo_of(paths[i])) != full})
+        jobs = _groups(paths, todo_of, group)
+        first = ([str(p) for p in paths], jobs, {i: t for job in jobs for i in job if (t := todo_of(paths[i])) != full})
     try:
         names, jobs, partial = ranks.round(first)[0]
         paths = paths if ranks.leader else [Path(n) for n in names]
         mine = ranks.shard(jobs)
-        items = _loaded([paths[i] for i in mine], workers, short_side)
+        items = _loaded([paths[i] for job in mine for i in job], workers, short_side)
         for r in range(math.ceil(len(jobs) / ranks.world)):  # every rank makes as many exchanges
             out = None
             if r < len(mine):
-                item = next(items)
-                out = (mine[r], *_work_on(item, partial.get(mine[r], full), work))
-            yield from (o for o in ranks.round(out) if o is not None)
+                job = mine[r]
+                out = _work_on(job, [next(items) for _ in job], [partial.get(i, full) for i in job], work)
+            yield from (o for outs in ranks.round(out) if outs is not None for o in outs)
     except Stopped as e:
         if ranks.leader:  # the rows of the ranks before the one that stopped, as one process would have them
-            yield from (e.payloads[k] for k in range(e.stops[0].rank) if e.payloads.get(k) is not None)
+            yield from (o for k in range(e.stops[0].rank) if e.payloads.get(k) is not None for o in e.payloads[k])
         _stopped(ranks, e)
 
 

@@ -31,6 +31,9 @@ METHODS_HELP = ("Regularizers, comma-separated (Cutout's side follows the drop r
 OUTPUT_HELP = "Figure file (.png, .svg, .pdf) \\[default: ./sweep-LAYER.png, or ./sweep-depth.png for several layers]."
 LAYER_HELP = ("The layer whose output is masked (see `dropblock layers`); repeat it, or give a glob such as "
               "'blocks.*' (matched against `dropblock layers --filter '*'`), to sweep several layers.")
+PER_PASS_HELP = ("Images whose edits share a forward pass when one image's edits at a layer fill less than a batch "
+                 "of 32 (a few masks or settings) \\[default: as many as fill one on cuda and mps; 1 on the CPU, where "
+                 "a shared pass was measured slower].")
 BASELINE_HELP = ("The series the others are compared with, image by image (paired): a method, or a block method "
                  "with its size, e.g. dropblock:1 \\[default: dropout, or the first series of a run without it].")
 
@@ -126,14 +129,14 @@ def sweep(
                              "come from it, the image's bytes and the setting, so they never depend on the other images."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, mps or auto."),
     workers: int = typer.Option(0, "--workers", help="Processes that decode images ahead (0: none)."),
+    images_per_pass: Optional[int] = typer.Option(None, "--images-per-pass", min=1, help=PER_PASS_HELP, show_default=False),
 ) -> None:
     """Regularizers at inference on one layer or several, across images: agreement, KL, accuracy and drop rate
     against keep_prob (the paper's Figure 5), or against depth; each series minus a baseline, image by image."""
     from dropblock.sweep import settings_grid
 
     lists = (_methods(methods), _ints(block_sizes, "--block-sizes"), _floats(keep_probs, "--keep-probs"))
-    settings = settings_grid(*lists)
-    base = _baseline(baseline, settings)
+    base = _baseline(baseline, settings := settings_grid(*lists))
     check_positive(masks, "--masks")
     check_positive(workers, "--workers", 0)
     check_dpi(dpi)
@@ -149,7 +152,7 @@ def sweep(
         plan = dict(model=model_name, layer_names=[p.name for p in picked], net=net, device=dev, settings=settings,
                     masks=masks, seed=seed, gamma=gamma_mode, labels=_read_labels(labels, net.class_names, paths),
                     baseline=base, layer_index={p.name: p.index for p in picked}, cost=_costs(net, picked),
-                    workers=workers)
+                    workers=workers, images_per_pass=_per_pass(images_per_pass, settings, masks, dev))
         log = open_csv(csv_path, resume, run_settings(plan, *lists))
         with log if log is not None else nullcontext():
             stage.log = log
@@ -216,9 +219,10 @@ class _Bar(ProgressBar):
         super().advance(n)
 
     def image_done(self, name: str) -> None:
-        """One more image finished (or skipped): settle its share of the bar."""
+        """One more image finished (or skipped): settle its share of the bar (what a group of images did is
+        shared out among them in turn)."""
         self.advance(max(self.per_image - self.this_image, 0))
-        self.this_image, self.done = 0, self.done + 1
+        self.this_image, self.done = max(self.this_image - self.per_image, 0), self.done + 1
         if self.progress is not None:
             self.progress.update(self.task, done=self.done, description=name[-40:])
 
@@ -233,15 +237,23 @@ def _skip(path: Path, reason: str, state: Progress, bar: _Bar) -> list:
     return []
 
 
-def _one_image(item, todo: dict, plan: dict, bar: _Bar) -> list:
-    """The rows of one loaded image's (:class:`~dropblock.loader.ImageItem`) unfinished settings, ``todo``
-    {layer: settings}."""
+def _group_rows(items: list, todos: list[dict], plan: dict, bar: _Bar) -> list[list]:
+    """The rows of each loaded image's (:class:`~dropblock.loader.ImageItem`) unfinished settings, ``todos``
+    ({layer: settings} each). Several images run every setting together (the passes of a run never stopped,
+    so the same rows to the last bit) and keep what was still to do."""
     from dropblock.labels import label_for
-    from dropblock.sweep_engine import sweep_layers
+    from dropblock.sweep_engine import ImageInput, sweep_group
 
-    return sweep_layers(plan["net"], item.pixels, todo, masks=plan["masks"], seed=plan["seed"], content=item.content,
-                        name=str(item.path), gamma=plan["gamma"], label=label_for(item.path, plan["labels"]),
-                        device=plan["device"], progress=bar.advance, cost=plan["cost"])
+    full = {layer: list(plan["settings"]) for layer in plan["layer_names"]}
+    images = [ImageInput(item.pixels, item.content, str(item.path), label_for(item.path, plan["labels"]))
+              for item in items]
+    rows = sweep_group(plan["net"], images, todos[0] if len(items) == 1 else full, masks=plan["masks"],
+                       seed=plan["seed"], gamma=plan["gamma"], device=plan["device"], progress=bar.advance,
+                       cost=plan["cost"])
+    if len(items) == 1:
+        return rows
+    wanted = [{(layer, s) for layer, settings in todo.items() for s in settings} for todo in todos]
+    return [[r for r in image_rows_ if (r.layer, r.setting) in want] for image_rows_, want in zip(rows, wanted)]
 
 
 def _run(paths: list[Path], plan: dict, log, stage: Stage) -> Progress:
@@ -258,11 +270,12 @@ def _run(paths: list[Path], plan: dict, log, stage: Stage) -> Progress:
                   if r.image in names and r.setting in wanted and r.layer in layers]
     try:
         with _Bar(len(paths), per_image) as bar:
-            work = lambda item, todo: _one_image(item, todo, plan, bar)  # noqa: E731
+            work = lambda items, todos: _group_rows(items, todos, plan, bar)  # noqa: E731
             for path, rows, skipped in image_rows(paths, lambda path: _todo(path, plan, done), work,
                                                   full={layer: list(plan["settings"]) for layer in layers},
                                                   workers=plan["workers"],
-                                                  short_side=plan["net"].preprocessing.short_side):
+                                                  short_side=plan["net"].preprocessing.short_side,
+                                                  group=plan["images_per_pass"]):
                 if skipped is not None:
                     _skip(path, skipped, state, bar)
                 if rows and log is not None:
@@ -322,6 +335,15 @@ def _costs(net, picked: list):
 
     share = {p.name: suffix_share(net, p.path) for p in picked}
     return lambda layer, setting: mask_cost(setting, share[layer])
+
+
+def _per_pass(asked: Optional[int], settings: list, masks: int, device: str) -> int:
+    """--images-per-pass, or its default: :func:`~dropblock.sweep_engine.images_per_pass` on a GPU, 1 on the CPU."""
+    from dropblock.sweep_engine import images_per_pass
+
+    if asked is not None:
+        return asked
+    return 1 if str(device).split(":")[0] == "cpu" else images_per_pass(settings, masks)
 
 
 def _default_output(layers: list[str]) -> Path:

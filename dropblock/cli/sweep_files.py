@@ -14,7 +14,8 @@ from dropblock.cli.options import check_output_path, check_writable_or_fail, fai
 OPTION_OF = {"version": "dropblock", "model": "--model", "weights_sha256": "weights (SHA-256)",
              "preprocessing": "preprocessing (--input-size, --mean, --std)", "layers": "--layer", "device": "--device",
              "seed": "--seed", "gamma": "--gamma", "methods": "--methods", "block_sizes": "--block-sizes",
-             "keep_probs": "--keep-probs", "masks": "-n", "labels": "--labels (SHA-256 of its image -> class rows)"}
+             "keep_probs": "--keep-probs", "masks": "-n", "images_per_pass": "--images-per-pass",
+             "labels": "--labels (SHA-256 of its image -> class rows)"}
 """The option (or what) each key of a sweep CSV's settings comes from, for messages."""
 
 
@@ -85,7 +86,7 @@ def run_settings(plan: dict, methods: list[str], block_sizes: list[int], keep_pr
             "weights": str(net.weights), "preprocessing": pre, "layers": plan["layer_names"],
             "device": str(plan["device"]).split(":")[0], "seed": plan["seed"], "gamma": plan["gamma"],
             "methods": methods, "block_sizes": block_sizes, "keep_probs": keep_probs, "masks": plan["masks"],
-            "labels": labels_digest(plan["labels"])}
+            "labels": labels_digest(plan["labels"]), "images_per_pass": plan["images_per_pass"]}
 
 
 def load_layers(choice, patterns: list[str], device: str, warn):
