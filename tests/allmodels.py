@@ -146,7 +146,6 @@ def check_forward_group(model: nn.Module, layer: str, side: int) -> str:
         want = torch.cat([hooked_logits(model, x[g:g + 1], layer, edit) for edit in edits[g]])
         assert torch.allclose(run_.logits_before, plain, atol=tolerance(plain), rtol=1e-4), (layer, g)
         assert torch.allclose(run_.logits_after, want, atol=tolerance(want), rtol=1e-4), (layer, g, run_.strategy)
-    print("GROUPSTRAT", layer, runs[0].strategy)  # TEMP
     return runs[0].strategy
 
 

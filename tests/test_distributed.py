@@ -210,6 +210,24 @@ def test_two_processes_resume_what_one_process_left(setup):
     assert json.loads(r.stdout)["results"] == one["results"]
 
 
+def test_images_sharing_passes_resumed_on_two_ranks_write_the_one_process_csv(setup):
+    """--images-per-pass 2: images go in fixed pairs by position (3 groups of 5 images), ranks take whole
+    groups, and a CSV cut inside the first pair is resumed by recomputing the pair. The file is then the same
+    text as an uninterrupted one-process run's. Breaks if a rank split a pair, or if the resumed image ran
+    alone (other passes, other last bits)."""
+    folder, code, out, _ = setup
+    r = one_process([*sweep_args(folder, code, out, "pairs"), "--images-per-pass", "2"])
+    assert r.returncode == 0, r.stderr
+    full = (out / "pairs.csv").read_text()
+    assert '"images_per_pass": 2' in full
+    lines = full.splitlines(keepends=True)
+    kept = len([line for line in lines if line.startswith("#")]) + 1 + 6 + 2  # header, 1 image and 2 rows
+    (out / "pairs2.csv").write_text("".join(lines[:kept]))
+    r = torchrun([*sweep_args(folder, code, out, "pairs2"), "--images-per-pass", "2", "--resume"])
+    assert r.returncode == 0, r.stderr
+    assert (out / "pairs2.csv").read_text() == full
+
+
 def test_a_failure_on_one_rank_is_one_line_and_every_rank_exits_with_its_code(tmp_path):
     """The model gives NaN on the bright image, which rank 1 gets: rank 0 prints the one line (naming rank 1),
     rank 1 prints nothing, both exit 1 well before the timeout, and the CSV keeps the image rank 0 finished

@@ -14,7 +14,7 @@ from dropblock.methods import draw_mask
 from dropblock.models import preprocess
 from dropblock.sweep import Setting, content_id, setting_seed, settings_grid
 from dropblock.sweep_engine import sweep_image
-from dropblock.sweep_engine import mask_cost, sweep_layers
+from dropblock.sweep_engine import ImageInput, images_per_pass, mask_cost, sweep_group, sweep_layers
 
 MODEL = "efficientnet-lite0"
 
@@ -117,3 +117,41 @@ def test_progress_counts_each_mask_at_its_cost(model, photo):
     sweep_layers(model, pixels, {"blocks.12": settings}, masks=2, seed=0, content=content, progress=calls.append,
                  cost=lambda layer, s: mask_cost(s, share[layer]))
     assert sum(calls) == pytest.approx(2 * (0.25 + 1.0 + 1.25 + 0.0))
+
+
+def test_a_group_of_images_shares_each_layers_pass_and_equals_each_image_alone(model):
+    """Three photos' edits at a layer go through one pass of 3 images (the model sees a batch of 3), and each
+    image's rows equal those of the image alone: the same settings, masks and drop rates, KL and agreement up
+    to the last float bits. The input series run per image, as alone. Fails if an image's rows were another's,
+    if its clean reference came from another image, or if the images did not share the pass."""
+    images = []
+    for name in ("chelsea", "coffee", "astronaut"):
+        with Image.open(SAMPLES / f"{name}.jpg") as im:
+            images.append(ImageInput(np.asarray(im.convert("RGB")), content_id(SAMPLES / f"{name}.jpg"), name, 282))
+    grid = [*settings_grid(["dropblock", "dropout"], [3], [1.0, 0.8]), Setting("cutout-input", None, 0.8),
+            Setting("cutout-input+dropblock", 3, 0.8)]
+    todo = {"blocks.8": grid, "head": grid}
+    batches = []
+    handle = model.register_forward_pre_hook(lambda m, args: batches.append(args[0].shape[0]))
+    try:
+        together = sweep_group(model, images, todo, masks=2, seed=1)
+    finally:
+        handle.remove()
+    assert 3 in batches
+    for image, rows in zip(images, together):
+        alone = sweep_layers(model, image.pixels, todo, masks=2, seed=1, content=image.content, name=image.name,
+                             label=282)
+        assert [(r.image, r.layer, r.setting, r.masks, r.drop_rate) for r in rows] == \
+            [(r.image, r.layer, r.setting, r.masks, r.drop_rate) for r in alone]
+        for a, b in zip(alone, rows):
+            assert (a.agreement, a.accuracy) == (b.agreement, b.accuracy)
+            assert a.kl == pytest.approx(b.kl, rel=1e-5, abs=1e-9)
+
+
+def test_images_per_pass_fills_a_batch_with_whole_images():
+    """Each image brings its unedited row and masks x feature-map settings below keep_prob 1."""
+    grid = settings_grid(["dropblock", "dropout", "cutout-input"], [1, 7], [1.0, 0.9])  # 3 live settings
+    assert images_per_pass(grid, masks=2) == 32 // 7
+    assert images_per_pass(grid, masks=2, batch_size=64) == 64 // 7
+    assert images_per_pass(grid, masks=16) == 1
+    assert images_per_pass([Setting("cutout-input", None, 0.9), Setting("dropout", None, 1.0)], masks=2) == 1
