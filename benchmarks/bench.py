@@ -33,7 +33,8 @@ from bench_masks import (
     BLOCK, DTYPES, PASSES, STAGES, P, Settings, mask_backend, mask_goals, mask_rows, mask_table, ratio, rotated,
     settings_for, sweep_table, tile_sweep,
 )
-from bench_sweep import layer_sweep_goals, layer_sweep_rows, layer_sweep_table
+from bench_sweep import (default_grid_row, group_goals, group_table, layer_sweep_goals, layer_sweep_rows,
+                         layer_sweep_table, shared_pass_row)
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = ROOT / "sample_images" / "chelsea.jpg"
@@ -224,18 +225,23 @@ def main(argv: list[str] | None = None) -> None:
     layer_sweep = [] if args.skip_sweep else layer_sweep_rows(s)
     if layer_sweep:
         console.print(layer_sweep_table(layer_sweep, s))
+    shared = None if args.skip_sweep else shared_pass_row(s)
+    grid = default_grid_row(s) if shared is not None and args.device == "cuda" else None  # minutes on a CPU
+    if shared is not None:
+        console.print(group_table(shared, grid, s))
     cli = {} if args.skip_cli or args.only_sweep else cli_medians(s)
     if cli:
         console.print(cli_table(cli, s))
     goals = ((mask_goals(rows, args.device) if rows else []) + (layer_sweep_goals(layer_sweep) if layer_sweep else [])
-             + (cli_goals(cli) if cli else []))
+             + (group_goals(shared, grid) if shared else []) + (cli_goals(cli) if cli else []))
     console.print(goals_table(goals))
     info["load_average_at_end"] = list(os.getloadavg())
     console.print(f"load average at the end: {' '.join(f'{v:.2f}' for v in info['load_average_at_end'])} "
                   f"(1, 5, 15 min; {info['cores']} cores: above that, other work shares the CPUs)")
     if args.json:
         report = {"machine": info, "settings": asdict(s) | {"quick": args.quick, "p": P, "block_size": BLOCK},
-                  "masks": {"notes": notes, "rows": rows}, "sweep": layer_sweep, "cli": cli, "goals": goals}
+                  "masks": {"notes": notes, "rows": rows}, "sweep": layer_sweep, "shared_pass": shared, "default_grid": grid, "cli": cli,
+                  "goals": goals}
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         console.print(f"wrote {args.json}")
 

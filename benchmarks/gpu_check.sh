@@ -5,9 +5,10 @@
 # pytest-xdist; nothing is installed. dropblock runs from this tree (PYTHONPATH), without the C helper,
 # which only the CPU path uses. Each step has its own time limit, so a slow step cannot starve the next.
 # Writes to $OUT (or /tmp/gpu_check): gpu.txt (machine), tests.txt (the CUDA tests, Triton's included),
-# bench_cuda.txt/.json (forward and forward+backward against the floor, torchvision and timm, with the
-# goals), sweep.txt/.json (the Triton kernels over tile sizes, to tune dropblock/_triton.py) and
-# sweep_cuda.txt (`dropblock sweep --device cuda` in one process and in 2 torchrun ranks; their CSVs, JSON, figures).
+# bench_cuda.txt/.json (forward and forward+backward against the floor, torchvision and timm, the sweep's
+# passes: images sharing a pass and the default grid's images per second, with the goals), sweep.txt/.json (the Triton kernels over tile sizes, to tune dropblock/_triton.py) and
+# sweep_cuda.txt (`dropblock sweep --device cuda` in one process and in 2 torchrun ranks, with 16 masks and with 2
+# masks and images sharing passes; their CSVs, JSON, figures).
 set -uo pipefail
 out=${OUT:-/tmp/gpu_check}
 mkdir -p "$out"
@@ -30,16 +31,23 @@ timeout 90 python3 benchmarks/bench.py --device cuda --quick --tile-sweep --json
 # two CSVs should be the same rows; sweep_cuda.txt says whether they are.
 python3 -c "import torch, torchvision; torch.manual_seed(0); torch.save(torchvision.models.resnet18().state_dict(), '$out/r18.pth')"
 sw=(sweep sample_images --model resnet18 --weights "$out/r18.pth" --layer layer3.1 --keep-probs 1,0.9,0.8
-    --block-sizes 1,3,5 --methods dropblock,dropout,cutout -n 16 --device cuda --workers 2 --json)
-rm -f "$out"/sweep_cuda1.* "$out"/sweep_cuda2.*
-{ time timeout 120 python3 -m dropblock "${sw[@]}" --csv "$out/sweep_cuda1.csv" -o "$out/sweep_cuda1.png" \
-    > "$out/sweep_cuda1.json"; } 2>&1 | tee "$out/sweep_cuda.txt"
-{ time timeout 150 python3 -m torch.distributed.run --nproc-per-node 2 --master-addr 127.0.0.1 --master-port 29533 \
-    -m dropblock "${sw[@]}" --csv "$out/sweep_cuda2.csv" -o "$out/sweep_cuda2.png" > "$out/sweep_cuda2.json"; } \
-    2>&1 | tee -a "$out/sweep_cuda.txt"
-if [[ -s $out/sweep_cuda1.csv && -s $out/sweep_cuda2.csv ]] \
-        && cmp -s <(grep -v '^#' "$out/sweep_cuda1.csv") <(grep -v '^#' "$out/sweep_cuda2.csv"); then
-    echo "sweep on cuda: 1 process and 2 ranks wrote the same rows" | tee -a "$out/sweep_cuda.txt"
-else
-    echo "sweep on cuda: the CSVs of 1 process and 2 ranks DIFFER (or one is missing)" | tee -a "$out/sweep_cuda.txt"
-fi
+    --block-sizes 1,3,5 --methods dropblock,dropout,cutout --device cuda --workers 2 --json)
+: > "$out/sweep_cuda.txt"
+# the second case: 2 masks, so several images share each pass (--images-per-pass 3 of the 3 photos)
+for case in "16 auto" "2 3"; do
+    set -- $case
+    per=(); [[ $2 != auto ]] && per=(--images-per-pass "$2")
+    one="$out/sweep_cuda_n$1_1" two="$out/sweep_cuda_n$1_2"
+    rm -f "$one".* "$two".*
+    { time timeout 90 python3 -m dropblock "${sw[@]}" -n "$1" "${per[@]}" --csv "$one.csv" -o "$one.png" \
+        > "$one.json"; } 2>&1 | tee -a "$out/sweep_cuda.txt"
+    { time timeout 120 python3 -m torch.distributed.run --nproc-per-node 2 --master-addr 127.0.0.1 \
+        --master-port 29533 -m dropblock "${sw[@]}" -n "$1" "${per[@]}" --csv "$two.csv" -o "$two.png" \
+        > "$two.json"; } 2>&1 | tee -a "$out/sweep_cuda.txt"
+    if [[ -s $one.csv && -s $two.csv ]] && cmp -s <(grep -v '^#' "$one.csv") <(grep -v '^#' "$two.csv"); then
+        echo "sweep on cuda, -n $1: 1 process and 2 ranks wrote the same rows" | tee -a "$out/sweep_cuda.txt"
+    else
+        echo "sweep on cuda, -n $1: the CSVs of 1 process and 2 ranks DIFFER (or one is missing)" \
+            | tee -a "$out/sweep_cuda.txt"
+    fi
+done

@@ -114,7 +114,8 @@ def finish(state, plan: dict, paths: list[Path], output: Path, dpi: int, as_json
                     "results": [point_json(p) for p in points], "baseline": series_name(plan["baseline"]),
                     "paired": [paired_json(d) for d in paired], "output": None if written is None else str(written),
                     "csv": None if csv_path is None else str(csv_path), "masks": plan["masks"],
-                    "gamma": plan["gamma"], "seed": plan["seed"], "interrupted": state.interrupted})
+                    "gamma": plan["gamma"], "seed": plan["seed"], "images_per_pass": plan["images_per_pass"],
+                    "interrupted": state.interrupted})
     elif points:
         console = stdout_console()
         console.print(points_table(points, plan, images))
