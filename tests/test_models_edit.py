@@ -43,6 +43,33 @@ class Joins(nn.Module):
         return self.fc(pooled)
 
 
+class Twice(nn.Module):
+    """Its ``act`` runs twice in a pass: not one map."""
+
+    def __init__(self):
+        super().__init__()
+        self.act, self.fc = nn.ReLU(), nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.fc(self.act(self.act(x)).mean((2, 3)))
+
+
+class Fails(Joins):
+    """Raises after a whole pass."""
+
+    def forward(self, x):
+        super().forward(x)
+        raise RuntimeError("boom")
+
+
+def nan_logits() -> Joins:
+    """Joins whose first logit is NaN."""
+    nan = Joins()
+    with torch.no_grad():
+        nan.fc.bias[0] = float("nan")
+    return nan
+
+
 X = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(1))
 EDITS = [masker(s, 0.4) for s in range(5)]
 
@@ -109,29 +136,12 @@ def test_layer_errors_and_failures_leave_no_hook_and_no_mode():
     """A module that runs twice, or outputs no map, is a LayerError; a model that fails or returns NaN
     is a ModelLoadError; afterwards no hook is left and no mode is active (a cat of batch 1 with batch 2
     raises again)."""
-    class Twice(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.act, self.fc = nn.ReLU(), nn.Linear(3, 2)
-
-        def forward(self, x):
-            return self.fc(self.act(self.act(x)).mean((2, 3)))
-
     with pytest.raises(LayerError, match="runs 2 times"):
         forward_many(Twice(), X, "act", EDITS)
     with pytest.raises(LayerError, match="not an"):
         forward_many(Twice(), X, "fc", EDITS)
-    nan = Joins()
-    with torch.no_grad():
-        nan.fc.bias[0] = float("nan")
     with pytest.raises(ModelLoadError, match="NaN"):
-        forward_many(nan, X, "target", EDITS)
-
-    class Fails(Joins):
-        def forward(self, x):
-            super().forward(x)
-            raise RuntimeError("boom")
-
+        forward_many(nan_logits(), X, "target", EDITS)
     model = Fails()
     with pytest.raises(ModelLoadError, match="boom"):
         forward_many(model, X, "target", EDITS)

@@ -11,7 +11,7 @@ from torch import nn
 from dropblock.models import LayerError, ModelLoadError, forward_group, forward_many
 from dropblock.models.edit import EditShapeError
 from tests.edits import hooked_logits, masker
-from tests.test_models_edit import Joins
+from tests.test_models_edit import Fails, Joins, Twice, nan_logits
 
 X = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(2))
 EDITS = [[masker(1, 0.4), masker(2, 0.4)], [masker(3, 0.4), masker(4, 0.4), masker(5, 0.4)], [masker(6, 0.4)]]
@@ -114,30 +114,13 @@ def test_bad_arguments_quote_what_was_given():
 def test_failures_leave_no_hook_and_no_mode():
     """A layer that runs twice is a LayerError, a failing model a ModelLoadError, NaN logits too; afterwards
     no hook is left and no mode is active (a cat of 3 rows with 9 raises again)."""
-    class Twice(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.act, self.fc = nn.ReLU(), nn.Linear(3, 2)
-
-        def forward(self, x):
-            return self.fc(self.act(self.act(x)).mean((2, 3)))
-
     with pytest.raises(LayerError, match="runs 2 times"):
         forward_group(Twice(), X, "act", EDITS)
-
-    class Fails(Joins):
-        def forward(self, x):
-            super().forward(x)
-            raise RuntimeError("boom")
-
     model = Fails()
     with pytest.raises(ModelLoadError, match="boom"):
         forward_group(model, X, "target", EDITS)
     assert all(not m._forward_hooks for m in model.modules())
-    nan = Joins()
-    with torch.no_grad():
-        nan.fc.bias[0] = float("nan")
     with pytest.raises(ModelLoadError, match="NaN"):
-        forward_group(nan, X, "target", EDITS)
+        forward_group(nan_logits(), X, "target", EDITS)
     with pytest.raises(RuntimeError):
         torch.cat([torch.zeros(3, 2, 2), torch.zeros(9, 3, 2)], dim=1)

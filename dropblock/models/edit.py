@@ -250,6 +250,18 @@ def _choose(job: _Job, kept: list | None) -> tuple[str, torch.Tensor, torch.Tens
     return strategy, first[:1], feature, torch.cat(after)  # row 0, as later calls give it
 
 
+def target_of(model: nn.Module, x: torch.Tensor, layer: str) -> tuple[nn.Module, str, torch.Tensor, str, str]:
+    """(the module, the model's name for messages, ``x`` on its device and dtype, the layer's display name, its
+    ``named_modules`` path). Raises UnknownNameError for an unknown layer."""
+    net = getattr(model, "module", model)
+    name = str(getattr(model, "spec", "") or getattr(net, "arch", "") or type(net).__name__)
+    x = on_model(net, x)
+    found = layer_path(net, layer)
+    if found is None:
+        raise unknown_layer(layer, trace_model(net, x.shape[-1]), name, net)
+    return net, name, x, *found
+
+
 def forward_many(model: nn.Module, x: torch.Tensor, layer: str, edits: Iterable[Edit],
                  batch_size: int = 32, keep_features: bool = False, clean: bool = True) -> FeatureBatchRun:
     """N edits of one image's activation at ``layer``, batched: row i of ``logits_after`` is what a forward
@@ -283,13 +295,7 @@ def forward_many(model: nn.Module, x: torch.Tensor, layer: str, edits: Iterable[
     if not torch.is_tensor(x) or x.ndim != 4 or x.shape[:2] != (1, 3):
         raise UsageError(f"forward_many takes one image of shape (1, 3, H, W), got "
                          f"{tuple(x.shape) if torch.is_tensor(x) else type(x).__name__}")
-    net = getattr(model, "module", model)
-    name = str(getattr(model, "spec", "") or getattr(net, "arch", "") or type(net).__name__)
-    x = on_model(net, x)
-    found = layer_path(net, layer)
-    if found is None:
-        raise unknown_layer(layer, trace_model(net, x.shape[-1]), name, net)
-    display, path = found
+    net, name, x, display, path = target_of(model, x, layer)
     job = _Job(net, path, name, x, edits, batch_size)
     kept = [] if keep_features else None
     with eval_mode(net), torch.inference_mode():

@@ -21,9 +21,9 @@ from torch.overrides import TorchFunctionMode
 
 from dropblock.errors import UsageError
 
-from .edit import Edit, EditShapeError, FeatureBatchRun, _apply, _close, forward_many
+from .edit import Edit, EditShapeError, FeatureBatchRun, _apply, _close, forward_many, target_of
 from .errors import ModelLoadError
-from .layers import eval_mode, layer_path, on_model, trace_model, unknown_layer
+from .layers import eval_mode
 
 _grouped: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> {(path, rows per image): bool}
 
@@ -77,13 +77,7 @@ def forward_group(model: nn.Module, x: torch.Tensor, layer: str, edits: Sequence
     if not torch.is_tensor(x) or x.ndim != 4 or x.shape[1] != 3 or x.shape[0] != len(edits) or not all(edits):
         raise UsageError(f"forward_group takes (G, 3, H, W) inputs and G non-empty lists of edits, got "
                          f"{tuple(x.shape) if torch.is_tensor(x) else type(x).__name__} and {len(edits)} lists")
-    net = getattr(model, "module", model)
-    name = str(getattr(model, "spec", "") or getattr(net, "arch", "") or type(net).__name__)
-    x = on_model(net, x)
-    found = layer_path(net, layer)
-    if found is None:
-        raise unknown_layer(layer, trace_model(net, x.shape[-1]), name, net)
-    display, path = found
+    net, name, x, display, path = target_of(model, x, layer)
     key = (path, tuple(len(e) for e in edits))
     known = _grouped.get(net, {}).get(key)
     with eval_mode(net), torch.inference_mode():
