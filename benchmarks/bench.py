@@ -240,8 +240,8 @@ def main(argv: list[str] | None = None) -> None:
                   f"(1, 5, 15 min; {info['cores']} cores: above that, other work shares the CPUs)")
     if args.json:
         report = {"machine": info, "settings": asdict(s) | {"quick": args.quick, "p": P, "block_size": BLOCK},
-                  "masks": {"notes": notes, "rows": rows}, "sweep": layer_sweep, "shared_pass": shared, "default_grid": grid, "cli": cli,
-                  "goals": goals}
+                  "masks": {"notes": notes, "rows": rows}, "sweep": layer_sweep, "shared_pass": shared,
+                  "default_grid": grid, "cli": cli, "goals": goals}
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         console.print(f"wrote {args.json}")
 

@@ -156,8 +156,9 @@ def shared_pass_row(s: Settings) -> dict:
             sweep_layers(net, im.pixels, todo, masks=masks, seed=0, content=im.content, device=s.device)
 
     ms = interleaved_medians({"shared": shared, "apart": apart, "bare": bare}, x, s)
-    return {"model": SWEEP_MODEL, "layer": GROUP_LAYER, "images": len(images), "rows": rows, "ms": ms, "device": s.device,
-            "shared/bare": ratio(ms.get("shared"), ms.get("bare")), "shared/apart": ratio(ms.get("shared"), ms.get("apart"))}
+    return {"model": SWEEP_MODEL, "layer": GROUP_LAYER, "images": len(images), "rows": rows, "ms": ms,
+            "device": s.device, "shared/bare": ratio(ms.get("shared"), ms.get("bare")),
+            "shared/apart": ratio(ms.get("shared"), ms.get("apart"))}
 
 
 def default_grid_row(s: Settings) -> dict:
@@ -166,7 +167,8 @@ def default_grid_row(s: Settings) -> dict:
     CLI's default settings."""
     from dropblock.sweep import DEFAULT_BLOCK_SIZES, DEFAULT_KEEP_PROBS, settings_grid
 
-    settings = settings_grid(["dropblock", "dropout", "spatial-dropout", "cutout"], DEFAULT_BLOCK_SIZES, DEFAULT_KEEP_PROBS)
+    settings = settings_grid(["dropblock", "dropout", "spatial-dropout", "cutout"], DEFAULT_BLOCK_SIZES,
+                             DEFAULT_KEEP_PROBS)
     row = layer_sweep_row(s, (GROUP_LAYER,), settings)
     ms = row["ms"].get("sweep")
     return row | {"images/s": 1000.0 / ms if isinstance(ms, float) else None, "device": s.device}

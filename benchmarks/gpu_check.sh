@@ -6,9 +6,10 @@
 # which only the CPU path uses. Each step has its own time limit, so a slow step cannot starve the next.
 # Writes to $OUT (or /tmp/gpu_check): gpu.txt (machine), tests.txt (the CUDA tests, Triton's included),
 # bench_cuda.txt/.json (forward and forward+backward against the floor, torchvision and timm, the sweep's
-# passes: images sharing a pass and the default grid's images per second, with the goals), sweep.txt/.json (the Triton kernels over tile sizes, to tune dropblock/_triton.py) and
-# sweep_cuda.txt (`dropblock sweep --device cuda` in one process and in 2 torchrun ranks, with 16 masks and with 2
-# masks and images sharing passes; their CSVs, JSON, figures).
+# passes: images sharing a pass and the default grid's images per second, with the goals), sweep.txt/.json
+# (the Triton kernels over tile sizes, to tune dropblock/_triton.py) and sweep_cuda.txt (`dropblock sweep
+# --device cuda` in one process and in 2 torchrun ranks, with 16 masks, and with 2 masks and images sharing
+# passes; their CSVs, JSON, figures).
 set -uo pipefail
 out=${OUT:-/tmp/gpu_check}
 mkdir -p "$out"

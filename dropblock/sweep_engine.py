@@ -50,8 +50,8 @@ def mask_cost(setting: Setting, suffix: float) -> float:
 
 
 class ImageInput(NamedTuple):
-    """One image of :func:`sweep_group`: (H, W, 3) uint8 RGB ``pixels``, its ``content`` (:func:`~dropblock.sweep.content_id`),
-    the rows' ``name`` and its true class ``label`` (or None)."""
+    """One image of :func:`sweep_group`: (H, W, 3) uint8 RGB ``pixels``, its ``content``
+    (:func:`~dropblock.sweep.content_id`), the rows' ``name`` and its true class ``label`` (or None)."""
 
     pixels: np.ndarray
     content: str
@@ -80,7 +80,7 @@ def sweep_group(
 ) -> list[list[ImageRow]]:
     """Each image through ``todo`` ({layer: settings}): ``masks`` masks per (layer, setting), one row each, in
     ``todo``'s order; a list of rows per image. With several images, their feature-map edits at a layer share
-    one pass (:func:`~dropblock.models.forward_group`; the caller keeps the group to
+    one pass (:func:`~dropblock.shared_pass.forward_group`; the caller keeps the group to
     :func:`images_per_pass`): the rows equal those of each image alone up to the last float bits of
     batched kernels, and depend only on the group's images, so a run groups them the same way every time.
 
@@ -124,7 +124,8 @@ def sweep_group(
 def _feature_runs(jobs: list, layer: str, settings: Sequence[Setting]) -> list:
     """Per image, the FeatureBatchRun of its feature-map edits at ``layer`` (None when ``settings`` need no pass
     at the layer): forward_many for one image, forward_group for several."""
-    from dropblock.models import forward_group, forward_many
+    from dropblock.models import forward_many
+    from dropblock.shared_pass import forward_group
 
     if all(s.method == "cutout-input" for s in settings):
         return [None] * len(jobs)

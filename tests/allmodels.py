@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 import dropblock.models as M
+from dropblock.shared_pass import forward_group
 from clirun import run
 from edits import hooked_logits, masker
 
@@ -139,7 +140,7 @@ def check_forward_group(model: nn.Module, layer: str, side: int) -> str:
     model = copy.deepcopy(model).double()
     x = torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     edits = [[masker(seed) for seed in (5, 6)], [masker(7)]]
-    runs = M.forward_group(model, x, layer, edits)
+    runs = forward_group(model, x, layer, edits)
     for g, run_ in enumerate(runs):
         with torch.no_grad():
             plain = model(x[g:g + 1])

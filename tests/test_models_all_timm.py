@@ -17,8 +17,8 @@ Inputs are 64x64 except where an architecture takes no such input (:data:`SIDES`
 import pytest
 import torch
 
-from allmodels import (calibrated, check_forward_group, check_forward_many, cli_layers, cli_show, hooked_table, one_thread, pick_layer,
-                       saved, table_of)
+from allmodels import (calibrated, check_forward_group, check_forward_many, cli_layers, cli_show, hooked_table,
+                       one_thread, pick_layer, saved, table_of)
 from clirun import run
 from integration import require
 

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import torch
 
-from allmodels import (IMAGE, calibrated, check_forward_group, check_forward_many, cli_layers, cli_show, hooked_table, one_thread,
-                       pick_layer, saved, table_of)
+from allmodels import (IMAGE, calibrated, check_forward_group, check_forward_many, cli_layers, cli_show, hooked_table,
+                       one_thread, pick_layer, saved, table_of)
 from integration import require
 
 torchvision = require("torchvision")

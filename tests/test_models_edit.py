@@ -93,14 +93,14 @@ def test_joins_broadcast_in_the_widened_pass():
 
 def test_a_model_that_mixes_rows_is_caught_by_the_check(monkeypatch):
     """Code after the target that mixes the batch's rows: the check against plain passes sends the
-    edits to one pass each. Without the check (``_close`` always true) the rows are wrong, which the
+    edits to one pass each. Without the check (``logits_close`` always true) the rows are wrong, which the
     second half shows, so this test fails if the check is removed."""
     model = Joins(mix=0.5)
     run = forward_many(model, X, "target", EDITS)
     assert run.strategy == "single"
     assert_matches_hooks(model, "target", EDITS, run)
     E._checked.clear()
-    monkeypatch.setattr(E, "_close", lambda a, b: True)
+    monkeypatch.setattr(E, "logits_close", lambda a, b: True)
     wrong = forward_many(model, X, "target", EDITS)
     assert wrong.strategy == "widened"
     assert not torch.allclose(wrong.logits_after, run.logits_after, atol=1e-3)

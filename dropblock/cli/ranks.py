@@ -161,7 +161,8 @@ def _final_exchange(ranks, code: int, line: str) -> int:
 
 
 def image_rows(paths: Sequence[Path], todo_of: Callable[[Path], dict], work: Callable, *, full: dict,
-               workers: int = 0, short_side: int | None = None, group: int = 1) -> Iterator[tuple[Path, list, str | None]]:
+               workers: int = 0, short_side: int | None = None,
+               group: int = 1) -> Iterator[tuple[Path, list, str | None]]:
     """(path, rows, skipped) for every path in order; ``skipped`` the one line why an image cannot be used, else
     None. The paths are taken in groups of ``group`` in their order (the same groups in every run of the same
     paths, however the run is split or resumed); a group with something ``todo_of`` runs as one call

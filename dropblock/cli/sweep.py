@@ -34,6 +34,7 @@ LAYER_HELP = ("The layer whose output is masked (see `dropblock layers`); repeat
 PER_PASS_HELP = ("Images whose edits share a forward pass when one image's edits at a layer fill less than a batch "
                  "of 32 (a few masks or settings) \\[default: as many as fill one on cuda and mps; 1 on the CPU, where "
                  "a shared pass was measured slower].")
+PER_PASS_OPTION = typer.Option(None, "--images-per-pass", min=1, help=PER_PASS_HELP, show_default=False)
 BASELINE_HELP = ("The series the others are compared with, image by image (paired): a method, or a block method "
                  "with its size, e.g. dropblock:1 \\[default: dropout, or the first series of a run without it].")
 
@@ -129,7 +130,7 @@ def sweep(
                              "come from it, the image's bytes and the setting, so they never depend on the other images."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, mps or auto."),
     workers: int = typer.Option(0, "--workers", help="Processes that decode images ahead (0: none)."),
-    images_per_pass: Optional[int] = typer.Option(None, "--images-per-pass", min=1, help=PER_PASS_HELP, show_default=False),
+    images_per_pass: Optional[int] = PER_PASS_OPTION,
 ) -> None:
     """Regularizers at inference on one layer or several, across images: agreement, KL, accuracy and drop rate
     against keep_prob (the paper's Figure 5), or against depth; each series minus a baseline, image by image."""

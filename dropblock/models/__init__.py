@@ -22,7 +22,6 @@ _MODULES = {  # module -> the names it gives, imported on first use
     "preprocessing": ("Preprocessing", "preprocess"),
     "sources": ("build_model",),
     "edit": ("FeatureBatchRun", "forward_many"),
-    "group": ("forward_group",),
     "nets": ("EfficientNetLite0", "ResNet", "resnet18", "resnet50"),
 }
 _LAZY = {name: module for module, names in _MODULES.items() for name in names}

@@ -77,7 +77,7 @@ class EditShapeError(UsageError):
     """An edit returned something other than a tensor of its input's shape."""
 
 
-def _apply(edit: Edit, feature: torch.Tensor) -> torch.Tensor:
+def apply_edit(edit: Edit, feature: torch.Tensor) -> torch.Tensor:
     """``edit`` on a private copy of ``feature``; checks the result's shape."""
     out = edit(feature.clone())
     if not torch.is_tensor(out) or out.shape != feature.shape:
@@ -165,7 +165,7 @@ class _Job:
 
     def edit(self, edits: list[Edit], feature: torch.Tensor) -> torch.Tensor:
         """N maps (1, C, H, W): each edit once on its own copy of ``feature`` (1, C, H, W)."""
-        self.outs = [_apply(e, feature) for e in edits]
+        self.outs = [apply_edit(e, feature) for e in edits]
         return self.outs
 
     def batch(self, strategy: str, edits: list[Edit], with_clean: bool,
@@ -193,7 +193,7 @@ class _Job:
         return out
 
 
-def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
+def logits_close(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Equal up to the float bits that batched kernels change (relative to the logits' scale)."""
     eps = torch.finfo(b.dtype).eps if b.is_floating_point() else 0.0
     tol = max(1e-4, 64 * eps) * float(b.abs().max().clamp_min(1.0))
@@ -237,10 +237,10 @@ def _choose(job: _Job, kept: list | None) -> tuple[str, torch.Tensor, torch.Tens
     last = None
     for strategy in STRATEGIES[:2]:
         first = job.batch(strategy, chunk, with_clean=True, maps=maps)
-        if first is None or not _close(first[:1], logits):
+        if first is None or not logits_close(first[:1], logits):
             continue
         last = job.plain(maps[-1]) if last is None else last
-        if _close(first[-1:], last):
+        if logits_close(first[-1:], last):
             break
     else:
         strategy, first = "single", torch.cat([logits, _single(job, maps)])

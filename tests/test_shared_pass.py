@@ -1,4 +1,4 @@
-"""dropblock.models.group: several images' edits of one layer in one pass, checked against plain passes.
+"""dropblock.shared_pass: several images' edits of one layer in one pass, checked against plain passes.
 
 The reference is independent of the code under test: per image, a plain pass, and a plain pass with a
 forward hook returning ``edit(output)`` (tests/edits.py).
@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from dropblock.models import LayerError, ModelLoadError, forward_group, forward_many
+from dropblock.models import LayerError, ModelLoadError, forward_many
+from dropblock.shared_pass import forward_group
 from dropblock.models.edit import EditShapeError
 from tests.edits import hooked_logits, masker
 from tests.test_models_edit import Fails, Joins, Twice, nan_logits

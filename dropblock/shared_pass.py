@@ -6,7 +6,7 @@ before it run once on the G images; a forward hook on it returns, image after im
 that image's edited maps (R rows in all); and :class:`ImageRows` repeats an image's row of any G-row tensor
 that meets an R-row one later in the pass (a skip connection, a join) as many times as the image has rows.
 Code that mixes rows or reads the batch size would make that wrong, so each (model, layer, rows per image)
-is checked once against :func:`~.edit.forward_many` image by image, on every row; where the check fails or
+is checked once against :func:`~dropblock.models.forward_many` image by image, on every row; where the check fails or
 the pass raises, the images run one by one from then on.
 """
 
@@ -21,9 +21,8 @@ from torch.overrides import TorchFunctionMode
 
 from dropblock.errors import UsageError
 
-from .edit import Edit, EditShapeError, FeatureBatchRun, _apply, _close, forward_many, target_of
-from .errors import ModelLoadError
-from .layers import eval_mode
+from dropblock.models import ModelLoadError, eval_mode, forward_many
+from dropblock.models.edit import Edit, EditShapeError, FeatureBatchRun, apply_edit, logits_close, target_of
 
 _grouped: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> {(path, rows per image): bool}
 
@@ -59,9 +58,10 @@ class ImageRows(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def forward_group(model: nn.Module, x: torch.Tensor, layer: str, edits: Sequence[Sequence[Edit]]) -> list[FeatureBatchRun]:
+def forward_group(model: nn.Module, x: torch.Tensor, layer: str,
+                  edits: Sequence[Sequence[Edit]]) -> list[FeatureBatchRun]:
     """G images' edits of their activations at ``layer``, in one pass where the model allows it (the module
-    docstring says how): run g is what :func:`~.edit.forward_many` gives for image g, its ``edits[g]`` and
+    docstring says how): run g is what :func:`~dropblock.models.forward_many` gives for image g, its ``edits[g]`` and
     ``clean=True``, up to the last float bits of batched kernels. The caller keeps the pass small: it holds
     G + sum(len(e) for e in edits) rows. Eval mode and ``torch.inference_mode()`` as forward_many.
 
@@ -112,7 +112,7 @@ def _one_pass(net: nn.Module, path: str, display: str, x: torch.Tensor, edits: l
             return None
         seen["feature"] = out.clone()
         for g, image_edits in enumerate(edits):
-            maps.append([_apply(e, seen["feature"][g:g + 1]) for e in image_edits])
+            maps.append([apply_edit(e, seen["feature"][g:g + 1]) for e in image_edits])
         seen["mode"] = ImageRows(repeats, out.device)
         seen["mode"].__enter__()
         return torch.cat([m for g, made in enumerate(maps) for m in (seen["feature"][g:g + 1], *made)])
@@ -143,4 +143,4 @@ def _apart(model, x: torch.Tensor, layer: str, edits: Sequence[Sequence[Edit]], 
 
 
 def _same(a: FeatureBatchRun, b: FeatureBatchRun) -> bool:
-    return _close(a.logits_before, b.logits_before) and _close(a.logits_after, b.logits_after)
+    return logits_close(a.logits_before, b.logits_before) and logits_close(a.logits_after, b.logits_after)
