@@ -110,7 +110,7 @@ def edited_output(target: nn.Module, make: Callable[[torch.Tensor], torch.Tensor
         if seen.calls > 1:
             return None
         seen.output = out[:1].clone() if torch.is_tensor(out) else out  # safe from in-place ops
-        if make is None or not _is_map(out):
+        if make is None or not (torch.is_tensor(out) and out.ndim == 4):
             return None
         edited = make(seen.output)
         if widen and edited.shape[0] > 1:
@@ -125,10 +125,6 @@ def edited_output(target: nn.Module, make: Callable[[torch.Tensor], torch.Tensor
         handle.remove()
         if seen.mode is not None:
             seen.mode.__exit__(None, None, None)
-
-
-def _is_map(value: object) -> bool:
-    return torch.is_tensor(value) and value.ndim == 4
 
 
 @dataclass
@@ -158,7 +154,7 @@ class _Job:
         except (Exception, SystemExit) as exc:  # user code's sys.exit() is a failure too
             raise ModelLoadError(f"a forward pass of {self.name} failed: {why(exc)}") from exc
         output = self.seen.output
-        if self.seen.calls != 1 or not _is_map(output) or output.shape[0] != 1:
+        if self.seen.calls != 1 or not torch.is_tensor(output) or output.ndim != 4 or output.shape[0] != 1:
             raise not_a_map(self.path, trace_model(self.net, self.x.shape[-1]), self.name)
         check_logits(tuple(out.shape) if torch.is_tensor(out) else None, type(out).__name__, self.name)
         return out
@@ -251,8 +247,7 @@ def _choose(job: _Job, kept: list | None) -> tuple[str, torch.Tensor, torch.Tens
 
 
 def target_of(model: nn.Module, x: torch.Tensor, layer: str) -> tuple[nn.Module, str, torch.Tensor, str, str]:
-    """(the module, the model's name for messages, ``x`` on its device and dtype, the layer's display name, its
-    ``named_modules`` path). Raises UnknownNameError for an unknown layer."""
+    """(module, name for messages, ``x`` on the model, the layer's name and path); UnknownNameError if unknown."""
     net = getattr(model, "module", model)
     name = str(getattr(model, "spec", "") or getattr(net, "arch", "") or type(net).__name__)
     x = on_model(net, x)
