@@ -117,6 +117,7 @@ def test_no_readable_image_exits_1(tmp_path):
     (["--labels", "EXISTING"], "--labels:"),
     (["--layer", "blocks.99"], "close matches"),
     (["-n", "0"], "--masks must be >= 1"),
+    (["--images-per-pass", "0"], "'--images-per-pass': Input should be greater than or equal to 1"),
 ])
 def test_usage_errors_are_one_line_and_touch_nothing(tmp_path, args, text):
     existing = tmp_path / "existing.csv"
@@ -183,3 +184,20 @@ def test_ctrl_c_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert resumed.keys() == whole.keys() and len(whole) == 12
     for key, values in whole.items():
         assert resumed[key] == pytest.approx(values, rel=1e-6, abs=1e-12), key
+
+
+def test_resume_with_another_images_per_pass_is_refused(tmp_path):
+    """Images sharing passes share their last float bits, so the group size is one of the CSV's settings: a
+    resume with another one is refused with one line naming the option, the file untouched."""
+    csv_path = tmp_path / "s.csv"
+    r = run("sweep", SAMPLES / "coffee.jpg", SAMPLES / "chelsea.jpg", *FAST, "--images-per-pass", "2", "--csv",
+            csv_path, "-o", tmp_path / "s.png")
+    assert r.exit_code == 0, r.output
+    before = csv_path.read_bytes()
+    assert b'"images_per_pass": 2' in before
+    r = run("sweep", SAMPLES / "coffee.jpg", SAMPLES / "chelsea.jpg", *FAST, "--csv", csv_path, "--resume",
+            "-o", tmp_path / "t.png")
+    assert r.exit_code == 2
+    assert r.stderr.strip() == (f"dropblock: error: --resume: {str(csv_path)!r} was made with --images-per-pass 2, "
+                                "this run has 1; resume with the same settings, or start another --csv")
+    assert csv_path.read_bytes() == before

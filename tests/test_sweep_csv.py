@@ -22,7 +22,7 @@ ROWS = [
 ]
 SETTINGS = {"version": "0.1.0", "model": "efficientnet-lite0", "layers": ["blocks.8", "head"], "seed": 0, "gamma": "paper",
             "methods": ["dropblock", "dropout"], "block_sizes": [1, 7], "keep_probs": [1.0, 0.9], "masks": 16,
-            "labels": None, "weights": "default", "weights_sha256": "ab" * 32}
+            "labels": None, "weights": "default", "weights_sha256": "ab" * 32, "images_per_pass": 1}
 
 
 def test_rows_read_back_exactly_after_the_settings_header(tmp_path):
@@ -78,7 +78,7 @@ def test_resume_keeps_what_was_written_and_drops_a_row_cut_short(tmp_path):
 
 @pytest.mark.parametrize("key, value", [("layers", ["blocks.8"]), ("layers", ["head", "blocks.8"]), ("seed", 1), ("masks", 8), ("gamma", "exact"),
                                         ("keep_probs", [1.0, 0.8]), ("weights_sha256", "cd" * 32),
-                                        ("version", "0.2.0"), ("labels", "ef" * 32)])
+                                        ("version", "0.2.0"), ("labels", "ef" * 32), ("images_per_pass", 3)])
 def test_resume_with_other_settings_is_refused_naming_the_difference(tmp_path, key, value):
     path = tmp_path / "s.csv"
     with SweepCsv(path, SETTINGS, resume=False) as log:
