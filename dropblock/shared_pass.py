@@ -6,8 +6,8 @@ before it run once on the G images; a forward hook on it returns, image after im
 that image's edited maps (R rows in all); and :class:`ImageRows` repeats an image's row of any G-row tensor
 that meets an R-row one later in the pass (a skip connection, a join) as many times as the image has rows.
 Code that mixes rows or reads the batch size would make that wrong, so each (model, layer, rows per image)
-is checked once against :func:`~dropblock.models.forward_many` image by image, on every row; where the check fails or
-the pass raises, the images run one by one from then on.
+is checked once against :func:`~dropblock.models.forward_many` image by image, on every row; where the
+check fails or the pass raises, the images run one by one from then on.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from dropblock.errors import UsageError
-
 from dropblock.models import ModelLoadError, eval_mode, forward_many
 from dropblock.models.edit import Edit, EditShapeError, FeatureBatchRun, apply_edit, logits_close, target_of
 
@@ -43,7 +42,7 @@ class ImageRows(TorchFunctionMode):
         return None
 
     def _widen(self, value: object) -> object:
-        if isinstance(value, (list, tuple)):
+        if type(value) in (list, tuple):  # a join's operands (not a torch.Size or a named tuple)
             return type(value)(self._widen(v) for v in value)
         if self._rows(value) == self.images:
             return value.repeat_interleave(self.repeats.to(value.device), dim=0, output_size=self.rows)
@@ -51,7 +50,7 @@ class ImageRows(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: D105
         kwargs = kwargs or {}
-        flat = [v for a in args for v in (a if isinstance(a, (list, tuple)) else (a,))]
+        flat = [v for a in args for v in (a if type(a) in (list, tuple) else (a,))]
         counts = {self._rows(v) for v in flat}
         if self.rows in counts and self.images in counts:
             args = tuple(self._widen(a) for a in args)
