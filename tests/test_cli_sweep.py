@@ -201,3 +201,22 @@ def test_resume_with_another_images_per_pass_is_refused(tmp_path):
     assert r.stderr.strip() == (f"dropblock: error: --resume: {str(csv_path)!r} was made with --images-per-pass 2, "
                                 "this run has 1; resume with the same settings, or start another --csv")
     assert csv_path.read_bytes() == before
+
+
+def test_the_bar_shares_a_groups_work_among_its_images(monkeypatch):
+    """Images that share passes tick the bar together, then finish one after the other: each finish settles
+    that image's share, so the bar ends at images x per-image (not more: a group's work counted once per
+    image would overshoot, and the time estimate with it), whether the group did its full share or less."""
+    import importlib
+
+    cli_sweep = importlib.import_module("dropblock.cli.sweep")
+    advanced = []
+    monkeypatch.setattr(cli_sweep.ProgressBar, "advance", lambda self, n: advanced.append(n))
+    bar = cli_sweep._Bar(images=5, per_image=10.0)
+    bar.advance(30.0)  # a group of 3 images did all its work
+    for name in "abc":
+        bar.image_done(name)
+    bar.advance(12.0)  # a group of 2 whose second image failed to load
+    bar.image_done("d")
+    bar.image_done("e")
+    assert sum(advanced) == pytest.approx(50.0) and bar.done == 5 and bar.this_image == 0
