@@ -7,7 +7,8 @@ would exhaust a machine. A value over a limit is refused with one line that name
 
 from __future__ import annotations
 
-__all__ = ["MAX_RESIZED_PIXELS", "MAX_MAP_CELLS", "MAX_DPI", "MAX_INPUT_SIZE", "MAX_SCHEDULE_STEPS", "over_limit"]
+__all__ = ["MAX_RESIZED_PIXELS", "MAX_MAP_CELLS", "MAX_DPI", "MAX_INPUT_SIZE", "MAX_SCHEDULE_STEPS", "MAX_PASS_ROWS",
+           "over_limit"]
 
 MAX_RESIZED_PIXELS = 89_478_485
 """Pixels of an image once it is resized for a network (the upscaled side included): Pillow's own
@@ -30,6 +31,11 @@ The check belongs where ``--input-size`` is parsed (``dropblock.cli.models.model
 MAX_SCHEDULE_STEPS = 10**12
 """Training steps of a keep_prob schedule (``schedule --steps``): a million times ImageNet's 10**6 steps,
 and far inside the integers that steps are computed with (2**63)."""
+
+MAX_PASS_ROWS = 1024
+"""Rows of one forward pass that ``sweep --images-per-pass`` asks for (images x (1 + their edits at a layer)):
+32 times the default pass; at an early layer of a 224-px network (64 x 112 x 112 float32, 3.2 MB a row)
+one map of the pass is 3.3 GB."""
 
 
 def over_limit(value: int, limit: int, what: str, unit: str = "") -> str | None:

@@ -20,8 +20,9 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from dropblock.errors import UsageError
-from dropblock.models import ModelLoadError, eval_mode, forward_many
-from dropblock.models.edit import Edit, EditShapeError, FeatureBatchRun, apply_edit, logits_close, target_of
+from dropblock.models import eval_mode, forward_many
+from dropblock.models.edit import (Edit, EditShapeError, FeatureBatchRun, apply_edit, check_finite, edited_output,
+                                   logits_close, target_of)
 
 _grouped: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> {(path, rows per image): bool}
 
@@ -91,10 +92,7 @@ def forward_group(model: nn.Module, x: torch.Tensor, layer: str,
         elif runs is None:
             runs = _apart(model, x, layer, edits, maps)
     for run in runs:
-        for values in (run.logits_before, run.logits_after):
-            if not bool(torch.isfinite(values).all()):
-                raise ModelLoadError(f"{name} returns NaN or infinite logits with {display} edited: check its "
-                                     "weights and the input")
+        check_finite(name, display, run.logits_before, run.logits_after)
     return runs
 
 
@@ -103,36 +101,24 @@ def _one_pass(net: nn.Module, path: str, display: str, x: torch.Tensor, edits: l
     """The runs of one pass of all the images (None where it raises or returns other than one row of logits
     per row); ``maps`` gets each image's edited maps (1, C, h, w) as they are made."""
     repeats = [1 + len(e) for e in edits]
-    seen: dict = {"calls": 0}
 
-    def hook(module: nn.Module, args: tuple, out: object) -> object:
-        seen["calls"] += 1
-        if seen["calls"] > 1 or not torch.is_tensor(out) or out.ndim != 4 or out.shape[0] != len(edits):
-            return None
-        seen["feature"] = out.clone()
-        for g, image_edits in enumerate(edits):
-            maps.append([apply_edit(e, seen["feature"][g:g + 1]) for e in image_edits])
-        seen["mode"] = ImageRows(repeats, out.device)
-        seen["mode"].__enter__()
-        return torch.cat([m for g, made in enumerate(maps) for m in (seen["feature"][g:g + 1], *made)])
+    def make(feature: torch.Tensor) -> torch.Tensor:  # (G, C, h, w) -> each image's unedited and edited maps
+        maps.extend([apply_edit(e, feature[g:g + 1]) for e in image_edits] for g, image_edits in enumerate(edits))
+        return torch.cat([m for g, made in enumerate(maps) for m in (feature[g:g + 1], *made)])
 
-    handle = net.get_submodule(path).register_forward_hook(hook)
     try:
-        out = net(x)
+        with edited_output(net.get_submodule(path), make, lambda rows: ImageRows(repeats, x.device),
+                           rows=len(edits)) as seen:
+            out = net(x)
     except EditShapeError:
         raise
     except (Exception, SystemExit):
         return None
-    finally:
-        handle.remove()
-        if "mode" in seen:
-            seen["mode"].__exit__(None, None, None)
-    if seen["calls"] != 1 or "mode" not in seen or not torch.is_tensor(out) or out.shape[0] != sum(repeats) \
+    if seen.calls != 1 or seen.mode is None or not torch.is_tensor(out) or out.shape[0] != sum(repeats) \
             or out.ndim != 2:
         return None
-    rows = out.split(repeats)
-    return [FeatureBatchRun(display, r[:1], r[1:], seen["feature"][g:g + 1], None, "grouped")
-            for g, r in enumerate(rows)]
+    return [FeatureBatchRun(display, r[:1], r[1:], seen.output[g:g + 1], None, "grouped")
+            for g, r in enumerate(out.split(repeats))]
 
 
 def _apart(model, x: torch.Tensor, layer: str, edits: Sequence[Sequence[Edit]], maps: list) -> list[FeatureBatchRun]:

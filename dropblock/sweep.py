@@ -18,9 +18,8 @@ which sharpen the comparison of layers), and ``cutout-input+dropblock`` reuses t
 ``cutout-input`` and of DropBlock at the same block size and keep_prob. An image's results never
 depend on the other images or layers of the run, on the order of the settings, or on whether the run
 was resumed (images that share passes, :func:`~dropblock.sweep_engine.sweep_group`, share their last
-float bits too, so the CLI groups them the same way in every run). keep_prob 1 is the clean network: no
-mask and no pass, so its KL is exactly 0 and its
-agreement exactly 1.
+float bits too, so the CLI groups them the same way in every run). keep_prob 1 is the clean network:
+no mask and no pass, so its KL is exactly 0 and its agreement exactly 1.
 
 :func:`summarize` averages across images: the masks are averaged within each image first, then the
 standard error is taken across images, so it counts the spread of both (it needs two images; with

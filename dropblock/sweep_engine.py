@@ -31,7 +31,7 @@ from dropblock.method_names import FEATURE_METHODS
 from dropblock.errors import UsageError
 from dropblock.sweep import BATCH_SIZE, ImageRow, Setting, _check_setting, setting_seed
 
-__all__ = ["ImageInput", "sweep_layers", "sweep_group", "images_per_pass", "mask_cost"]
+__all__ = ["ImageInput", "sweep_layers", "sweep_group", "rows_per_image", "images_per_pass", "mask_cost"]
 
 Cost = Callable[[str, Setting], float]
 
@@ -59,12 +59,17 @@ class ImageInput(NamedTuple):
     label: int | None = None
 
 
+def rows_per_image(settings: Sequence[Setting], masks: int) -> int:
+    """Rows an image brings to a pass at a layer: its unedited row and ``masks`` edits per feature-map setting
+    below keep_prob 1 (1 when it has no such edit: no pass at the layer then)."""
+    return 1 + masks * len(_live(settings))
+
+
 def images_per_pass(settings: Sequence[Setting], masks: int, batch_size: int = BATCH_SIZE) -> int:
-    """How many images' feature-map edits :func:`sweep_group` puts in one pass of at most ``batch_size`` rows: each
-    image has its unedited row and ``masks`` edits per feature-map setting below keep_prob 1; 1 when one image
-    fills the pass (or has no such edit)."""
-    edits = masks * len(_live(settings))
-    return max(1, batch_size // (edits + 1)) if edits else 1
+    """How many images' feature-map edits :func:`sweep_group` puts in one pass of at most ``batch_size`` rows
+    (:func:`rows_per_image`); 1 when one image fills the pass (or has no such edit)."""
+    rows = rows_per_image(settings, masks)
+    return max(1, batch_size // rows) if rows > 1 else 1
 
 
 def sweep_layers(model, image: np.ndarray, todo: Mapping[str, Sequence[Setting]], *, content: str, name: str = "",

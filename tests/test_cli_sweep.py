@@ -118,6 +118,8 @@ def test_no_readable_image_exits_1(tmp_path):
     (["--layer", "blocks.99"], "close matches"),
     (["-n", "0"], "--masks must be >= 1"),
     (["--images-per-pass", "0"], "'--images-per-pass': Input should be greater than or equal to 1"),
+    (["--images-per-pass", "200"], "--images-per-pass 200 x 7 rows an image (its unedited row and edits at a layer) "
+                                   "= 1,400 is over the limit of 1,024 rows a pass"),
 ])
 def test_usage_errors_are_one_line_and_touch_nothing(tmp_path, args, text):
     existing = tmp_path / "existing.csv"

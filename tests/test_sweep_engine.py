@@ -14,7 +14,8 @@ from dropblock.methods import draw_mask
 from dropblock.models import preprocess
 from dropblock.sweep import Setting, content_id, setting_seed, settings_grid
 from dropblock.sweep_engine import sweep_image
-from dropblock.sweep_engine import ImageInput, images_per_pass, mask_cost, sweep_group, sweep_layers
+from dropblock.sweep_engine import (ImageInput, images_per_pass, mask_cost, rows_per_image, sweep_group,
+                                     sweep_layers)
 
 MODEL = "efficientnet-lite0"
 
@@ -151,6 +152,7 @@ def test_a_group_of_images_shares_each_layers_pass_and_equals_each_image_alone(m
 def test_images_per_pass_fills_a_batch_with_whole_images():
     """Each image brings its unedited row and masks x feature-map settings below keep_prob 1."""
     grid = settings_grid(["dropblock", "dropout", "cutout-input"], [1, 7], [1.0, 0.9])  # 3 live settings
+    assert rows_per_image(grid, masks=2) == 7
     assert images_per_pass(grid, masks=2) == 32 // 7
     assert images_per_pass(grid, masks=2, batch_size=64) == 64 // 7
     assert images_per_pass(grid, masks=16) == 1

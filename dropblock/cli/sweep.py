@@ -16,7 +16,7 @@ from dropblock.cli.app import stopped_word
 from dropblock.cli.models import fail_for, model_choice
 from dropblock.cli.options import (
     GAMMA_HELP, ClassNamesOpt, DownloadOpt, InputSizeOpt, JsonOpt, MeanOpt, ModelOpt, ProgressBar, StdOpt, WeightsOpt,
-    check_dpi, check_gamma_mode, check_positive, fail, stderr_is_terminal,
+    check_at_most, check_dpi, check_gamma_mode, check_positive, fail, stderr_is_terminal,
 )
 from dropblock.cli.ranks import image_rows, ranked
 from dropblock.cli.report import note, stderr_console
@@ -238,14 +238,13 @@ def _skip(path: Path, reason: str, state: Progress, bar: _Bar) -> list:
     return []
 
 
-def _group_rows(items: list, todos: list[dict], plan: dict, bar: _Bar) -> list[list]:
+def _group_rows(items: list, todos: list[dict], full: dict, plan: dict, bar: _Bar) -> list[list]:
     """The rows of each loaded image's (:class:`~dropblock.loader.ImageItem`) unfinished settings, ``todos``
-    ({layer: settings} each). Several images run every setting together (the passes of a run never stopped,
-    so the same rows to the last bit) and keep what was still to do."""
+    ({layer: settings} each). Several images run every setting, ``full``, together (the passes of a run never
+    stopped, so the same rows to the last bit) and keep what was still to do."""
     from dropblock.labels import label_for
     from dropblock.sweep_engine import ImageInput, sweep_group
 
-    full = {layer: list(plan["settings"]) for layer in plan["layer_names"]}
     images = [ImageInput(item.pixels, item.content, str(item.path), label_for(item.path, plan["labels"]))
               for item in items]
     rows = sweep_group(plan["net"], images, todos[0] if len(items) == 1 else full, masks=plan["masks"],
@@ -271,9 +270,9 @@ def _run(paths: list[Path], plan: dict, log, stage: Stage) -> Progress:
                   if r.image in names and r.setting in wanted and r.layer in layers]
     try:
         with _Bar(len(paths), per_image) as bar:
-            work = lambda items, todos: _group_rows(items, todos, plan, bar)  # noqa: E731
-            for path, rows, skipped in image_rows(paths, lambda path: _todo(path, plan, done), work,
-                                                  full={layer: list(plan["settings"]) for layer in layers},
+            full = {layer: list(plan["settings"]) for layer in layers}
+            work = lambda items, todos: _group_rows(items, todos, full, plan, bar)  # noqa: E731
+            for path, rows, skipped in image_rows(paths, lambda path: _todo(path, plan, done), work, full=full,
                                                   workers=plan["workers"],
                                                   short_side=plan["net"].preprocessing.short_side,
                                                   group=plan["images_per_pass"]):
@@ -339,10 +338,15 @@ def _costs(net, picked: list):
 
 
 def _per_pass(asked: Optional[int], settings: list, masks: int, device: str) -> int:
-    """--images-per-pass, or its default: :func:`~dropblock.sweep_engine.images_per_pass` on a GPU, 1 on the CPU."""
-    from dropblock.sweep_engine import images_per_pass
+    """--images-per-pass (exit 2 when its passes would be over MAX_PASS_ROWS), or its default:
+    :func:`~dropblock.sweep_engine.images_per_pass` on a GPU, 1 on the CPU."""
+    from dropblock.limits import MAX_PASS_ROWS
+    from dropblock.sweep_engine import images_per_pass, rows_per_image
 
     if asked is not None:
+        rows = rows_per_image(settings, masks)
+        check_at_most(asked * rows, MAX_PASS_ROWS, f"--images-per-pass {asked} x {rows} rows an image (its unedited "
+                      "row and edits at a layer) =", "rows a pass")
         return asked
     return 1 if str(device).split(":")[0] == "cpu" else images_per_pass(settings, masks)
 

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from dropblock._checks import check_positive_int
 from dropblock.errors import UsageError
 
 from .errors import ModelLoadError, why
@@ -88,20 +89,20 @@ def apply_edit(edit: Edit, feature: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class EditedCall:
-    """What :func:`edited_output` saw: the target's calls so far, and a copy of its first
-    output's row 0 (or that output itself when it is not a tensor)."""
+    """What :func:`edited_output` saw: the target's calls so far, a copy of its first output's first rows
+    (or that output itself when it is not a tensor), and the mode it entered."""
 
     calls: int = 0
     output: object = None
-    mode: BroadcastJoins | None = None
+    mode: TorchFunctionMode | None = None
 
 
 @contextmanager
 def edited_output(target: nn.Module, make: Callable[[torch.Tensor], torch.Tensor] | None,
-                  widen: bool = False) -> Iterator[EditedCall]:
+                  widen: Callable[[int], TorchFunctionMode] | None = None, rows: int = 1) -> Iterator[EditedCall]:
     """A forward hook on ``target`` for the ``with`` block: its first output, when a 4-D map, is replaced by
-    ``make(output[:1])`` (None: left as it is), and with ``widen`` and more than one row returned,
-    :class:`BroadcastJoins` is on for the rest of the pass. Hook and mode are gone afterwards, whatever
+    ``make(output[:rows])`` (None: left as it is), and where that has more rows, ``widen(its rows)`` (e.g.
+    :class:`BroadcastJoins`) is on for the rest of the pass. Hook and mode are gone afterwards, whatever
     the block raised."""
     seen = EditedCall()
 
@@ -109,12 +110,12 @@ def edited_output(target: nn.Module, make: Callable[[torch.Tensor], torch.Tensor
         seen.calls += 1
         if seen.calls > 1:
             return None
-        seen.output = out[:1].clone() if torch.is_tensor(out) else out  # safe from in-place ops
+        seen.output = out[:rows].clone() if torch.is_tensor(out) else out  # safe from in-place ops
         if make is None or not (torch.is_tensor(out) and out.ndim == 4):
             return None
         edited = make(seen.output)
-        if widen and edited.shape[0] > 1:
-            seen.mode = BroadcastJoins(edited.shape[0])
+        if widen is not None and edited.shape[0] > rows:
+            seen.mode = widen(edited.shape[0])
             seen.mode.__enter__()
         return edited
 
@@ -141,7 +142,7 @@ class _Job:
     outs: list[torch.Tensor] | None = None  # the edited maps of the last batch, (1, C, H, W) each, once made
     seen: EditedCall = field(default_factory=EditedCall)  # the target in the last pass
 
-    def run(self, x: torch.Tensor, make: Callable[[torch.Tensor], torch.Tensor] | None, widen: bool = False) -> object:
+    def run(self, x: torch.Tensor, make: Callable[[torch.Tensor], torch.Tensor] | None, widen=None) -> object:
         """One forward pass of ``x`` with the target's output edited (:func:`edited_output`)."""
         with edited_output(self.net.get_submodule(self.path), make, widen) as self.seen:
             return self.net(x)
@@ -179,7 +180,7 @@ class _Job:
 
         x = self.x if strategy == "widened" else self.x.expand(rows, *self.x.shape[1:]).clone()
         try:
-            out = self.run(x, make, widen=strategy == "widened")
+            out = self.run(x, make, widen=BroadcastJoins if strategy == "widened" else None)
         except EditShapeError:
             raise
         except (Exception, SystemExit):
@@ -196,11 +197,6 @@ def logits_close(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.shape == b.shape and bool(((a - b).abs() <= tol).all())
 
 
-def _single(job: _Job, maps: list[torch.Tensor]) -> torch.Tensor:
-    """(N, K) logits, one plain pass per edited map (1, C, H, W) of ``maps``: exact for any model."""
-    return torch.cat([job.plain(m) for m in maps])
-
-
 def _batches(job: _Job, strategy: str, edits: list[Edit], clean: bool, kept: list | None) -> torch.Tensor:
     """The logits of ``edits`` in batches of ``job.batch_size`` by ``strategy`` (the unedited row first with
     ``clean``); a batch that fails runs as plain passes."""
@@ -212,7 +208,7 @@ def _batches(job: _Job, strategy: str, edits: list[Edit], clean: bool, kept: lis
             made = strategy != "single" and job.outs is not None  # the edits ran at the target
             # the unedited map: from an earlier pass, else from a plain one
             before = job.plain(None) if first or job.seen.output is None else None
-            out = _single(job, job.outs if made else job.edit(chunk, job.seen.output))
+            out = torch.cat([job.plain(m) for m in (job.outs if made else job.edit(chunk, job.seen.output))])
             out = torch.cat([before, out]) if first else out
         if kept is not None:
             kept.append(torch.cat(job.outs))
@@ -239,11 +235,18 @@ def _choose(job: _Job, kept: list | None) -> tuple[str, torch.Tensor, torch.Tens
         if logits_close(first[-1:], last):
             break
     else:
-        strategy, first = "single", torch.cat([logits, _single(job, maps)])
+        strategy, first = "single", torch.cat([logits, *(job.plain(m) for m in maps)])  # one plain pass each
     if distinct:
         _checked.setdefault(job.net, {})[job.path] = strategy
     after = [first[1:]] + ([_batches(job, strategy, rest, False, kept)] if rest else [])
     return strategy, first[:1], feature, torch.cat(after)  # row 0, as later calls give it
+
+
+def check_finite(name: str, display: str, logits: torch.Tensor | None, after: torch.Tensor) -> None:
+    """ModelLoadError when the unedited ``logits`` (None: not made) or the edited ``after`` hold NaN or inf."""
+    for what, values in (("", logits), (f" with {display} edited", after)):
+        if values is not None and not bool(torch.isfinite(values).all()):
+            raise ModelLoadError(f"{name} returns NaN or infinite logits{what}: check its weights and the input")
 
 
 def target_of(model: nn.Module, x: torch.Tensor, layer: str) -> tuple[nn.Module, str, torch.Tensor, str, str]:
@@ -285,8 +288,7 @@ def forward_many(model: nn.Module, x: torch.Tensor, layer: str, edits: Iterable[
     edits = list(edits)
     if not edits:
         raise UsageError("forward_many needs at least one edit")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise UsageError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    batch_size = check_positive_int(batch_size, "batch_size")
     if not torch.is_tensor(x) or x.ndim != 4 or x.shape[:2] != (1, 3):
         raise UsageError(f"forward_many takes one image of shape (1, 3, H, W), got "
                          f"{tuple(x.shape) if torch.is_tensor(x) else type(x).__name__}")
@@ -301,8 +303,6 @@ def forward_many(model: nn.Module, x: torch.Tensor, layer: str, edits: Iterable[
             out = _batches(job, strategy, edits, clean, kept)
             logits, feature, after = out[:1], job.seen.output, out[int(clean):]
     logits = logits if clean else None  # (a first call for a model and layer makes them for its check)
-    for what, values in (("", logits), (f" with {display} edited", after)):
-        if values is not None and not bool(torch.isfinite(values).all()):
-            raise ModelLoadError(f"{name} returns NaN or infinite logits{what}: check its weights and the input")
+    check_finite(name, display, logits, after)
     return FeatureBatchRun(display, logits, after, feature, torch.cat(kept) if keep_features else None, strategy)
 
