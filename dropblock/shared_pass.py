@@ -103,6 +103,8 @@ def _one_pass(net: nn.Module, path: str, display: str, x: torch.Tensor, edits: l
     repeats = [1 + len(e) for e in edits]
 
     def make(feature: torch.Tensor) -> torch.Tensor:  # (G, C, h, w) -> each image's unedited and edited maps
+        if feature.shape[0] != len(edits):  # not a row per image: left alone, so the images run apart
+            return feature
         maps.extend([apply_edit(e, feature[g:g + 1]) for e in image_edits] for g, image_edits in enumerate(edits))
         return torch.cat([m for g, made in enumerate(maps) for m in (feature[g:g + 1], *made)])
 

@@ -71,6 +71,23 @@ def test_a_batch_size_read_before_the_target_runs_the_images_apart():
     assert_matches_hooks(model, "target", EDITS, runs)
 
 
+class FirstRowOnly(Joins):
+    """Its target runs on the first image of the batch only (as a layer inside swin_v2_t's blocks can see
+    fewer rows than the input has): one map per image alone, one map for the whole group."""
+
+    def forward(self, x):
+        s = torch.relu(self.stem(x))
+        y = s + self.target(s[:1])
+        return self.fc(torch.cat([y.mean((2, 3)), s.amax((2, 3))], 1))
+
+
+def test_a_target_with_fewer_rows_than_images_runs_the_images_apart():
+    model = FirstRowOnly()
+    runs = forward_group(model, X, "target", EDITS)
+    assert "grouped" not in {r.strategy for r in runs}
+    assert_matches_hooks(model, "target", EDITS, runs)
+
+
 def test_a_last_group_of_other_sizes_is_checked_on_its_own():
     """Another number of rows per image is another pass: checked again, and right."""
     model = Joins()
